@@ -1,0 +1,50 @@
+# Sluice: `make demo` runs the main job, `make test` runs the whole suite. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= $(shell PYENV_VERSION=3.12 pyenv which python 2>/dev/null || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo test test-fast lint bench render clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@bash scripts/check-python.sh "$(PYTHON)"
+	@test -x $(BIN)/python || "$(PYTHON)" -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip wheel
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv (Python 3.12) and install the project with its test extras
+
+demo: setup ## the main job: train, package and show the bundle (dvc repro)
+	$(BIN)/python -m sluice demo
+
+test: setup ## the whole suite (starts what the tests need; slow end-to-end tests included)
+	bash scripts/services.sh
+	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: setup ## the suite without tests marked slow
+	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy and the import layering contract
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy sluice model serving rollout pipelines
+	$(BIN)/lint-imports
+
+bench: setup ## side-by-side benchmarks; results in benchmarks/results/
+	$(BIN)/python -m benchmarks
+
+render: setup ## render the hera pipelines to pipelines/rendered/
+	$(BIN)/sluice pipelines render
+
+clean: ## remove pipeline outputs (keeps .venv)
+	rm -rf artifacts data/raw data/prepared reports/metrics reports/plots mlflow.db mlartifacts

@@ -1,0 +1,59 @@
+"""Where the training pipeline reads and writes, relative to the repository root (the folder with dvc.yaml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path = ".") -> Layout:
+        return cls(Path(root).resolve())
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data" / "raw" / "breast_cancer.csv"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / "data" / "prepared" / "train.csv"
+
+    @property
+    def test_csv(self) -> Path:
+        return self.root / "data" / "prepared" / "test.csv"
+
+    @property
+    def validation_report(self) -> Path:
+        return self.root / "reports" / "metrics" / "validation.json"
+
+    @property
+    def trained_model(self) -> Path:
+        return self.root / "artifacts" / "train" / "model.skops"
+
+    @property
+    def train_run(self) -> Path:
+        return self.root / "artifacts" / "train" / "run.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "reports" / "metrics" / "train.json"
+
+    @property
+    def evaluate_metrics(self) -> Path:
+        return self.root / "reports" / "metrics" / "evaluate.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "reports" / "plots"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "artifacts" / "model"

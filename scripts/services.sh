@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests start themselves (redis-server, prometheus) and the load generator (wrk) are installed.
+# The test fixtures start and stop their own instances on loopback; nothing here is left running.
+set -euo pipefail
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} (Debian packages)"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,25 @@
+"""The `sluice` command: wires the subcommands of model/, serving/, rollout/ and pipelines/.
+
+Heavy libraries (MLflow, Great Expectations, scikit-learn) are imported inside the commands that use them,
+so `sluice --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from sluice import commands_model
+
+app = typer.Typer(
+    name="sluice",
+    help="GitOps CI/CD for ML models: train with DVC, serve with Seldon, promote through Git behind metric gates.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(commands_model.app, name="model")
+app.command("demo")(commands_model.demo)
+
+
+def main() -> None:
+    app()
