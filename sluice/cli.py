@@ -1,14 +1,24 @@
 """The `sluice` command: wires the subcommands of model/, serving/, rollout/ and pipelines/.
 
 Heavy libraries (MLflow, Great Expectations, scikit-learn) are imported inside the commands that use them,
-so `sluice --help` answers at once.
+so `sluice --help` answers at once. Each area's commands live in `sluice/commands_<area>.py`.
 """
 
 from __future__ import annotations
 
 import typer
 
-from sluice import commands_model
+from sluice import (
+    commands_batch,
+    commands_edge,
+    commands_gitops,
+    commands_model,
+    commands_pipelines,
+    commands_rollout,
+    commands_serve,
+    commands_stream,
+    commands_up,
+)
 
 app = typer.Typer(
     name="sluice",
@@ -19,6 +29,17 @@ app = typer.Typer(
 )
 app.add_typer(commands_model.app, name="model")
 app.command("demo")(commands_model.demo)
+for area in (
+    commands_serve,
+    commands_up,
+    commands_rollout,
+    commands_gitops,
+    commands_batch,
+    commands_stream,
+    commands_edge,
+    commands_pipelines,
+):
+    area.register(app)
 
 
 def main() -> None:
