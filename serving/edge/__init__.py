@@ -1,0 +1,1 @@
+"""Edge serving: an ONNX bundle and a runtime that needs only numpy and onnxruntime, with fleet rollout."""

@@ -1,0 +1,245 @@
+"""The edge runtime: load an edge bundle and predict with ONNX Runtime, importing only numpy and onnxruntime.
+
+A device runs this module and nothing else of Sluice: it reads the bundle's JSON files itself (no pydantic,
+no scikit-learn, no pandas) and checks every file against the manifest before loading the model.
+`python -m serving.edge.runtime --bundle DIR [--input rows.csv|rows.json]` prints predictions as JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.edge.manifest import (
+    METADATA_FILE,
+    SELFTEST_FILE,
+    SIGNATURE_FILE,
+    EdgeBundleError,
+    EdgeManifest,
+    read_json,
+    read_manifest,
+    verify,
+)
+
+
+class EdgeInputError(ValueError):
+    """Input rows the model cannot take; the message names the row, feature and value."""
+
+
+@dataclass(frozen=True)
+class EdgePrediction:
+    labels: np.ndarray
+    probabilities: np.ndarray
+
+
+@dataclass(frozen=True)
+class SelfTestResult:
+    passed: bool
+    rows: int
+    label_matches: int
+    max_probability_diff: float
+    tolerance: float
+
+    def explain(self) -> str:
+        verdict = "passed" if self.passed else "FAILED"
+        return (
+            f"self-test {verdict}: labels match on {self.label_matches}/{self.rows} golden rows, largest "
+            f"probability difference {self.max_probability_diff:.2e} (tolerance {self.tolerance:.0e})"
+        )
+
+
+class EdgeModel:
+    """A loaded edge bundle. `predict` takes validated float rows; `predict_rows` validates first."""
+
+    def __init__(
+        self, directory: Path, manifest: EdgeManifest, signature: dict[str, Any], metadata: dict[str, Any]
+    ):
+        import onnxruntime as ort
+
+        self.directory = directory
+        self.manifest = manifest
+        self.metadata = metadata
+        try:
+            self.feature_names: list[str] = [str(f["name"]) for f in signature["features"]]
+            self.classes: list[int] = [int(c) for c in signature["classes"]]
+            self._input: str = str(signature.get("onnx_input", "input"))
+            self._outputs: list[str] = [
+                str(o) for o in signature.get("onnx_outputs", ["label", "probabilities"])
+            ][:2]
+        except (KeyError, TypeError, ValueError) as e:
+            raise EdgeBundleError(f"{directory / SIGNATURE_FILE}: malformed signature ({e})") from e
+        self._index = {name: i for i, name in enumerate(self.feature_names)}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        model_path = directory / manifest.model_file
+        try:
+            self._session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # ORT raises its own exception types for a corrupt or unsupported model
+            raise EdgeBundleError(f"{model_path}: ONNX Runtime cannot load it ({_first_line(e)})") from e
+
+    @classmethod
+    def load(cls, directory: str | Path, *, check: bool = True) -> EdgeModel:
+        """Open an edge bundle; with `check` (the default) every file is verified against the manifest."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise EdgeBundleError(f"{directory}: not an edge bundle directory")
+        manifest = verify(directory) if check else read_manifest(directory)
+        signature = read_json(directory / SIGNATURE_FILE)
+        metadata = read_json(directory / METADATA_FILE)
+        if not isinstance(signature, dict) or not isinstance(metadata, dict):
+            raise EdgeBundleError(f"{directory}: signature.json and metadata.json must hold JSON objects")
+        return cls(directory, manifest, signature, metadata)
+
+    @property
+    def digest(self) -> str:
+        return self.manifest.model_digest
+
+    @property
+    def n_features(self) -> int:
+        return len(self.feature_names)
+
+    # prediction ------------------------------------------------------------------------------------
+    def predict(self, X: np.ndarray) -> EdgePrediction:
+        labels, probabilities = self._session.run(
+            self._outputs, {self._input: X.astype(np.float32, copy=False)}
+        )
+        return EdgePrediction(np.asarray(labels).reshape(-1), np.asarray(probabilities))
+
+    def predict_rows(self, rows: Any) -> EdgePrediction:
+        return self.predict(self.validate(rows))
+
+    def validate(self, rows: Any) -> np.ndarray:
+        """Records `{feature: value}` or lists of values in signature order -> float32 (rows x features)."""
+        if isinstance(rows, np.ndarray):
+            X = rows.reshape(1, -1) if rows.ndim == 1 else rows
+            if X.ndim != 2 or X.shape[1] != self.n_features:
+                raise EdgeInputError(f"expected rows of {self.n_features} features, got shape {rows.shape}")
+            if X.dtype.kind not in "fiu":
+                raise EdgeInputError(f"expected numbers, got an array of {X.dtype}")
+            X = X.astype(np.float32)
+            self._check_finite(X)
+            return X
+        if isinstance(rows, Mapping):
+            rows = [rows]
+        if isinstance(rows, str | bytes) or not isinstance(rows, Sequence) or len(rows) == 0:
+            raise EdgeInputError("expected a non-empty list of rows")
+        if not isinstance(rows[0], Mapping | Sequence) or isinstance(rows[0], str | bytes):
+            rows = [rows]  # one flat row
+        X = np.empty((len(rows), self.n_features), dtype=np.float32)
+        for r, row in enumerate(rows):
+            if isinstance(row, Mapping):
+                unknown = [k for k in row if k not in self._index]
+                if unknown:
+                    raise EdgeInputError(f"row {r}: unknown feature {unknown[0]!r}")
+                missing = [n for n in self.feature_names if n not in row]
+                if missing:
+                    raise EdgeInputError(f"row {r}: missing feature {missing[0]!r} ({len(missing)} missing)")
+                for name, value in row.items():
+                    X[r, self._index[name]] = _number(value, r, name)
+            elif isinstance(row, Sequence) and not isinstance(row, str | bytes):
+                if len(row) != self.n_features:
+                    raise EdgeInputError(f"row {r}: {len(row)} values, the model takes {self.n_features}")
+                for j, value in enumerate(row):
+                    X[r, j] = _number(value, r, self.feature_names[j])
+            else:
+                raise EdgeInputError(
+                    f"row {r}: expected a record or a list of values, got {type(row).__name__}"
+                )
+        return X
+
+    def _check_finite(self, X: np.ndarray) -> None:
+        if not np.isfinite(X).all():
+            r, c = np.argwhere(~np.isfinite(X))[0]
+            raise EdgeInputError(
+                f"row {r}, feature {self.feature_names[c]!r}: {X[r, c]} is not a finite number"
+            )
+
+    # self-test -------------------------------------------------------------------------------------
+    def self_test(self) -> SelfTestResult:
+        """Predict the golden rows shipped in the bundle and compare with the answers recorded at export."""
+        golden = read_json(self.directory / SELFTEST_FILE)
+        try:
+            X = np.asarray(golden["rows"], dtype=np.float32)
+            expected_labels = np.asarray(golden["labels"])
+            expected_probs = np.asarray(golden["probabilities"], dtype=np.float64)
+            tolerance = float(golden["tolerance"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise EdgeBundleError(f"{self.directory / SELFTEST_FILE}: malformed ({e})") from e
+        got = self.predict(X)
+        matches = int((got.labels == expected_labels).sum())
+        diff = float(np.abs(got.probabilities.astype(np.float64) - expected_probs).max()) if len(X) else 0.0
+        passed = len(X) > 0 and matches == len(X) and diff <= tolerance
+        return SelfTestResult(passed, len(X), matches, diff, tolerance)
+
+
+def _number(value: Any, row: int, feature: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise EdgeInputError(f"row {row}, feature {feature!r}: non-numeric value {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise EdgeInputError(f"row {row}, feature {feature!r}: non-numeric value {value!r}")
+    if not math.isfinite(value):
+        raise EdgeInputError(f"row {row}, feature {feature!r}: {value} is not a finite number")
+    return float(value)
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def read_rows(path: Path) -> list[dict[str, Any]] | list[Any]:
+    """Rows from a CSV file (header row of feature names) or a JSON file (a list, or {"instances": [...]})."""
+    if not path.is_file():
+        raise EdgeInputError(f"{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise EdgeInputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from e
+    if isinstance(data, dict) and "instances" in data:
+        data = data["instances"]
+    if not isinstance(data, list):
+        raise EdgeInputError(f'{path}: expected a JSON list of rows or {{"instances": [...]}}')
+    return data
+
+
+def golden_rows(directory: Path) -> list[Any]:
+    rows: list[Any] = read_json(directory / SELFTEST_FILE)["rows"]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving.edge.runtime", description=__doc__)
+    parser.add_argument("--bundle", required=True, type=Path)
+    parser.add_argument("--input", type=Path, help="CSV or JSON rows (default: the bundle's golden rows)")
+    args = parser.parse_args(argv)
+    try:
+        model = EdgeModel.load(args.bundle)
+        rows = read_rows(args.input) if args.input else golden_rows(args.bundle)
+        result = model.predict_rows(rows)
+    except (EdgeBundleError, EdgeInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for label, probs in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True):
+        print(json.dumps({"prediction": label, "probabilities": probs}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
