@@ -79,18 +79,19 @@ def policies(draw: st.DrawFn) -> Policy:
 
 @st.composite
 def stats(draw: st.DrawFn) -> PredictorStats:
-    n = draw(st.integers(0, 300))
-    fb = draw(st.integers(0, 300))
-    comp = draw(st.integers(0, 300))
-    fast = draw(st.integers(0, n))
+    # Mostly healthy, sometimes empty or bad: so that long rollouts, holds and failures all occur.
+    n = draw(st.one_of(st.just(0), st.integers(0, 60), st.integers(200, 300)))
+    fb = draw(st.one_of(st.just(0), st.integers(0, 300)))
+    comp = draw(st.one_of(st.just(0), st.integers(0, 300)))
+    healthy = draw(st.booleans()) or draw(st.booleans())
     return PredictorStats(
         requests=n,
-        errors=draw(st.integers(0, n)),
-        buckets=((0.05, fast), (0.5, n), (float("inf"), n)),
+        errors=0 if healthy else draw(st.integers(0, n)),
+        buckets=((0.05, n if healthy else draw(st.integers(0, n))), (0.5, n), (float("inf"), n)),
         feedback=fb,
-        reward=draw(st.integers(0, fb)),
+        reward=fb if healthy else draw(st.integers(0, fb)),
         comparisons=comp,
-        disagreements=draw(st.integers(0, comp)),
+        disagreements=0 if healthy else draw(st.integers(0, comp)),
     )
 
 
