@@ -1,9 +1,138 @@
-"""`sluice pipelines`: registered on the top-level app by sluice/cli.py."""
+"""`sluice pipelines`: render the hera-authored Argo objects to pipelines/rendered/, list them, submit one.
+
+Registered on the top-level app by sluice/cli.py. hera is imported inside the commands (it is not light).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
+from sluice.console import console, fail
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(
+    help="Argo Workflows authored with hera: render them to YAML, validate, submit to an Argo Server.",
+    no_args_is_help=True,
+)
+
+
+@app.command("render")
+def render(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Directory to write to (default: pipelines/rendered).")
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; fail if the files on disk differ from the Python.")
+    ] = False,
+) -> None:
+    """Render every pipeline to YAML (one file per object), validated against Argo's schema first."""
+    from pipelines.catalog import RENDERED_DIR, catalog, render_all, write_all
+    from pipelines.schemas import validate_document
+
+    directory = out or RENDERED_DIR
+    problems = [str(p) for pipe in catalog() for p in validate_document(pipe.build(), pipe.filename)]
+    if problems:
+        fail("rendered objects are not valid:\n  " + "\n  ".join(problems))
+    if check:
+        stale = [
+            str(path)
+            for path, text in render_all(directory).items()
+            if not path.exists() or path.read_text() != text
+        ]
+        if stale:
+            fail("out of date (run `sluice pipelines render`): " + ", ".join(stale))
+        console.print(f"{directory}: up to date", highlight=False)
+        return
+    for path in write_all(directory):
+        console.print(f"wrote {path}", highlight=False)
+
+
+@app.command("list")
+def list_pipelines() -> None:
+    """List the pipelines: name, kind, title (as the Argo UI shows it) and the module defining it."""
+    from rich.table import Table
+
+    from pipelines.catalog import catalog
+    from pipelines.conventions import DESCRIPTION, TITLE
+
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    for column in ("kind", "title", "defined in"):
+        table.add_column(column)
+    for pipe in catalog():
+        doc = pipe.build()
+        notes = doc["metadata"].get("annotations") or {}
+        title = notes.get(TITLE) or notes.get(DESCRIPTION) or notes.get("sluice.dev/description", "")
+        table.add_row(pipe.name, pipe.kind, title, pipe.module)
+    console.print(table)
+
+
+def _parameters(values: list[str]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--parameter {item!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+@app.command("submit")
+def submit(
+    name: Annotated[
+        str, typer.Argument(help="WorkflowTemplate to run: train, build-serving-image, promote, batch-score.")
+    ],
+    parameter: Annotated[
+        list[str] | None,
+        typer.Option("--parameter", "-p", help="NAME=VALUE, repeatable (workflow arguments)."),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Namespace (default: $ARGO_NAMESPACE, else the template's own).")
+    ] = None,
+) -> None:
+    """Submit a WorkflowTemplate through the Argo Server API ($ARGO_SERVER, token in $ARGO_TOKEN)."""
+    from pipelines.catalog import by_name
+    from pipelines.submit import SubmitError
+    from pipelines.submit import submit as submit_template
+
+    server = os.environ.get("ARGO_SERVER", "").strip()
+    if not server:
+        fail(
+            "ARGO_SERVER is not set: export ARGO_SERVER=https://argo.example.com (and ARGO_TOKEN, "
+            "from `argo auth token`) to submit to a cluster; see docs/cluster.md"
+        )
+    try:
+        pipe = by_name(name)
+    except KeyError as e:
+        fail(str(e.args[0]))
+    if not pipe.submittable:
+        fail(f"{name} is a {pipe.kind}, not a WorkflowTemplate: Argo runs it by itself once applied")
+    params = _parameters(parameter or [])
+    doc = pipe.build()
+    declared = {p["name"] for p in doc["spec"].get("arguments", {}).get("parameters", [])}
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        fail(f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(declared))})")
+    skip_verify = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in {"1", "true", "yes"}
+    try:
+        submitted = submit_template(
+            server,
+            namespace or os.environ.get("ARGO_NAMESPACE") or doc["metadata"]["namespace"],
+            name,
+            params,
+            token=os.environ.get("ARGO_TOKEN"),
+            verify=not skip_verify,
+        )
+    except SubmitError as e:
+        fail(str(e))
+    console.print(
+        f"submitted [bold]{submitted.name}[/] in {submitted.namespace}: {submitted.url}", highlight=False
+    )
+
+
+def register(app_: typer.Typer) -> None:
     """Add this module's commands to the `sluice` app."""
+    app_.add_typer(app, name="pipelines")

@@ -1,0 +1,88 @@
+"""Every Argo object Sluice renders, by name, and how it is written to pipelines/rendered/.
+
+`sluice pipelines render` writes them; a test renders again and compares with the committed files, the way
+hera checks its own examples (set SLUICE_REGENERATE=1 to refresh the files instead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RENDERED_DIR = Path(__file__).resolve().parent / "rendered"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One renderable object: its name in Argo, the module that defines it, and how to build it."""
+
+    name: str
+    kind: str
+    module: str
+    build: Callable[[], dict[str, Any]]
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}.{self.kind.lower()}.yaml"
+
+    @property
+    def submittable(self) -> bool:
+        return self.kind == "WorkflowTemplate"
+
+
+def _hera(factory: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: factory().to_dict()
+
+
+def catalog() -> list[Pipeline]:
+    from pipelines import batch, build_image, events, promote, train
+
+    return [
+        Pipeline(train.NAME, "WorkflowTemplate", "pipelines/train.py", _hera(train.build)),
+        Pipeline(build_image.NAME, "WorkflowTemplate", "pipelines/build_image.py", _hera(build_image.build)),
+        Pipeline(promote.NAME, "WorkflowTemplate", "pipelines/promote.py", _hera(promote.build)),
+        Pipeline(batch.NAME, "WorkflowTemplate", "pipelines/batch.py", _hera(batch.build)),
+        Pipeline(batch.CRON_NAME, "CronWorkflow", "pipelines/batch.py", _hera(batch.build_cron)),
+        Pipeline(
+            events.EVENT_SOURCE_NAME,
+            "EventSource",
+            "pipelines/events.py",
+            lambda: dict(events.event_source()),
+        ),
+        Pipeline(events.SENSOR_NAME, "Sensor", "pipelines/events.py", lambda: dict(events.sensor())),
+    ]
+
+
+def by_name(name: str) -> Pipeline:
+    for pipeline in catalog():
+        if pipeline.name == name:
+            return pipeline
+    known = ", ".join(p.name for p in catalog())
+    raise KeyError(f"no pipeline named {name!r} (known: {known})")
+
+
+def to_yaml(pipeline: Pipeline) -> str:
+    header = (
+        f"# Rendered by `sluice pipelines render` from {pipeline.module}: edit the Python, not this file.\n"
+    )
+    return header + yaml.safe_dump(pipeline.build(), sort_keys=False, width=110, allow_unicode=True)
+
+
+def render_all(directory: Path = RENDERED_DIR) -> dict[Path, str]:
+    """The files `render` writes: path -> YAML text."""
+    return {directory / p.filename: to_yaml(p) for p in catalog()}
+
+
+def write_all(directory: Path = RENDERED_DIR) -> list[Path]:
+    """Write every rendered file and remove stale ones; returns the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = render_all(directory)
+    for stale in set(directory.glob("*.yaml")) - set(files):
+        stale.unlink()
+    for path, text in files.items():
+        path.write_text(text)
+    return sorted(files)

@@ -1,0 +1,63 @@
+"""Names, images, labels and secret references shared by every Argo object Sluice renders.
+
+They are chosen for how they read in the Argo UI and in `kubectl get`: one namespace, `app.kubernetes.io/*`
+labels, and a `workflows.argoproj.io/title` / `description` pair on every template. Secrets are only ever
+referenced by name and key (secretKeyRef); no value is rendered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NAMESPACE = "sluice-pipelines"
+# The pipeline steps run the `runtime` target of serving/Dockerfile (the project installed, no bundle).
+RUNTIME_IMAGE = "ghcr.io/sluice-ml/sluice-runtime:0.1.0"
+SERVING_IMAGE_REPO = "ghcr.io/sluice-ml/sluice-serving"
+KANIKO_IMAGE = "gcr.io/kaniko-project/executor:v1.23.2"
+REPO_URL = "https://github.com/sluice-ml/sluice.git"
+MODEL_NAME = "sluice-classifier"
+WORKFLOW_SERVICE_ACCOUNT = "sluice-pipelines"
+EVENTS_SERVICE_ACCOUNT = "sluice-events"
+WORKSPACE = "/workspace"
+SOURCE_DIR = f"{WORKSPACE}/src"
+OUTPUTS_DIR = "/tmp/outputs"
+
+TITLE = "workflows.argoproj.io/title"
+DESCRIPTION = "workflows.argoproj.io/description"
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    """A reference to one key of a Kubernetes Secret that the cluster admin creates (docs/cluster.md)."""
+
+    secret: str
+    key: str
+
+
+# Every credential a pipeline step needs, by reference. docs/cluster.md lists how to create each.
+GIT_USERNAME = SecretKey("sluice-git", "username")
+GIT_TOKEN = SecretKey("sluice-git", "token")
+DVC_ACCESS_KEY = SecretKey("sluice-dvc-remote", "AWS_ACCESS_KEY_ID")
+DVC_SECRET_KEY = SecretKey("sluice-dvc-remote", "AWS_SECRET_ACCESS_KEY")
+MLFLOW_TOKEN = SecretKey("sluice-mlflow", "token")
+GITHUB_TOKEN = SecretKey("sluice-github", "token")
+BUCKET_ACCESS_KEY = SecretKey("sluice-bucket", "accesskey")
+BUCKET_SECRET_KEY = SecretKey("sluice-bucket", "secretkey")
+# A `kubernetes.io/dockerconfigjson` Secret; kaniko reads it as /kaniko/.docker/config.json.
+REGISTRY_SECRET = "sluice-registry"
+# Non-secret settings (MLflow URL, DVC remote, bucket endpoint) come from one ConfigMap.
+CONFIG_MAP = "sluice-config"
+
+
+def labels(component: str) -> dict[str, str]:
+    """The labels every object carries, so `kubectl get -l app.kubernetes.io/part-of=sluice` finds them all."""
+    return {
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/part-of": "sluice",
+        "app.kubernetes.io/component": "pipeline",
+    }
+
+
+def ui_annotations(title: str, description: str) -> dict[str, str]:
+    """The title and description the Argo UI shows in its workflow lists (Markdown allowed)."""
+    return {TITLE: title, DESCRIPTION: description}

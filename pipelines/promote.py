@@ -1,0 +1,103 @@
+"""The `promote` WorkflowTemplate: opens the promotion PR with `sluice rollout start` and the GitHub adapter.
+
+The reconciler takes it from there (stages, gates, merges); this step only proposes the first change.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Env, Parameter, Script, WorkflowTemplate
+from hera.workflows.models import TTLStrategy
+
+from pipelines import steps
+from pipelines.conventions import (
+    GITHUB_TOKEN,
+    MLFLOW_TOKEN,
+    NAMESPACE,
+    REPO_URL,
+    RUNTIME_IMAGE,
+    SOURCE_DIR,
+    WORKFLOW_SERVICE_ACCOUNT,
+    labels,
+    ui_annotations,
+)
+from pipelines.train import WORKSPACE_MOUNT, checkout_template, workspace_claim
+
+NAME = "promote"
+ENVIRONMENTS = ["staging", "production"]
+
+START = f"""
+cd {SOURCE_DIR}
+git config user.name "sluice-bot"
+git config user.email "sluice-bot@users.noreply.github.com"
+sluice rollout start --env "{{{{workflow.parameters.env}}}}" --candidate "{{{{workflow.parameters.candidate}}}}"
+"""
+
+
+def start_template() -> Script:
+    return Script(
+        name="rollout-start",
+        annotations=ui_annotations(
+            "Open the promotion PR",
+            "`sluice rollout start`: add the candidate predictor to the environment's SeldonDeployment "
+            "and open a pull request with the first traffic step.",
+        ),
+        image="{{workflow.parameters.image}}",
+        command=["bash"],
+        source=steps.bash(START),
+        env=[
+            *steps.quiet_env(),
+            Env(name="SLUICE_SCM", value="github"),
+            Env(name="SLUICE_CANDIDATE_IMAGE", value="{{workflow.parameters.serving-image}}"),
+            steps.secret_env("GITHUB_TOKEN", GITHUB_TOKEN),
+            steps.config_env("GITHUB_REPOSITORY", "github-repository"),
+            steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
+            steps.secret_env("MLFLOW_TRACKING_TOKEN", MLFLOW_TOKEN, optional=True),
+        ],
+        volume_mounts=[WORKSPACE_MOUNT],
+        resources=steps.SMALL,
+        retry_strategy=steps.NETWORK_RETRY,
+    )
+
+
+def build() -> WorkflowTemplate:
+    """The `promote` WorkflowTemplate (hera object)."""
+    with WorkflowTemplate(
+        name=NAME,
+        namespace=NAMESPACE,
+        labels=labels("promote"),
+        annotations=ui_annotations(
+            "Promote a model",
+            "Open the promotion pull request that starts a rollout of a candidate model in an "
+            "environment. The reconciler then advances it stage by stage behind metric gates.",
+        ),
+        entrypoint="promote",
+        service_account_name=WORKFLOW_SERVICE_ACCOUNT,
+        arguments=[
+            Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
+            Parameter(name="revision", value="main", description="Branch the promotion PR targets."),
+            Parameter(
+                name="env",
+                value="staging",
+                enum=ENVIRONMENTS,
+                description="Environment to promote into (gitops/environments/<env>/).",
+            ),
+            Parameter(
+                name="candidate",
+                description="The model to roll out: bundle digest (sha256:...) or models:/name/version.",
+            ),
+            Parameter(
+                name="serving-image",
+                value="",
+                description="Serving image by digest (repository@sha256:...) from build-serving-image.",
+            ),
+            Parameter(name="image", value=RUNTIME_IMAGE, description="Runtime image with the sluice CLI."),
+        ],
+        volume_claim_templates=[workspace_claim("256Mi")],
+        ttl_strategy=TTLStrategy(seconds_after_success=86400, seconds_after_failure=604800),
+        active_deadline_seconds=1800,
+    ) as template:
+        checkout = checkout_template()
+        start = start_template()
+        with DAG(name="promote", annotations=ui_annotations("Promote", "checkout -> open promotion PR")):
+            steps.chain(checkout, start)
+    return template

@@ -1,0 +1,62 @@
+"""Building blocks of the pipeline templates: a shell step on the runtime image, env from secrets, retries.
+
+Every step gets resource requests and limits (so the scheduler can place it and a runaway step cannot starve
+the node) and a retry strategy suited to what it does: network steps retry on transient errors with backoff,
+pure computation does not retry at all.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from hera.workflows import ConfigMapEnv, Container, Env, Resources, RetryStrategy, Script, SecretEnv, Task
+from hera.workflows.models import Backoff
+
+from pipelines.conventions import CONFIG_MAP, SecretKey
+
+Template = Script | Container
+
+# Retry only what the network can break (pulls, pushes, API calls); a failed `dvc repro` fails for good.
+NETWORK_RETRY = RetryStrategy(
+    limit="3",
+    retry_policy="OnTransientError",
+    backoff=Backoff(duration="15s", factor="2", max_duration="5m"),
+)
+ONCE_MORE = RetryStrategy(limit="1", retry_policy="OnError")
+
+SMALL = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="512Mi")
+MEDIUM = Resources(cpu_request="500m", cpu_limit="2", memory_request="1Gi", memory_limit="2Gi")
+LARGE = Resources(cpu_request="1", cpu_limit="4", memory_request="2Gi", memory_limit="6Gi")
+
+
+def secret_env(name: str, ref: SecretKey, optional: bool = False) -> SecretEnv:
+    """An env var read from a Secret at run time (rendered as valueFrom.secretKeyRef, never a value)."""
+    return SecretEnv(name=name, secret_name=ref.secret, secret_key=ref.key, optional=optional or None)
+
+
+def config_env(name: str, key: str, optional: bool = False) -> ConfigMapEnv:
+    """An env var read from the sluice-config ConfigMap."""
+    return ConfigMapEnv(name=name, config_map_name=CONFIG_MAP, config_map_key=key, optional=optional or None)
+
+
+def quiet_env() -> list[Env]:
+    """Turn off the analytics that DVC, Great Expectations and MLflow send by default."""
+    return [
+        Env(name="DVC_NO_ANALYTICS", value="true"),
+        Env(name="GX_ANALYTICS_ENABLED", value="false"),
+        Env(name="DO_NOT_TRACK", value="true"),
+        Env(name="MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", value="false"),
+    ]
+
+
+def bash(script: str) -> str:
+    """A step's shell source, failing on the first error and on unset variables."""
+    return "set -euo pipefail\n" + script.strip() + "\n"
+
+
+def chain(*templates: Template) -> list[Task]:
+    """Inside a `with DAG(...)`: one task per template, each depending on the one before (shown as a line)."""
+    tasks = [Task(name=str(t.name), template=t) for t in templates]
+    for before, after in pairwise(tasks):
+        before >> after
+    return tasks
