@@ -1,0 +1,38 @@
+"""Metric providers: where observations come from. The engine sees only the `MetricProvider` Protocol.
+
+Both providers read the metric names and labels of Seldon's executor, which the local gateway exports too:
+`seldon_api_executor_server_requests_seconds_{bucket,count,sum}` and `seldon_api_model_feedback_total`,
+`seldon_api_model_feedback_reward_total` (labels deployment_name, predictor_name, model_name, code), plus
+`sluice_shadow_comparisons_total` / `sluice_shadow_disagreements_total` (label predictor_name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from rollout.observations import Observations
+
+REQUESTS = "seldon_api_executor_server_requests_seconds"
+FEEDBACK = "seldon_api_model_feedback_total"
+REWARD = "seldon_api_model_feedback_reward_total"
+COMPARISONS = "sluice_shadow_comparisons_total"
+DISAGREEMENTS = "sluice_shadow_disagreements_total"
+
+
+class MetricsError(RuntimeError):
+    """A metric source that cannot be reached or answers something unreadable."""
+
+
+class MetricProvider(Protocol):
+    def observe(
+        self,
+        deployment: str,
+        predictors: Sequence[str],
+        window: float,
+        custom: Mapping[str, str] | None = None,
+        since: float | None = None,
+    ) -> Observations:
+        """Counts per predictor over the last `window` seconds; with `since`, also totals over that many
+        seconds (Observations.stage, for A/B tests); `custom` maps gate names to PromQL templates."""
+        ...

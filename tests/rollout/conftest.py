@@ -1,0 +1,160 @@
+"""Fixtures for the rollout tests: a real Prometheus exporter on 127.0.0.1 emitting the gateway's metric
+names (driven by the test), a real Prometheus scraping it, and a real git repository with a manifest."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+DEPLOYMENT = "sluice-classifier"
+
+
+@dataclass
+class Profile:
+    """What one predictor's simulated traffic looks like, per traffic tick."""
+
+    requests: int = 0
+    error_ratio: float = 0.0
+    latency: float = 0.005
+    feedback: int = 0
+    reward_ratio: float = 1.0
+    comparisons: int = 0
+    disagreement_ratio: float = 0.0
+
+
+@dataclass
+class Exporter:
+    """prometheus_client registry served over HTTP, with the gateway's names and labels."""
+
+    url: str
+    port: int
+    registry: object
+    hist: object
+    feedback: object
+    reward: object
+    comparisons: object
+    disagreements: object
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, predictor: str, p: Profile) -> None:
+        errors = round(p.requests * p.error_ratio)
+        labels = {"deployment_name": DEPLOYMENT, "predictor_name": predictor, "model_name": "classifier"}
+        for i in range(p.requests):
+            code = "500" if i < errors else "200"
+            self.hist.labels(**labels, code=code).observe(p.latency)  # type: ignore[attr-defined]
+        if p.feedback:
+            self.feedback.labels(**labels).inc(p.feedback)  # type: ignore[attr-defined]
+            self.reward.labels(**labels).inc(p.feedback * p.reward_ratio)  # type: ignore[attr-defined]
+        if p.comparisons:
+            self.comparisons.labels(predictor_name=predictor).inc(p.comparisons)  # type: ignore[attr-defined]
+            self.disagreements.labels(predictor_name=predictor).inc(  # type: ignore[attr-defined]
+                round(p.comparisons * p.disagreement_ratio)
+            )
+
+    def set(self, predictor: str, **kw: float) -> None:
+        with self.lock:
+            self.profiles[predictor] = Profile(**kw)  # type: ignore[arg-type]
+
+    def tick(self) -> None:
+        with self.lock:
+            items = list(self.profiles.items())
+        for name, p in items:
+            self.record(name, p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def exporter() -> Iterator[Exporter]:
+    """A real exporter; a background thread adds each predictor's profile every 50 ms until the test ends."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    reg = CollectorRegistry()
+    labels = ["deployment_name", "predictor_name", "model_name", "code"]
+    hist = Histogram("seldon_api_executor_server_requests_seconds", "requests", labels, registry=reg)
+    fb_labels = ["deployment_name", "predictor_name", "model_name"]
+    feedback = Counter("seldon_api_model_feedback", "feedback", fb_labels, registry=reg)
+    reward = Counter("seldon_api_model_feedback_reward", "reward", fb_labels, registry=reg)
+    comparisons = Counter("sluice_shadow_comparisons", "compared", ["predictor_name"], registry=reg)
+    disagreements = Counter("sluice_shadow_disagreements", "differed", ["predictor_name"], registry=reg)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
+    port = server.server_port
+    exp = Exporter(
+        f"http://127.0.0.1:{port}/metrics", port, reg, hist, feedback, reward, comparisons, disagreements
+    )
+    stop = threading.Event()
+
+    def drive() -> None:
+        while not stop.wait(0.05):
+            exp.tick()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    yield exp
+    stop.set()
+    driver.join(timeout=2)
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=2)
+
+
+@pytest.fixture
+def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping the exporter every second."""
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not Path(binary).exists():
+        pytest.skip("prometheus is not installed (scripts/services.sh installs it)")
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: gateway\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{exporter.port}']\n"
+    )
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("prometheus did not become ready")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
