@@ -1,9 +1,143 @@
-"""`sluice batch`: registered on the top-level app by sluice/cli.py."""
+"""`sluice batch ...`: score files in chunks (resumable), and watch a directory to score each new file once."""
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
+from sluice.console import console, fail
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(
+    help="Batch predictions: files in, the same rows out with prediction, probabilities and model digest.",
+    no_args_is_help=True,
+)
+
+ModelOption = Annotated[
+    str, typer.Option("--model", help="Bundle path, file:// URI, models:/name@alias or models:/name/version.")
+]
+ChunkOption = Annotated[
+    int, typer.Option("--chunk-size", min=1, help="Rows per chunk: memory follows this, not the file size.")
+]
+DigestOption = Annotated[
+    str | None,
+    typer.Option("--model-digest", help="Refuse the model unless its digest is this (sha256:...)."),
+]
+
+
+def _load(model: str, digest: str | None) -> Any:
+    from model.bundle import BundleError
+    from model.registry import RegistryError
+    from serving.predictor import Predictor
+
+    try:
+        return Predictor.load(model, digest)
+    except (BundleError, RegistryError, FileNotFoundError) as e:
+        fail(str(e))
+
+
+@app.command("score")
+def score(
+    model: ModelOption,
+    input: Annotated[
+        Path, typer.Option("--input", help="CSV, Parquet or JSON Lines (.csv, .parquet, .jsonl).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", help="Where to write the scored rows (format by extension).")
+    ],
+    chunk_size: ChunkOption = 50_000,
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Reject file (default: <output stem>.rejects.jsonl).")
+    ] = None,
+    model_digest: DigestOption = None,
+) -> None:
+    """Score a file in chunks. Rerun the same command after a crash: finished chunks are kept, not redone."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from serving.batch.formats import BatchError, detect_format
+    from serving.batch.score import count_rows, score_file
+
+    predictor = _load(model, model_digest)
+    try:
+        total = count_rows(input, detect_format(input)) if input.is_file() else None
+        with Progress(
+            TextColumn("[bold]scoring[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("score", total=total)
+            summary = score_file(
+                predictor,
+                input,
+                output,
+                chunk_size=chunk_size,
+                rejects=rejects,
+                progress=lambda rows: bar.update(task, completed=rows),
+            )
+    except BatchError as e:
+        fail(str(e))
+    console.print(summary.explain(), highlight=False)
+
+
+@app.command("watch")
+def watch(
+    directory: Annotated[Path, typer.Argument(help="The inbox: files landing here are scored once each.")],
+    model: ModelOption,
+    out: Annotated[Path, typer.Option("--out", help="Where scored files, rejects and the ledger go.")],
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between scans.")] = 5.0,
+    settle: Annotated[
+        float, typer.Option("--settle", help="A file must be unchanged this many seconds before it is taken.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Scan once and exit (for cron).")] = False,
+    chunk_size: ChunkOption = 50_000,
+    model_digest: DigestOption = None,
+) -> None:
+    """Score each new file in DIRECTORY exactly once (a ledger of name + sha256 in OUT).
+
+    Writers should write to a hidden name (`.x.csv.tmp`) and rename into DIRECTORY; otherwise a file is
+    taken only after its size and mtime have been stable for --settle seconds.
+
+    Periodic runs on one machine (cron; flock keeps two runs from overlapping):
+
+        */15 * * * * cd /srv/sluice && flock -n /tmp/sluice-batch.lock .venv/bin/sluice batch watch /data/inbox --model models:/sluice-classifier@champion --out /data/scored --once
+
+    In a cluster the same command runs in an Argo CronWorkflow, or is submitted by an Argo Events sensor.
+    """
+    from serving.batch.formats import BatchError
+    from serving.batch.watch import Watcher, WatchEvent
+
+    predictor = _load(model, model_digest)
+    try:
+        watcher = Watcher(predictor, directory, out, settle=settle, chunk_size=chunk_size)
+    except BatchError as e:
+        fail(str(e))
+
+    def report(event: WatchEvent) -> None:
+        colour = "green" if event.status == "scored" else "red"
+        console.print(f"[{colour}]{event.status}[/] {event.name}: {event.detail}", highlight=False)
+
+    if once:
+        events = watcher.scan(report)
+        console.print(f"{len(events)} file(s) handled", highlight=False)
+        return
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    console.print(f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False)
+    watcher.run(interval, stop=lambda: stopping, on_event=report)
+
+
+def register(app_: typer.Typer) -> None:
     """Add this module's commands to the `sluice` app."""
+    app_.add_typer(app, name="batch")

@@ -1,0 +1,300 @@
+"""Reading input files in fixed-size chunks and writing scored chunks, for CSV, Parquet and JSON Lines.
+
+Chunks have exactly `chunk_size` rows (the last one fewer) whatever the file's blocks or row groups, so a
+rerun cuts the file at the same places and a resumed run writes the same bytes. CSV cells are read as text
+and kept as text: the output repeats the input's cells exactly, and a bad cell rejects one row, not the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+Format = Literal["csv", "parquet", "jsonl"]
+SUFFIXES: dict[str, Format] = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
+
+
+class BatchError(ValueError):
+    """A batch input or output that cannot be processed as a whole (unknown format, missing column)."""
+
+
+def detect_format(path: Path) -> Format:
+    fmt = SUFFIXES.get(path.suffix.lower())
+    if fmt is None:
+        raise BatchError(f"{path}: unknown file type {path.suffix!r} (expected {', '.join(SUFFIXES)})")
+    return fmt
+
+
+@dataclass
+class Chunk:
+    """`rows` input rows starting at row `start`: the feature matrix (NaN where a cell did not parse), the
+    reasons for rows already known to be bad, and the original rows to echo in the output."""
+
+    index: int
+    start: int
+    rows: int
+    X: np.ndarray
+    problems: dict[int, str] = field(default_factory=dict)
+    table: pa.Table | None = None  # CSV (all text) and Parquet
+    records: list[Any] | None = None  # JSON Lines: parsed objects, or the raw line where it did not parse
+
+    def original(self, i: int) -> Any:
+        """Row `i` of the chunk as it came in, for the reject file."""
+        if self.records is not None:
+            return self.records[i]
+        assert self.table is not None
+        return self.table.slice(i, 1).to_pylist()[0]
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(size - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            count += take
+            batch = batch.slice(take)
+            if count == size:
+                yield pa.Table.from_batches(pending).combine_chunks()
+                pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def _check_columns(path: Path, columns: list[str], features: list[str]) -> None:
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise BatchError(
+            f"{path}: missing feature column {missing[0]!r} ({len(missing)} missing; the file has {len(columns)} "
+            f"columns: {', '.join(columns[:5])}{', ...' if len(columns) > 5 else ''})"
+        )
+
+
+def _float_column(column: pa.ChunkedArray | pa.Array, name: str, problems: dict[int, str]) -> np.ndarray:
+    """A text or numeric column -> float64; cells that are empty, null or not numbers become NaN + a reason."""
+    import pyarrow.compute as pc
+
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            return np.asarray(pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        out = np.empty(len(column), dtype=np.float64)
+        for i, cell in enumerate(column.to_pylist()):
+            try:
+                out[i] = float(cell)
+            except (TypeError, ValueError):
+                out[i] = math.nan
+                problems.setdefault(
+                    i,
+                    f"feature {name!r}: "
+                    + ("missing value" if cell in ("", None) else f"non-numeric value {cell!r}"),
+                )
+        return out
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_null(column.type):
+        values = column.to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy()
+        out = np.asarray(values, dtype=np.float64)
+        if column.null_count:
+            for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)):
+                problems.setdefault(int(i), f"feature {name!r}: missing value")
+        return out
+    raise BatchError(f"column {name!r}: type {column.type} is not numeric")
+
+
+def _table_chunk(index: int, start: int, table: pa.Table, features: list[str]) -> Chunk:
+    problems: dict[int, str] = {}
+    X = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    for j, name in enumerate(features):
+        X[:, j] = _float_column(table.column(name), name, problems)
+    return Chunk(index, start, table.num_rows, X, problems, table=table)
+
+
+def read_csv_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+    import pyarrow.csv as pacsv
+
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise BatchError(f"{path}: empty file (expected a header row of column names)")
+    _check_columns(path, header, features)
+    reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=1 << 22),
+        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
+    )
+    start = 0
+    for index, table in enumerate(_rechunk(iter(reader), chunk_size)):
+        yield _table_chunk(index, start, table, features)
+        start += table.num_rows
+
+
+def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    _check_columns(path, source.schema_arrow.names, features)
+    start = 0
+    for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
+        yield _table_chunk(index, start, table, features)
+        start += table.num_rows
+
+
+def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+    import orjson
+
+    index = 0
+    start = 0
+    with path.open("rb") as f:
+        while True:
+            lines = [line for line in (f.readline() for _ in range(chunk_size)) if line]
+            if not lines:
+                return
+            records: list[Any] = []
+            problems: dict[int, str] = {}
+            X = np.full((len(lines), len(features)), np.nan)
+            for i, line in enumerate(lines):
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    records.append(line.decode("utf-8", "replace").rstrip("\n"))
+                    problems[i] = f"not valid JSON ({e})"
+                    continue
+                records.append(record)
+                if not isinstance(record, dict):
+                    problems[i] = f"expected a JSON object per line, got {type(record).__name__}"
+                    continue
+                for j, name in enumerate(features):
+                    value = record.get(name)
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        why = "missing value" if value is None else f"non-numeric value {value!r}"
+                        problems.setdefault(i, f"feature {name!r}: {why}")
+                    else:
+                        X[i, j] = value
+            yield Chunk(index, start, len(lines), X, problems, records=records)
+            index += 1
+            start += len(lines)
+
+
+def read_chunks(path: Path, fmt: Format, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+    if not path.is_file():
+        raise BatchError(f"{path}: no such file")
+    readers = {"csv": read_csv_chunks, "parquet": read_parquet_chunks, "jsonl": read_jsonl_chunks}
+    return readers[fmt](path, chunk_size, features)
+
+
+# writing ------------------------------------------------------------------------------------------
+OUTPUT_COLUMNS = ("prediction", "model_digest")
+
+
+def output_columns(classes: list[int]) -> list[str]:
+    return ["prediction", *(f"probability_{c}" for c in classes), "model_digest"]
+
+
+def write_part(
+    chunk: Chunk,
+    keep: np.ndarray,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: list[int],
+    digest: str,
+    fmt: Format,
+    target: Path,
+) -> None:
+    """Write the kept rows of `chunk` with their predictions to `target` in the output's format."""
+    names = output_columns(classes)
+    if fmt == "jsonl":
+        import orjson
+
+        records = chunk.records if chunk.records is not None else chunk.table.to_pylist()  # type: ignore[union-attr]
+        lines = []
+        for k, i in enumerate(np.flatnonzero(keep)):
+            record = dict(records[i])
+            record["prediction"] = labels[k].item()
+            for c, cls in enumerate(classes):
+                record[f"probability_{cls}"] = float(probabilities[k, c])
+            record["model_digest"] = digest
+            lines.append(orjson.dumps(record))
+        target.write_bytes(b"".join(line + b"\n" for line in lines))
+        return
+    if chunk.table is None:
+        raise BatchError("JSON Lines input can only be written as JSON Lines (.jsonl) output")
+    table = chunk.table.filter(pa.array(keep)) if not keep.all() else chunk.table
+    clash = [n for n in names if n in table.column_names]
+    if clash:
+        raise BatchError(f"input column {clash[0]!r} clashes with an output column; rename it")
+    table = table.append_column("prediction", pa.array(labels.astype(np.int64)))
+    for c, cls in enumerate(classes):
+        table = table.append_column(f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64)))
+    table = table.append_column("model_digest", pa.array([digest] * table.num_rows, pa.string()))
+    if fmt == "csv":
+        import pyarrow.csv as pacsv
+
+        # Text cells are written back as they came in; quoted only where a cell needs it (pyarrow's
+        # "needed" style quotes every text cell, so it is used only for a chunk that has such a cell).
+        quoting = "needed" if _needs_quotes(table) else "none"
+        with target.open("wb") as f:
+            if chunk.index == 0:  # pyarrow quotes every header name; write it as the csv module would
+                header = io.StringIO()
+                csv.writer(header, lineterminator="\n").writerow(table.column_names)
+                f.write(header.getvalue().encode())
+            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+    else:
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, target)
+
+
+def _needs_quotes(table: pa.Table) -> bool:
+    import pyarrow.compute as pc
+
+    names = [n for n in table.column_names if pa.types.is_string(table.schema.field(n).type)]
+    if any(any(ch in n for ch in ',"\r\n') for n in table.column_names):
+        return True
+    return any(pc.any(pc.match_substring_regex(table.column(n), '[,"\r\n]')).as_py() for n in names)
+
+
+def write_rejects(chunk: Chunk, reasons: dict[int, str], target: Path) -> None:
+    lines = [
+        json.dumps({"row": chunk.start + i, "reason": reasons[i], "record": chunk.original(i)}, default=str)
+        for i in sorted(reasons)
+    ]
+    target.write_text("".join(line + "\n" for line in lines))
+
+
+def assemble(parts: list[Path], fmt: Format, target: Path) -> None:
+    """Join the chunk outputs, in order, into one file of the output's format."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        writer: pq.ParquetWriter | None = None
+        try:
+            for part in parts:
+                table = pq.read_table(part)
+                if writer is None:
+                    writer = pq.ParquetWriter(target, table.schema)
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        return
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                while block := f.read(1 << 20):
+                    out.write(block)

@@ -1,0 +1,82 @@
+"""Resumability: a real `sluice batch score` process killed with SIGKILL mid-way, rerun, gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _big_input(test_frame: pd.DataFrame, path: Path, copies: int) -> None:
+    frame = pd.concat([test_frame] * copies, ignore_index=True)
+    frame["id"] = [f"r{i}" for i in range(len(frame))]
+    frame.loc[::997, "mean_radius"] = np.nan  # some rejects, spread over many chunks
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False, row_group_size=5000)
+
+
+def _score(bundle: Path, source: Path, out: Path, chunk: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "sluice", "batch", "score", "--model", str(bundle), "--input", str(source)]
+    cmd += ["--output", str(out), "--chunk-size", str(chunk)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_killed_run_resumes_to_identical_output(
+    bundle_dir: Path, test_frame: pd.DataFrame, tmp_path: Path, suffix: str
+) -> None:
+    source = tmp_path / f"in{suffix}"
+    _big_input(test_frame, source, copies=1000)  # 143,000 rows
+    chunk = 1500
+    total_chunks = -(-143_000 // chunk)
+
+    reference = _score(bundle_dir, source, tmp_path / f"ref{suffix}", chunk)
+    assert reference.wait(timeout=90) == 0, reference.stderr.read() if reference.stderr else ""
+
+    out = tmp_path / f"out{suffix}"
+    checkpoint = out.with_name(out.name + ".partial") / "checkpoint.json"
+    victim = _score(bundle_dir, source, out, chunk)
+    done = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and victim.poll() is None:
+            try:
+                done = json.loads(checkpoint.read_text())["done"]
+            except (OSError, ValueError, KeyError):
+                done = 0
+            if done >= 5:
+                os.kill(victim.pid, signal.SIGKILL)
+                break
+            time.sleep(0.005)
+    finally:
+        if victim.poll() is None and done < 5:
+            victim.kill()
+        victim.wait(timeout=10)
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = json.loads(checkpoint.read_text())["done"]
+    assert 5 <= killed_at < total_chunks
+    assert not out.exists()
+
+    rerun = _score(bundle_dir, source, out, chunk)
+    stdout, stderr = rerun.communicate(timeout=90)
+    assert rerun.returncode == 0, stderr.decode()
+    assert b"resumed after" in stdout
+    assert out.read_bytes() == (tmp_path / f"ref{suffix}").read_bytes()
+    rejects = Path(f"{out}.rejects.jsonl").read_bytes()
+    assert rejects == Path(f"{tmp_path / f'ref{suffix}'}.rejects.jsonl").read_bytes()
+    assert len(rejects.splitlines()) == len(range(0, 143_000, 997))
+    assert not checkpoint.parent.exists()

@@ -1,0 +1,177 @@
+"""Batch scoring: every row out with the core's prediction or in the reject file with a reason, in any format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from serving.batch.formats import BatchError
+from serving.batch.score import score_file
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix == ".csv":
+        return pd.read_csv(path)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_json(path, lines=True)
+
+
+def _write(frame: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_json(path, orient="records", lines=True)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_scores_every_row_like_the_core(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path, suffix: str
+) -> None:
+    source = tmp_path / f"in{suffix}"
+    _write(test_frame, source)
+    summary = score_file(predictor, source, tmp_path / f"out{suffix}", chunk_size=40)
+    assert (summary.rows, summary.scored, summary.rejected, summary.chunks) == (
+        len(test_frame),
+        len(test_frame),
+        0,
+        4,
+    )
+    out = _read(tmp_path / f"out{suffix}")
+    assert out["id"].tolist() == test_frame["id"].tolist()
+    expected = predictor.predict(predictor.validate(test_frame[predictor.feature_names].to_numpy()))
+    assert out["prediction"].tolist() == expected.labels.tolist()
+    assert np.allclose(out[["probability_0", "probability_1"]].to_numpy(), expected.probabilities, atol=1e-7)
+    assert set(out["model_digest"]) == {predictor.digest}
+    assert np.allclose(
+        out[predictor.feature_names].to_numpy(), test_frame[predictor.feature_names].to_numpy()
+    )
+    assert not (tmp_path / f"out{suffix}.partial").exists()
+
+
+def test_csv_rejects_carry_row_and_reason(predictor, test_frame: pd.DataFrame, tmp_path: Path) -> None:
+    frame = test_frame.astype({"mean_texture": object})
+    frame.loc[3, "mean_radius"] = np.nan  # an empty cell
+    frame.loc[5, "mean_texture"] = "abc"
+    frame.loc[77, "worst_area"] = np.inf
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", chunk_size=50)
+    assert (summary.rows, summary.scored, summary.rejected) == (143, 140, 3)
+    rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rejects] == [3, 5, 77]
+    assert rejects[0]["reason"] == "feature 'mean_radius': missing value"
+    assert rejects[1]["reason"] == "feature 'mean_texture': non-numeric value 'abc'"
+    assert "feature 'worst_area'" in rejects[2]["reason"] and "not a finite number" in rejects[2]["reason"]
+    assert rejects[1]["record"]["id"] == "r5"
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert "r5" not in set(out["id"]) and len(out) == 140
+
+
+def test_jsonl_rejects_bad_lines_without_losing_the_rest(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    lines = [json.dumps(r) for r in test_frame.head(10).to_dict(orient="records")]
+    lines[2] = "{not json"
+    broken = json.loads(lines[4])
+    del broken["mean_area"]
+    lines[4] = json.dumps(broken)
+    lines[6] = json.dumps([1, 2, 3])
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    summary = score_file(predictor, tmp_path / "in.jsonl", tmp_path / "out.jsonl", chunk_size=4)
+    assert (summary.scored, summary.rejected) == (7, 3)
+    reasons = {
+        r["row"]: r["reason"]
+        for r in map(json.loads, (tmp_path / "out.jsonl.rejects.jsonl").read_text().splitlines())
+    }
+    assert reasons[2].startswith("not valid JSON")
+    assert reasons[4] == "feature 'mean_area': missing value"
+    assert reasons[6] == "expected a JSON object per line, got list"
+
+
+def test_parquet_nulls_are_rejected(predictor, test_frame: pd.DataFrame, tmp_path: Path) -> None:
+    frame = test_frame.copy()
+    frame.loc[10, "mean_area"] = None
+    frame.to_parquet(tmp_path / "in.parquet")
+    summary = score_file(predictor, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_size=64)
+    assert (summary.scored, summary.rejected) == (142, 1)
+
+
+def test_chunk_size_does_not_change_the_output(predictor, test_frame: pd.DataFrame, tmp_path: Path) -> None:
+    test_frame.to_csv(tmp_path / "in.csv", index=False)
+    score_file(predictor, tmp_path / "in.csv", tmp_path / "a.csv", chunk_size=7)
+    score_file(predictor, tmp_path / "in.csv", tmp_path / "b.csv", chunk_size=1000)
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+
+
+def test_whole_file_problems_name_file_and_column(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    test_frame.drop(columns=["mean_area"]).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(BatchError, match=r"in\.csv: missing feature column 'mean_area'"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv")
+    with pytest.raises(BatchError, match=r"unknown file type '\.xlsx'"):
+        score_file(predictor, tmp_path / "in.csv", tmp_path / "out.xlsx")
+    test_frame.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
+    with pytest.raises(BatchError, match="JSON Lines input"):
+        score_file(predictor, tmp_path / "in.jsonl", tmp_path / "out.csv")
+    with pytest.raises(BatchError, match="no such file"):
+        score_file(predictor, tmp_path / "nope.csv", tmp_path / "out.csv")
+
+
+def test_stale_checkpoint_for_another_input_starts_over(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    test_frame.to_csv(tmp_path / "in.csv", index=False)
+    work = tmp_path / "out.csv.partial"
+    work.mkdir()
+    (work / "checkpoint.json").write_text(
+        json.dumps(
+            {
+                "input": "/elsewhere.csv",
+                "input_size": 1,
+                "input_mtime_ns": 1,
+                "model_digest": "x",
+                "chunk_size": 50,
+                "output_format": "csv",
+                "done": 2,
+                "rows": 100,
+                "scored": 100,
+                "rejected": 0,
+            }
+        )
+    )
+    (work / "part-000000.csv").write_text("garbage\n")
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", chunk_size=50)
+    assert summary.resumed_chunks == 0 and "started over" in summary.note
+    assert len(pd.read_csv(tmp_path / "out.csv")) == 143
+
+
+def test_empty_input_gives_an_empty_output(predictor, test_frame: pd.DataFrame, tmp_path: Path) -> None:
+    test_frame.head(0).to_csv(tmp_path / "in.csv", index=False)
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.parquet")
+    assert summary.rows == 0
+    assert len(pd.read_parquet(tmp_path / "out.parquet")) == 0
+
+
+def test_cli_score_and_digest_pin(bundle_dir: Path, test_frame: pd.DataFrame, tmp_path: Path) -> None:
+    from sluice.cli import app
+
+    test_frame.to_csv(tmp_path / "in.csv", index=False)
+    args = ["batch", "score", "--model", str(bundle_dir), "--input", str(tmp_path / "in.csv")]
+    result = CliRunner().invoke(
+        app, [*args, "--output", str(tmp_path / "out.parquet"), "--chunk-size", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "143 rows in 2 chunks: 143 scored" in result.output
+    result = CliRunner().invoke(
+        app, [*args, "--output", str(tmp_path / "o.csv"), "--model-digest", "sha256:" + "0" * 64]
+    )
+    assert result.exit_code == 1
+    assert "does not match the pinned model_digest" in result.output
