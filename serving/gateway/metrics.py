@@ -1,0 +1,221 @@
+"""The gateway's Prometheus metrics: Seldon executor names and labels, plus shadow comparison counters.
+
+This is the contract the rollout engine's metric provider scrapes at `GET /metrics` on the gateway port; the
+same queries work against Prometheus scraping Seldon's executors in a cluster.
+
+Seldon Core v1 executor (same names, same label names; `model_name` is added on the server histogram so one
+gate can select by model in both places):
+
+    seldon_api_executor_server_requests_seconds_{bucket,count,sum}
+        labels: deployment_name, predictor_name, predictor_version, service, method, code, model_name
+        one observation per caller request, labelled with the predictor that answered (after a retry, the
+        one that finally answered); the shadow's mirrored requests are observed under the shadow's name.
+        service = the request path (/api/v1.0/predictions, /v2/models/NAME/infer, ...),
+        method = the HTTP method, code = the HTTP status as a string ("200", "503"; "502" when the
+        predictor could not be reached, "504" when it timed out).
+    seldon_api_executor_client_requests_seconds_{bucket,count,sum}
+        labels: deployment_name, predictor_name, predictor_version, service, model_name, model_image,
+                model_version, method, code
+        one observation per call from the gateway to a predictor process (a retried request counts twice).
+    seldon_api_model_feedback_total             labels: deployment_name, predictor_name, predictor_version,
+    seldon_api_model_feedback_reward_total              model_name, model_image, model_version
+        per feedback accepted by the predictor that served the original request; the reward sum.
+
+Sluice additions (same deployment_name / predictor_name labels):
+
+    sluice_shadow_comparisons_total{deployment_name, predictor_name}     live/shadow answer pairs compared
+    sluice_shadow_disagreements_total{deployment_name, predictor_name}   ... whose predicted classes differ
+    sluice_shadow_dropped_total{deployment_name, predictor_name}         mirror copies dropped (queue full)
+    sluice_gateway_retries_total{deployment_name, predictor_name, retried_on}  failed on one, retried on another
+
+Disagreement rate of a shadow = disagreements_total / comparisons_total over a window (both by predictor_name).
+Latency buckets extend Seldon's defaults down to 0.5 ms, since a local predictor answers in about 1 ms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.manifest import PredictorSpec
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SERVER = "seldon_api_executor_server_requests_seconds"
+CLIENT = "seldon_api_executor_client_requests_seconds"
+FEEDBACK = "seldon_api_model_feedback"
+FEEDBACK_REWARD = "seldon_api_model_feedback_reward"
+SERVER_LABELS = (
+    "deployment_name",
+    "predictor_name",
+    "predictor_version",
+    "service",
+    "method",
+    "code",
+    "model_name",
+)
+CLIENT_LABELS = (
+    "deployment_name",
+    "predictor_name",
+    "predictor_version",
+    "service",
+    "model_name",
+    "model_image",
+    "model_version",
+    "method",
+    "code",
+)
+FEEDBACK_LABELS = (
+    "deployment_name",
+    "predictor_name",
+    "predictor_version",
+    "model_name",
+    "model_image",
+    "model_version",
+)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+@dataclass(frozen=True)
+class PredictorLabels:
+    """What the metric labels say about one predictor (from the manifest)."""
+
+    deployment_name: str
+    predictor_name: str
+    predictor_version: str = ""
+    model_name: str = ""
+    model_image: str = ""
+    model_version: str = ""
+
+    @classmethod
+    def of(cls, deployment_name: str, spec: PredictorSpec) -> PredictorLabels:
+        return cls(
+            deployment_name,
+            spec.name,
+            spec.predictor_version,
+            spec.model_name,
+            spec.model_image,
+            spec.model_version,
+        )
+
+
+class GatewayMetrics:
+    """Metric families in a private registry, with the labelled children cached for the hot path."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.server = Histogram(
+            SERVER,
+            "A histogram of latencies for executor server",
+            SERVER_LABELS,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.client = Histogram(
+            CLIENT,
+            "A histogram of latencies for client calls from executor",
+            CLIENT_LABELS,
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.feedback = Counter(FEEDBACK, "Feedback received", FEEDBACK_LABELS, registry=self.registry)
+        self.feedback_reward = Counter(
+            FEEDBACK_REWARD, "Sum of feedback rewards", FEEDBACK_LABELS, registry=self.registry
+        )
+        pair = ("deployment_name", "predictor_name")
+        self.comparisons = Counter(
+            "sluice_shadow_comparisons",
+            "Mirrored requests whose shadow answer was compared with the live answer",
+            pair,
+            registry=self.registry,
+        )
+        self.disagreements = Counter(
+            "sluice_shadow_disagreements",
+            "Mirrored requests whose shadow answer predicted another class than the live answer",
+            pair,
+            registry=self.registry,
+        )
+        self.dropped = Counter(
+            "sluice_shadow_dropped",
+            "Mirror copies dropped because the shadow queue was full",
+            pair,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "sluice_gateway_retries",
+            "Requests that failed on one predictor and were retried on another",
+            (*pair, "retried_on"),
+            registry=self.registry,
+        )
+        self._cache: dict[tuple[Any, ...], Callable[..., None]] = {}
+
+    def observe_server(
+        self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
+    ) -> None:
+        key = ("s", p, service, method, code)
+        observe = self._cache.get(key)
+        if observe is None:
+            child = self.server.labels(
+                p.deployment_name,
+                p.predictor_name,
+                p.predictor_version,
+                service,
+                method,
+                str(code),
+                p.model_name,
+            )
+            observe = self._cache[key] = child.observe
+        observe(seconds)
+
+    def observe_client(
+        self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
+    ) -> None:
+        key = ("c", p, service, method, code)
+        observe = self._cache.get(key)
+        if observe is None:
+            child = self.client.labels(
+                p.deployment_name,
+                p.predictor_name,
+                p.predictor_version,
+                service,
+                p.model_name,
+                p.model_image,
+                p.model_version,
+                method,
+                str(code),
+            )
+            observe = self._cache[key] = child.observe
+        observe(seconds)
+
+    def count_feedback(self, p: PredictorLabels, reward: float) -> None:
+        values = (
+            p.deployment_name,
+            p.predictor_name,
+            p.predictor_version,
+            p.model_name,
+            p.model_image,
+            p.model_version,
+        )
+        self.feedback.labels(*values).inc()
+        if reward:
+            self.feedback_reward.labels(*values).inc(reward)
+        else:
+            self.feedback_reward.labels(*values)  # the series exists from the first feedback on
+
+    def count_comparison(self, p: PredictorLabels, disagree: bool) -> None:
+        self.comparisons.labels(p.deployment_name, p.predictor_name).inc()
+        child = self.disagreements.labels(p.deployment_name, p.predictor_name)
+        if disagree:
+            child.inc()
+
+    def count_dropped(self, p: PredictorLabels) -> None:
+        self.dropped.labels(p.deployment_name, p.predictor_name).inc()
+
+    def count_retry(self, failed: PredictorLabels, retried_on: str) -> None:
+        self.retries.labels(failed.deployment_name, failed.predictor_name, retried_on).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
