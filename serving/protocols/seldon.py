@@ -177,6 +177,8 @@ def _labels(message: Any, where: str, classes: list[int], *, probabilities: bool
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise RequestError(f"{where}: expected numbers, got {str(values)[:80]}") from None
+    if not np.isfinite(array).all():
+        raise RequestError(f"{where}: expected finite numbers, got {str(values)[:80]}")
     if array.ndim == 2 and array.shape[1] == len(classes) and probabilities:
         return [classes[i] for i in array.argmax(axis=1)]
     if array.ndim == 0:
@@ -185,6 +187,8 @@ def _labels(message: Any, where: str, classes: list[int], *, probabilities: bool
         array = array[:, 0]
     if array.ndim != 1 or array.size == 0:
         raise RequestError(f"{where}: expected one label per row, got shape {list(array.shape)}")
+    if not (array == np.round(array)).all():
+        raise RequestError(f"{where}: expected class labels (integers), got {str(values)[:80]}")
     return [int(v) for v in array]
 
 
