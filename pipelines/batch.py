@@ -48,7 +48,7 @@ sluice batch score --model "{{workflow.parameters.model}}" --input "/tmp/input/r
 """
 
 
-def _s3(name: str, path: str, key: str) -> S3Artifact:
+def _s3(name: str, path: str, key: str, optional: bool = False) -> S3Artifact:
     # archive: none keeps the object a plain CSV/Parquet file instead of Argo's default tar.gz.
     return S3Artifact(
         name=name,
@@ -58,6 +58,7 @@ def _s3(name: str, path: str, key: str) -> S3Artifact:
         endpoint="{{workflow.parameters.endpoint}}",
         insecure=False,
         key=key,
+        optional=optional or None,
         access_key_secret=SecretKeySelector(name=BUCKET_ACCESS_KEY.secret, key=BUCKET_ACCESS_KEY.key),
         secret_key_secret=SecretKeySelector(name=BUCKET_SECRET_KEY.secret, key=BUCKET_SECRET_KEY.key),
     )
@@ -90,7 +91,14 @@ def score_template() -> Script:
                 "scores",
                 "/tmp/scores/scores.{{workflow.parameters.format}}",
                 "{{workflow.parameters.output-key}}",
-            )
+            ),
+            # Rows the signature refused, one JSON object per line with the reason (absent when none were).
+            _s3(
+                "rejects",
+                "/tmp/scores/scores.rejects.jsonl",
+                "{{workflow.parameters.output-key}}.rejects.jsonl",
+                optional=True,
+            ),
         ],
         resources=steps.MEDIUM,
         retry_strategy=steps.NETWORK_RETRY,
@@ -121,7 +129,7 @@ def build() -> WorkflowTemplate:
             Parameter(
                 name="format",
                 value="csv",
-                enum=["csv", "parquet"],
+                enum=["csv", "parquet", "jsonl"],
                 description="File format of input and output (the file extension sluice batch reads).",
             ),
             Parameter(name="bucket", value=BUCKET, description="Bucket holding inputs and outputs."),

@@ -200,6 +200,24 @@ def kubernetes_problems(doc: dict[str, Any], source: str) -> list[Problem]:
 
 
 # entry points ----------------------------------------------------------------------------------------------
+def seldon_pod_specs(doc: dict[str, Any], source: str) -> list[Problem]:
+    """A SeldonDeployment's componentSpecs[].spec is a Kubernetes PodSpec: validate it as one (strict)."""
+    problems = []
+    for i, predictor in enumerate(doc["spec"]["predictors"]):
+        for j, component in enumerate(predictor.get("componentSpecs") or []):
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "component"},
+                "spec": component["spec"],
+            }
+            for problem in kubernetes_problems(pod, source):
+                where = problem.field.removeprefix("spec").lstrip(".")
+                field = f"spec.predictors[{i}].componentSpecs[{j}].spec" + (f".{where}" if where else "")
+                problems.append(Problem(source, field, problem.message))
+    return problems
+
+
 def validate_document(doc: Any, source: str = "<document>") -> list[Problem]:
     """Every problem with one Kubernetes object (an empty list when it is valid)."""
     if not isinstance(doc, dict):
@@ -217,6 +235,8 @@ def validate_document(doc: Any, source: str = "<document>") -> list[Problem]:
             and doc["kind"] in ARGO_WORKFLOW_KINDS
         ):
             problems = hera_round_trip(doc, source) + argo_references(doc, source)
+        if not problems and key == ("machinelearning.seldon.io/v1", "SeldonDeployment"):
+            problems = seldon_pod_specs(doc, source)
         return problems
     if is_core(doc["apiVersion"]):
         return kubernetes_problems(doc, source)
