@@ -134,3 +134,65 @@ class SeldonDeploymentV1:
                 entry["value"] = value
         predictors.append(new)
         return self.dump(doc)
+
+
+_INITIAL = """\
+# The {env} environment: what `sluice up gitops/environments/{env}` runs on one machine and what Argo CD applies
+# to a cluster. The rollout engine edits only the predictors' traffic, the shadow flag and the one annotation
+# `sluice.dev/rollout`; every change to this file is a Git commit. Written by `sluice rollout init`.
+apiVersion: machinelearning.seldon.io/v1
+kind: SeldonDeployment
+metadata:
+  name: {deployment}
+  namespace: {namespace}
+  labels:
+    app.kubernetes.io/name: {deployment}
+    app.kubernetes.io/part-of: sluice
+spec:
+  name: {deployment}
+  protocol: seldon
+  predictors:
+    - name: {predictor}           # "m-" + the first 12 hex digits of the bundle digest
+      replicas: 1
+      traffic: 100
+      componentSpecs:
+        - spec:
+            containers:
+              - name: classifier
+                image: {image}
+      graph:
+        name: classifier
+        type: MODEL
+        parameters:
+          - name: model_uri
+            type: STRING
+            value: {model_uri}
+          - name: model_digest       # the predictor refuses a bundle with another digest
+            type: STRING
+            value: {digest}
+"""
+
+DEFAULT_IMAGE = "ghcr.io/sluice-ml/sluice-serving@sha256:" + "0" * 64
+
+
+def initial_manifest(
+    env: str,
+    model_uri: str,
+    digest: str,
+    deployment: str = "sluice-classifier",
+    namespace: str = "sluice",
+    image: str = DEFAULT_IMAGE,
+) -> str:
+    """The first manifest of an environment: one stable predictor, pinned by digest, at 100 %."""
+    predictor = "m-" + digest.split(":", 1)[-1][:12]
+    text = _INITIAL.format(
+        env=env,
+        deployment=deployment,
+        namespace=namespace,
+        predictor=predictor,
+        image=image,
+        model_uri=model_uri,
+        digest=digest,
+    )
+    SeldonDeploymentV1().load(text)  # fails loudly if a value broke the YAML
+    return text

@@ -1,0 +1,266 @@
+"""The local SCM: a real git repository, a branch per promotion step, merged into main when the policy allows.
+
+It writes with git plumbing (hash-object, a private index, commit-tree, update-ref), so it never touches the
+checked-out branch's files while building a proposal, and moves main with a compare-and-swap
+(`update-ref main NEW OLD`): if main moved since the decision, the merge is refused. If main is checked out
+and its copy of the manifest is unmodified, that file is refreshed after the merge so `git status` stays
+clean. A lock file in .git keeps two reconcilers from acting on one environment at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rollout.scm import Conflict, Kind, Outcome, Proposal, SCMError, Snapshot, branch_prefix, manifest_path
+
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "sluice",
+    "GIT_AUTHOR_EMAIL": "sluice@localhost",
+    "GIT_COMMITTER_NAME": "sluice",
+    "GIT_COMMITTER_EMAIL": "sluice@localhost",
+}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "step"
+
+
+class LocalGit:
+    def __init__(self, repo: str | Path = ".", main: str = "main", lock_stale_after: float = 600.0):
+        self.repo = Path(repo).resolve()
+        self.main = main
+        self.lock_stale_after = lock_stale_after
+        if not (self.repo / ".git").exists():
+            raise SCMError(f"{self.repo}: not a git repository (the GitOps repo; see --repo)")
+
+    # plumbing --------------------------------------------------------------------------------------
+    def git(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> str:
+        full_env = {**os.environ, **(env or {})}
+        if not self._has_identity():
+            full_env = {**_IDENTITY, **full_env}
+        proc = subprocess.run(
+            ["git", *args],
+            cwd=self.repo,
+            input=input,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SCMError(
+                f"git {' '.join(args)} in {self.repo}: {proc.stderr.strip() or proc.stdout.strip()}"
+            )
+        return proc.stdout
+
+    _identity: bool | None = None
+
+    def _has_identity(self) -> bool:
+        if self._identity is None:
+            proc = subprocess.run(
+                ["git", "config", "user.email"], cwd=self.repo, capture_output=True, text=True, check=False
+            )
+            self._identity = proc.returncode == 0 and bool(proc.stdout.strip())
+        return self._identity
+
+    def rev(self, ref: str) -> str:
+        return self.git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+
+    def show(self, revision: str, path: str) -> str:
+        return self.git("show", f"{revision}:{path}")
+
+    # SCM protocol ----------------------------------------------------------------------------------
+    def read(self, env: str) -> Snapshot:
+        head = self.rev(f"refs/heads/{self.main}")
+        try:
+            text = self.show(head, manifest_path(env))
+        except SCMError as e:
+            raise SCMError(
+                f"{self.repo}: no {manifest_path(env)} on {self.main} (run `sluice rollout init`)"
+            ) from e
+        return Snapshot(env, text, head)
+
+    def pending(self, env: str) -> list[Proposal]:
+        out = self.git(
+            "for-each-ref",
+            "--sort=committerdate",
+            "--format=%(refname:short) %(objectname)",
+            f"refs/heads/{branch_prefix(env)}",
+        )
+        proposals = []
+        for line in out.splitlines():
+            branch, tip = line.split()
+            kind: Kind = "approval" if branch.startswith(f"{branch_prefix(env)}approval/") else "auto"
+            subject = self.git("log", "-1", "--format=%s", tip).strip()
+            # The fork point from main (an approval branch may carry an "approved" commit on top).
+            base = self.git("merge-base", tip, f"refs/heads/{self.main}").strip()
+            proposals.append(Proposal(env, branch, branch, kind, subject, base))
+        return proposals
+
+    def read_proposal(self, proposal: Proposal) -> str:
+        return self.show(f"refs/heads/{proposal.branch}", manifest_path(proposal.env))
+
+    def _commit_file(
+        self, parent: str, path: str, text: str, message: str, extra_parent: str | None = None
+    ) -> str:
+        blob = self.git("hash-object", "-w", "--stdin", input=text).strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            idx = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.git("read-tree", parent, env=idx)
+            self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=idx)
+            tree = self.git("write-tree", env=idx).strip()
+        parents = ["-p", parent] + (["-p", extra_parent] if extra_parent else [])
+        return self.git("commit-tree", tree, *parents, "-F", "-", input=message).strip()
+
+    def propose(
+        self, env: str, text: str, title: str, body: str, base: str, kind: Kind, merge: bool
+    ) -> Outcome:
+        head = self.rev(f"refs/heads/{self.main}")
+        if head != base:
+            raise Conflict(
+                f"{self.main} moved from {base[:12]} to {head[:12]} since the decision; not writing"
+            )
+        commit = self._commit_file(base, manifest_path(env), text, f"{title}\n\n{body}")
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{commit[:7]}"
+        branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
+        self.git("update-ref", f"refs/heads/{branch}", commit, "")  # create only
+        proposal = Proposal(env, branch, branch, kind, title, base)
+        if not merge:
+            return Outcome(proposal, merged=False, detail=f"waiting on branch {branch}")
+        return self.merge(proposal)
+
+    def write_initial(self, env: str, text: str, message: str, force: bool = False) -> str:
+        """Commit an environment's first manifest straight to main (creating main in an empty repo)."""
+        path = manifest_path(env)
+        try:
+            head: str | None = self.rev(f"refs/heads/{self.main}")
+        except SCMError:
+            head = None
+        if head is not None and not force:
+            exists = subprocess.run(
+                ["git", "cat-file", "-e", f"{head}:{path}"], cwd=self.repo, capture_output=True, check=False
+            )
+            if exists.returncode == 0:
+                raise SCMError(
+                    f"{self.repo}: {path} already exists on {self.main} (use --force to replace it)"
+                )
+        blob = self.git("hash-object", "-w", "--stdin", input=text).strip()
+        with tempfile.TemporaryDirectory() as tmp:
+            idx = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            if head is not None:
+                self.git("read-tree", head, env=idx)
+            self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=idx)
+            tree = self.git("write-tree", env=idx).strip()
+        parents = ["-p", head] if head else []
+        commit = self.git("commit-tree", tree, *parents, "-F", "-", input=message).strip()
+        self.git("update-ref", f"refs/heads/{self.main}", commit, head or "")
+        if head is None:
+            file = self.repo / path
+            if not file.exists():
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(text)
+                self.git("update-index", "--add", "--", path)
+        else:
+            self._refresh_worktree(path, head, commit)
+        return commit
+
+    def update_proposal(self, proposal: Proposal, text: str, message: str) -> Proposal:
+        tip = self.rev(f"refs/heads/{proposal.branch}")
+        commit = self._commit_file(tip, manifest_path(proposal.env), text, message)
+        self.git("update-ref", f"refs/heads/{proposal.branch}", commit, tip)
+        return proposal
+
+    def merge(self, proposal: Proposal) -> Outcome:
+        path = manifest_path(proposal.env)
+        tip = self.rev(f"refs/heads/{proposal.branch}")
+        head = self.rev(f"refs/heads/{self.main}")
+        if head != proposal.base and self.git("rev-parse", f"{head}:{path}") != self.git(
+            "rev-parse", f"{proposal.base}:{path}"
+        ):
+            raise Conflict(
+                f"{path} changed on {self.main} since {proposal.branch} was proposed; discard it and decide again"
+            )
+        text = self.show(tip, path)
+        title = self.git("log", "-1", "--format=%s", tip).strip()
+        merge = self._commit_file(head, path, text, f"Merge {proposal.branch}: {title}", extra_parent=tip)
+        try:
+            self.git("update-ref", f"refs/heads/{self.main}", merge, head)
+        except SCMError as e:
+            raise Conflict(f"{self.main} moved while merging {proposal.branch}: {e}") from e
+        self.git("update-ref", "-d", f"refs/heads/{proposal.branch}", tip)
+        self._refresh_worktree(path, head, merge)
+        return Outcome(
+            proposal, merged=True, revision=merge, detail=f"merged {proposal.branch} into {self.main}"
+        )
+
+    def discard(self, proposal: Proposal, reason: str) -> None:
+        with contextlib.suppress(SCMError):  # already gone: another run discarded or merged it
+            self.git("update-ref", "-d", f"refs/heads/{proposal.branch}")
+
+    def _refresh_worktree(self, path: str, old: str, new: str) -> None:
+        """Keep a checked-out main in step with the moved ref, for the one file we changed, if untouched."""
+        try:
+            checked_out = self.git("symbolic-ref", "-q", "HEAD").strip()
+        except SCMError:
+            return
+        if checked_out != f"refs/heads/{self.main}":
+            return
+        file = self.repo / path
+        try:
+            old_text: str | None = self.show(old, path)
+        except SCMError:
+            old_text = None
+        if file.exists() and file.read_text() != old_text:
+            return  # edited by hand in the working tree: leave it to the user
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(self.show(new, path))
+        self.git("update-index", "--add", "--", path)  # the index entry follows HEAD for this path only
+
+    # lock ------------------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, env: str) -> Iterator[None]:
+        path = Path(self.git("rev-parse", "--git-common-dir").strip())
+        path = (path if path.is_absolute() else self.repo / path) / f"sluice-rollout-{env}.lock"
+        self._take(path)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _take(self, path: Path) -> None:
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._stale(path):
+                    path.unlink(missing_ok=True)
+                    continue
+                raise Conflict(f"another reconciler is acting on this environment (lock {path})") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {time.time():.3f}\n")
+            return
+        raise Conflict(f"could not take the lock {path}")
+
+    def _stale(self, path: Path) -> bool:
+        try:
+            pid_text, ts_text = path.read_text().split()
+            pid, ts = int(pid_text), float(ts_text)
+        except (OSError, ValueError):
+            return True
+        if time.time() - ts > self.lock_stale_after:
+            return True
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True  # its owner died (a crash): the next run takes over
+        except PermissionError:
+            return False
+        return False

@@ -1,0 +1,84 @@
+"""Helpers for end-to-end rollout tests: a real git repository holding an environment, and its Environment."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rollout.metrics.scrape import ScrapeProvider
+from rollout.policy import parse_policy
+from rollout.reconciler import Environment
+from rollout.scm.local import LocalGit
+from rollout.targets.seldon import SeldonDeploymentV1, initial_manifest
+
+FAST_GATES = [
+    {"name": "success", "metric": "success_rate", "min": 0.95, "min_sample": 10, "no_data_deadline": 3},
+    {
+        "name": "p99",
+        "metric": "latency",
+        "quantile": 0.99,
+        "max": 0.25,
+        "min_sample": 10,
+        "no_data_deadline": 3,
+    },
+    {"name": "agree", "metric": "disagreement", "max": 0.1, "min_sample": 10, "no_data_deadline": 3},
+]
+
+
+def fast_policy(strategy: str, **over: Any) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "strategy": strategy,
+        "interval": 0.1,
+        "window": 0.3,
+        "stages": [{"weight": 10, "bake": 0}, {"weight": 50, "bake": 0}],
+        "gates": FAST_GATES,
+        "shadow": {"mirror": 100, "duration": 0, "then": "promote"},
+        "ab": {
+            "split": 50,
+            "metric": "accuracy",
+            "min_sample": 200,
+            "significance": 0.05,
+            "max_duration": 30,
+        },
+        "bluegreen": {"warmup": 0, "switch": [100], "step_bake": 0, "blue_bake": 0},
+    }
+    p.update(over)
+    return p
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(tmp: Path, stable_digest: str, env: str = "local") -> Path:
+    repo = tmp / "gitops-repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "test@example.com")
+    git(repo, "config", "user.name", "test")
+    LocalGit(repo).write_initial(
+        env, initial_manifest(env, "models:/sluice-classifier/1", stable_digest), "init"
+    )
+    return repo
+
+
+def make_env(repo: Path, policy: dict[str, Any], metrics_url: str | None, env: str = "local") -> Environment:
+    return Environment(
+        name=env,
+        scm=LocalGit(repo),
+        target=SeldonDeploymentV1(),
+        policy=parse_policy(policy),
+        metrics=ScrapeProvider(metrics_url) if metrics_url else None,
+    )
+
+
+def weights(repo: Path, env: str = "local") -> dict[str, tuple[int, bool]]:
+    state = SeldonDeploymentV1().state(
+        git(repo, "show", f"main:gitops/environments/{env}/seldondeployment.yaml")
+    )
+    return {p.name: (p.traffic, p.shadow) for p in state.predictors}
+
+
+def log(repo: Path) -> list[str]:
+    return git(repo, "log", "--format=%s", "main").splitlines()
