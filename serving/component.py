@@ -1,0 +1,132 @@
+"""The Seldon Core v1 Python component: what `seldon-core-microservice serving.component.Classifier` runs.
+
+Graph parameters arrive as constructor keyword arguments: `model_uri` (STRING) and `model_digest` (STRING,
+`sha256:...`; a bundle with another digest is refused at load, so a manifest pins its version). All the work
+is the predictor core's; this class only adapts it to the wrapper's hooks. Bad input raises the wrapper's
+`SeldonMicroserviceException`, which it answers with a 400 naming the problem.
+
+    PREDICTIVE_UNIT_PARAMETERS='[{"name":"model_uri","type":"STRING","value":"artifacts/model"}]' \\
+        seldon-core-microservice serving.component.Classifier --http-port 9000
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from serving.predictor import Predictor, RequestError
+
+
+class Classifier:
+    """Serves one bundle; `predict` returns class probabilities, columns named by class label."""
+
+    def __init__(self, model_uri: str, model_digest: str | None = None, backend: str = "onnx"):
+        self.model_uri = model_uri
+        self.model_digest = model_digest or None
+        self.backend = backend
+        self.predictor: Predictor | None = None
+        self._metrics: list[dict[str, Any]] = []
+        self._rows = 0
+        self._feedback = 0
+        self._correct = 0
+
+    def load(self) -> None:
+        self.predictor = Predictor.load(
+            self.model_uri,
+            expected_digest=self.model_digest,
+            backend="sklearn" if self.backend == "sklearn" else "onnx",
+        )
+
+    @property
+    def _model(self) -> Predictor:
+        if self.predictor is None:  # the wrapper calls load() first; direct users may not
+            self.load()
+        assert self.predictor is not None
+        return self.predictor
+
+    def predict(self, X: Any, features_names: Iterable[str] | None = None, **kwargs: Any) -> np.ndarray:
+        started = time.perf_counter()
+        rows = self._validate(X, features_names)
+        prediction = self._model.predict(rows)
+        self._metrics = [
+            {"type": "COUNTER", "key": "sluice_model_rows", "value": len(rows)},
+            {
+                "type": "TIMER",
+                "key": "sluice_model_predict_ms",
+                "value": (time.perf_counter() - started) * 1e3,
+            },
+        ]
+        return np.asarray(prediction.probabilities, dtype=np.float64)
+
+    def class_names(self) -> list[str]:
+        return [str(c) for c in self._model.signature.classes]
+
+    def send_feedback(
+        self,
+        features: Any,
+        feature_names: Iterable[str] | None,
+        reward: float,
+        truth: Any,
+        routing: int | None = None,
+    ) -> list[Any]:
+        """Count feedback; with `truth`, score this model on the request's rows (accuracy on feedback).
+
+        The wrapper itself counts `seldon_api_model_feedback_total` and `..._reward_total`.
+        """
+        self._metrics = [{"type": "COUNTER", "key": "sluice_model_feedback", "value": 1}]
+        if truth is not None and np.size(truth) and features is not None and np.size(features):
+            labels = self._model.predict(self._validate(features, feature_names)).labels
+            expected = np.asarray(truth).reshape(-1)
+            if expected.size != labels.size:
+                self._bad_request(f"truth has {expected.size} labels for {labels.size} rows")
+            correct = int((labels == expected.astype(labels.dtype)).sum())
+            self._feedback += int(labels.size)
+            self._correct += correct
+            self._metrics += [
+                {"type": "COUNTER", "key": "sluice_model_feedback_rows", "value": int(labels.size)},
+                {"type": "COUNTER", "key": "sluice_model_feedback_correct", "value": correct},
+            ]
+        return []
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Custom metrics of the last call (the wrapper adds them to its Prometheus endpoint)."""
+        out, self._metrics = self._metrics, []
+        return out
+
+    def tags(self) -> dict[str, Any]:
+        model = self._model
+        return {"model_name": model.name, "model_digest": model.digest}
+
+    def health_status(self) -> list[list[float]]:
+        # Healthy means the model answers: predict a fixed row, as Seldon's own servers do.
+        model = self._model
+        probe = model.predict(np.zeros((1, model.n_features)))
+        return [[float(p) for p in probe.probabilities[0]]]
+
+    def init_metadata(self) -> dict[str, Any]:
+        model = self._model
+        return {
+            "name": model.name,
+            "versions": [model.short_digest],
+            "platform": f"sluice-{model.backend}",
+            "inputs": [{"messagetype": "ndarray", "schema": {"names": model.feature_names}}],
+            "outputs": [{"messagetype": "ndarray", "schema": {"names": self.class_names()}}],
+            "custom": {"model_digest": model.digest, "model_uri": self.model_uri},
+        }
+
+    def _validate(self, X: Any, names: Iterable[str] | None) -> np.ndarray:
+        # The wrapper turns data.ndarray / data.tensor into an array and passes data.names; jsonData comes
+        # as parsed JSON (records or columns), with the class names as `names`: ignore them there.
+        given = list(names) if names is not None and isinstance(X, np.ndarray) else []
+        try:
+            return self._model.validate(X, given or None)
+        except RequestError as e:
+            self._bad_request(str(e))
+
+    def _bad_request(self, message: str) -> Any:
+        from seldon_core.flask_utils import SeldonMicroserviceException
+
+        raise SeldonMicroserviceException(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
