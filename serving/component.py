@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -126,7 +126,7 @@ class Classifier:
         except RequestError as e:
             self._bad_request(str(e))
 
-    def _bad_request(self, message: str) -> Any:
+    def _bad_request(self, message: str) -> NoReturn:
         from seldon_core.flask_utils import SeldonMicroserviceException
 
         raise SeldonMicroserviceException(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
