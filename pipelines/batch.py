@@ -118,6 +118,7 @@ def build() -> WorkflowTemplate:
         ),
         entrypoint="batch-score",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
+        security_context=steps.NON_ROOT,
         arguments=[
             Parameter(
                 name="model",

@@ -10,6 +10,7 @@ from hera.workflows import DAG, Container, Parameter, WorkflowTemplate
 from hera.workflows.models import (
     KeyToPath,
     SecretVolumeSource,
+    SecurityContext,
     TTLStrategy,
     ValueFrom,
     Volume,
@@ -72,6 +73,8 @@ def kaniko_template() -> Container:
             WORKSPACE_MOUNT,
             VolumeMount(name="registry-credentials", mount_path="/kaniko/.docker", read_only=True),
         ],
+        # kaniko unpacks image layers onto its own filesystem, which needs root inside its container.
+        security_context=SecurityContext(run_as_user=0, run_as_non_root=False),
         resources=steps.MEDIUM,
         retry_strategy=steps.NETWORK_RETRY,
         outputs=[
@@ -104,6 +107,7 @@ def build() -> WorkflowTemplate:
         ),
         entrypoint="build",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
+        security_context=steps.NON_ROOT,
         arguments=[
             Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from hera.workflows import ConfigMapEnv, Container, Env, Resources, RetryStrategy, Script, SecretEnv, Task
-from hera.workflows.models import Backoff
+from hera.workflows.models import Backoff, PodSecurityContext, SeccompProfile
 
 from pipelines.conventions import CONFIG_MAP, SecretKey
 
@@ -23,6 +23,15 @@ NETWORK_RETRY = RetryStrategy(
     backoff=Backoff(duration="15s", factor="2", max_duration="5m"),
 )
 ONCE_MORE = RetryStrategy(limit="1", retry_policy="OnError")
+
+# The runtime image's user (serving/Dockerfile); fsGroup makes the shared workspace volume writable for it.
+NON_ROOT = PodSecurityContext(
+    run_as_non_root=True,
+    run_as_user=10001,
+    run_as_group=10001,
+    fs_group=10001,
+    seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+)
 
 SMALL = Resources(cpu_request="100m", cpu_limit="500m", memory_request="128Mi", memory_limit="512Mi")
 MEDIUM = Resources(cpu_request="500m", cpu_limit="2", memory_request="1Gi", memory_limit="2Gi")

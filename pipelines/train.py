@@ -178,6 +178,7 @@ def build() -> WorkflowTemplate:
         ),
         entrypoint="train",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
+        security_context=steps.NON_ROOT,
         arguments=[
             Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(

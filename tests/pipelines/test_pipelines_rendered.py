@@ -171,3 +171,13 @@ def test_rendered_files_say_where_they_come_from() -> None:
         module = first.split(" from ")[1].split(":")[0]
         assert (Path(__file__).resolve().parents[2] / module).is_file(), first
         assert yaml.safe_load(path.read_text())["metadata"]["name"] in path.name
+
+
+@pytest.mark.parametrize("pipe", WORKFLOW_TEMPLATES, ids=[p.name for p in WORKFLOW_TEMPLATES])
+def test_steps_run_as_the_image_user_and_only_kaniko_as_root(pipe: Any) -> None:
+    doc = pipe.build()
+    pod = doc["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == pod["fsGroup"] == 10001
+    for name, container in _pods(doc):
+        root = (container.get("securityContext") or {}).get("runAsUser") == 0
+        assert root == (name == "kaniko"), name

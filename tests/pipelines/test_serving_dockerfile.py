@@ -1,0 +1,169 @@
+"""serving/Dockerfile, linted without hadolint or Docker: pinned base, non-root user in every final stage, no
+`latest`, COPY sources that exist, and an entrypoint (seldon-core-microservice + serving.component.Classifier)
+that resolves in this venv with the parameters the SeldonDeployment graph passes."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import re
+import shlex
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.build_image import kaniko_template
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "serving" / "Dockerfile"
+PINNED = re.compile(r"^[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages, with line continuations joined and comments dropped."""
+    joined = re.sub(
+        r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    )
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in filter(None, (line.strip() for line in joined.splitlines())):
+        op, _, rest = line.partition(" ")
+        op = op.upper()
+        if op == "FROM":
+            parts = rest.split()
+            stages.append(
+                Stage(parts[2] if len(parts) > 2 and parts[1].upper() == "AS" else str(len(stages)), parts[0])
+            )
+        elif op == "ARG" and not stages:
+            key, _, value = rest.partition("=")
+            args[key] = value
+        else:
+            stages[-1].instructions.append((op, rest))
+    return args, stages
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], list[Stage]]:
+    return parse(DOCKERFILE.read_text())
+
+
+def resolve(base: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+
+
+def test_every_base_is_a_stage_or_pinned_by_digest(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    args, stages = dockerfile
+    names = set()
+    for stage in stages:
+        base = resolve(stage.base, args)
+        assert base in names or PINNED.match(base), (
+            f"stage {stage.name}: base {base!r} is not pinned by digest"
+        )
+        if base not in names:
+            assert base.startswith("python:3.12-slim@"), base
+        names.add(stage.name)
+    instructions = [rest for s in stages for _, rest in s.instructions] + [
+        resolve(s.base, args) for s in stages
+    ]
+    assert not [i for i in instructions if re.search(r":latest\b", i)], "no `latest` tags"
+
+
+def _user(stage: Stage, stages: dict[str, Stage]) -> str | None:
+    users = [rest for op, rest in stage.instructions if op == "USER"]
+    if users:
+        return users[-1]
+    return _user(stages[stage.base], stages) if stage.base in stages else None
+
+
+@pytest.mark.parametrize("target", ["runtime", "serving"])
+def test_shipped_stages_run_as_non_root(dockerfile: tuple[dict[str, str], list[Stage]], target: str) -> None:
+    _, stages = dockerfile
+    by_name = {s.name: s for s in stages}
+    user = _user(by_name[target], by_name)
+    assert user is not None, f"{target} runs as root"
+    uid = user.split(":")[0]
+    assert uid not in {"0", "root"} and uid.isdigit(), "a numeric uid lets Kubernetes check runAsNonRoot"
+    assert stages[-1].name == "serving", "the default target is the serving image"
+
+
+def test_no_add_no_sudo_and_pip_without_cache(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    _, stages = dockerfile
+    for stage in stages:
+        for op, rest in stage.instructions:
+            assert op != "ADD", "COPY is explicit; ADD fetches URLs and unpacks archives"
+            if op == "RUN":
+                assert "sudo" not in rest
+                assert "apt-get install" not in rest or "--no-install-recommends" in rest
+    env = " ".join(rest for s in stages for op, rest in s.instructions if op == "ENV")
+    assert "PIP_NO_CACHE_DIR=1" in env
+
+
+def test_copied_sources_exist_and_cover_every_package(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    _, stages = dockerfile
+    copied: list[str] = []
+    for stage in stages:
+        for op, rest in stage.instructions:
+            if op == "COPY" and "--from=" not in rest:
+                copied += [p for p in shlex.split(rest)[:-1] if not p.startswith("--")]
+    dvc_outs = {
+        o
+        for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()
+        for o in s.get("outs", [])
+    }
+    for source in copied:
+        produced_by_dvc = source.rstrip("/") in dvc_outs
+        assert (REPO / source).exists() or produced_by_dvc, (
+            f"COPY {source}: not in the repository nor a DVC output"
+        )
+    includes = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"][
+        "include"
+    ]
+    for package in (i.rstrip("*") for i in includes):
+        assert f"{package}/" in copied, f"package {package} is not copied, `pip install .` would miss it"
+
+
+def test_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    args, stages = dockerfile
+    serving = stages[-1]
+    (cmd,) = [json.loads(rest) for op, rest in serving.instructions if op == "CMD"]
+    program, interface = cmd[0], cmd[1]
+    assert program == "seldon-core-microservice"
+    assert (REPO / ".venv" / "bin" / program).exists() or __import__("shutil").which(program)
+    module_name, _, class_name = interface.rpartition(".")
+    component = getattr(importlib.import_module(module_name), class_name)
+    assert inspect.isclass(component) and callable(getattr(component, "predict", None))
+    # The image's default parameters, and the graph's in every SeldonDeployment, fit the constructor.
+    env = " ".join(rest for op, rest in serving.instructions if op == "ENV")
+    raw = re.search(r'PREDICTIVE_UNIT_PARAMETERS="(.*?)"(?:\s|$)', env).group(1)  # type: ignore[union-attr]
+    default = json.loads(raw.replace('\\"', '"').replace("${BUNDLE_DIGEST}", "sha256:" + "0" * 64))
+    accepted = set(inspect.signature(component.__init__).parameters) - {"self"}
+    assert {p["name"] for p in default} <= accepted
+    for path in (REPO / "gitops" / "environments").glob("*/seldondeployment.yaml"):
+        sdep = yaml.safe_load(path.read_text())
+        for predictor in sdep["spec"]["predictors"]:
+            assert {p["name"] for p in predictor["graph"]["parameters"]} <= accepted, path
+    assert {"9000", "5000", "6000"} <= set(
+        " ".join(rest for op, rest in serving.instructions if op == "EXPOSE").split()
+    )
+
+
+def test_the_pipeline_builds_a_target_that_exists(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+    _, stages = dockerfile
+    args = kaniko_template().args or []
+    target = next(a.split("=", 1)[1] for a in args if a.startswith("--target="))
+    assert target in {s.name for s in stages}
+    assert "--dockerfile=serving/Dockerfile" in args
+    build_args = [a.split("=", 1)[1].split("=")[0] for a in args if a.startswith("--build-arg=")]
+    declared = {rest.split("=")[0] for s in stages for op, rest in s.instructions if op == "ARG"}
+    assert set(build_args) <= declared
