@@ -72,7 +72,7 @@ class TickResult:
         return self.outcome is not None
 
 
-def _observe(env: Environment, state: RolloutState, policy: Policy, now: float) -> Observations:
+def observe(env: Environment, state: RolloutState, policy: Policy, now: float) -> Observations:
     r = state.rollout
     if r is None or r.status != "progressing" or env.metrics is None:
         return Observations(window=0.0, source="none")
@@ -134,7 +134,7 @@ def tick(env: Environment) -> TickResult:
 
         now = env.clock()
         t0 = time.perf_counter()
-        obs = _observe(env, state, env.policy, now)
+        obs = observe(env, state, env.policy, now)
         t1 = time.perf_counter()
         now = env.clock()  # the observation window has passed
         decision = decide(state, env.policy, obs, now)
