@@ -1,9 +1,106 @@
-"""`sluice stream`: registered on the top-level app by sluice/cli.py."""
+"""`sluice stream ...`: consume a broker stream with a consumer group, predict in micro-batches, publish results."""
 
 from __future__ import annotations
 
+import signal
+from typing import Annotated
+
 import typer
 
+from sluice.console import console, err_console, fail
 
-def register(app: typer.Typer) -> None:
+app = typer.Typer(
+    help="Streaming predictions: a stream in, a stream out (Redis Streams; Kafka for clusters).",
+    no_args_is_help=True,
+)
+
+
+@app.command("run")
+def run(
+    model: Annotated[str, typer.Option("--model", help="Bundle path, file:// URI or models:/name@alias.")],
+    broker: Annotated[
+        str, typer.Option("--broker", help="redis://host:port[/db] (embedded default) or kafka://host:port.")
+    ],
+    input: Annotated[str, typer.Option("--input", help="Input stream (Kafka: topic).")],
+    output: Annotated[str, typer.Option("--output", help="Output stream (Kafka: a compacted topic).")],
+    group: Annotated[
+        str, typer.Option("--group", help="Consumer group: workers in one group share the load.")
+    ],
+    consumer: Annotated[
+        str | None, typer.Option("--consumer", help="This worker's name in the group (default: host-pid).")
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Messages per micro-batch.")] = 64,
+    dead_letter: Annotated[
+        str | None, typer.Option("--dead-letter", help="Dead-letter stream (default: <input>:dead).")
+    ] = None,
+    claim_idle_ms: Annotated[
+        int,
+        typer.Option(
+            "--claim-idle-ms", min=1, help="Take over another consumer's messages unacked this long."
+        ),
+    ] = 30_000,
+    block_ms: Annotated[int, typer.Option("--block-ms", min=1, help="Longest wait for new messages.")] = 1000,
+    max_idle: Annotated[
+        float | None, typer.Option("--max-idle", help="Exit after this many seconds without messages.")
+    ] = None,
+    model_digest: Annotated[
+        str | None, typer.Option("--model-digest", help="Refuse the model unless its digest is this.")
+    ] = None,
+) -> None:
+    """Consume INPUT as GROUP, predict, publish to OUTPUT keyed by input id, ack after the write (at-least-once)."""
+    from model.bundle import BundleError
+    from model.registry import RegistryError
+    from serving.predictor import Predictor
+    from serving.stream.broker import Broker
+    from serving.stream.worker import StreamWorker
+
+    try:
+        predictor = Predictor.load(model, model_digest)
+    except (BundleError, RegistryError, FileNotFoundError) as e:
+        fail(str(e))
+    adapter: Broker
+    if broker.startswith("kafka://"):
+        from serving.stream.kafka import KafkaBroker, KafkaConfigError
+
+        try:
+            adapter = KafkaBroker(broker, input, output, group, consumer, dead_letter)
+        except KafkaConfigError as e:
+            fail(str(e))
+    else:
+        from serving.stream.redis_streams import BrokerError, RedisStreamsBroker
+
+        try:
+            adapter = RedisStreamsBroker.from_url(
+                broker,
+                input=input,
+                output=output,
+                group=group,
+                consumer=consumer,
+                dead_letter=dead_letter,
+                claim_idle_ms=claim_idle_ms,
+            )
+        except BrokerError as e:
+            fail(str(e))
+    worker = StreamWorker(predictor, adapter, batch=batch)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    err_console.print(
+        f"consuming {input} as {group}/{worker.consumer} with model {predictor.short_digest} -> {output}",
+        highlight=False,
+    )
+    try:
+        stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
+    finally:
+        adapter.close()
+    console.print(stats.explain(), highlight=False)
+
+
+def register(app_: typer.Typer) -> None:
     """Add this module's commands to the `sluice` app."""
+    app_.add_typer(app, name="stream")

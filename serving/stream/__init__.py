@@ -1,0 +1,1 @@
+"""Streaming: a broker stream in, predictions out (Redis Streams embedded, Kafka for clusters)."""

@@ -1,0 +1,128 @@
+"""The streaming worker: micro-batches from a broker through the predictor core, results out, then ack.
+
+Order per batch: decode -> validate (the core; a bad record is dead-lettered with the core's reason, the
+rest of the batch goes on) -> predict -> publish results and dead letters (idempotent by input id) -> ack.
+A crash anywhere before the ack leaves the batch pending; another worker reclaims it after the claim idle
+time and the idempotent publish keeps the output to one result per input (at-least-once delivery,
+exactly-once output).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from serving.predictor import Predictor, RequestError
+from serving.stream.broker import Broker, Message, Outgoing
+from serving.stream.codec import MalformedMessage, decode_input, encode_dead_letter, encode_result
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    messages: int = 0
+    results: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    reclaimed: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def explain(self) -> str:
+        return (
+            f"{self.messages} messages in {self.batches} batches: {self.results} results "
+            f"({self.duplicates} duplicates suppressed), {self.dead_letters} dead letters, {self.reclaimed} reclaimed "
+            f"from other consumers, {time.monotonic() - self.started:.1f} s"
+        )
+
+
+class StreamWorker:
+    def __init__(self, predictor: Predictor, broker: Broker, *, batch: int = 64, consumer: str = ""):
+        self.predictor = predictor
+        self.broker = broker
+        self.batch = batch
+        self.consumer = consumer or getattr(broker, "consumer", "worker")
+        self.stats = WorkerStats()
+
+    def handle(self, messages: list[Message]) -> None:
+        """One micro-batch, acknowledged only after every message's result or dead letter is written."""
+        dead: list[Outgoing] = []
+        good: list[Message] = []
+        records: list[Any] = []
+        for message in messages:
+            try:
+                records.append(decode_input(message))
+                good.append(message)
+            except MalformedMessage as e:
+                dead.append(encode_dead_letter(message, str(e), self.consumer))
+        X, good = self._validate(good, records, dead)
+        results: list[Outgoing] = []
+        if good:
+            prediction = self.predictor.predict(X)
+            for message, label, probs in zip(
+                good, prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
+            ):
+                results.append(encode_result(message, label, probs, self.predictor.digest, self.consumer))
+        written = self.broker.publish(results)
+        self.stats.dead_letters += self.broker.dead_letter(dead)
+        self.broker.ack([m.id for m in messages])
+        self.stats.batches += 1
+        self.stats.messages += len(messages)
+        self.stats.results += written
+        self.stats.duplicates += len(results) - written
+
+    def _validate(
+        self, messages: list[Message], records: list[Any], dead: list[Outgoing]
+    ) -> tuple[Any, list[Message]]:
+        if not messages:
+            return None, []
+        try:
+            return self.predictor.validate(records), messages
+        except RequestError:
+            pass
+        keep: list[Message] = []
+        rows = []
+        for message, record in zip(messages, records, strict=True):
+            try:
+                rows.append(self.predictor.validate([record] if isinstance(record, dict) else record))
+                keep.append(message)
+            except RequestError as e:
+                dead.append(
+                    encode_dead_letter(
+                        message, str(e).removeprefix("row 0: ").removeprefix("row 0, "), self.consumer
+                    )
+                )
+        if not keep:
+            return None, []
+        import numpy as np
+
+        return np.vstack(rows), keep
+
+    def run(
+        self,
+        *,
+        stop: Callable[[], bool] = lambda: False,
+        block_ms: int = 1000,
+        max_idle_s: float | None = None,
+        claim_every_s: float = 1.0,
+    ) -> WorkerStats:
+        """Consume until `stop()` or, with `max_idle_s`, until nothing arrived for that long."""
+        self.broker.ensure_group()
+        last_work = time.monotonic()
+        next_claim = 0.0
+        while not stop():
+            messages: list[Message] = []
+            if time.monotonic() >= next_claim:
+                messages = self.broker.reclaim(self.batch)
+                self.stats.reclaimed += len(messages)
+                if not messages:
+                    next_claim = time.monotonic() + claim_every_s
+            if not messages:
+                messages = self.broker.read(self.batch, block_ms)
+            if messages:
+                self.handle(messages)
+                last_work = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - last_work >= max_idle_s:
+                break
+        return self.stats
