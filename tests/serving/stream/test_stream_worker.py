@@ -122,8 +122,9 @@ def test_cli_run_until_idle(redis_url, redis_client, bundle_dir, records) -> Non
 
 
 def test_cli_names_an_unreachable_broker(bundle_dir) -> None:  # type: ignore[no-untyped-def]
-    from sluice.cli import app
     import socket
+
+    from sluice.cli import app
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
