@@ -84,3 +84,62 @@ def submit(
     return Submitted(
         name=name, namespace=meta.get("namespace", namespace), url=f"{base}/workflows/{namespace}/{name}"
     )
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A workflow that stopped: its phase, message and workflow-level outputs (globalName parameters)."""
+
+    name: str
+    phase: str
+    message: str
+    outputs: dict[str, str]
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == "Succeeded"
+
+
+DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
+
+
+def wait(
+    server: str,
+    namespace: str,
+    name: str,
+    *,
+    token: str | None = None,
+    verify: bool | str = True,
+    timeout: float = 3 * 3600,
+    poll: float = 10.0,
+    clock: Any = None,
+) -> Finished:
+    """Poll `GET /api/v1/workflows/{namespace}/{name}` until the workflow stops or `timeout` passes."""
+    import time
+
+    now = clock or time.monotonic
+    deadline = now() + timeout
+    url = f"{server.rstrip('/')}/api/v1/workflows/{namespace}/{name}"
+    with httpx.Client(headers=authorization(token), verify=verify, timeout=30.0) as client:
+        while True:
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as e:
+                raise SubmitError(f"lost the Argo Server while waiting for {name}: {e}") from e
+            if response.status_code >= 400:
+                raise SubmitError(
+                    f"Argo Server answered {response.status_code} for {name}: {response.text[:200]}"
+                )
+            status = (response.json() or {}).get("status") or {}
+            phase = status.get("phase") or "Pending"
+            if phase in DONE_PHASES:
+                parameters = (status.get("outputs") or {}).get("parameters") or []
+                return Finished(
+                    name=name,
+                    phase=phase,
+                    message=status.get("message", ""),
+                    outputs={p["name"]: str(p.get("value", "")) for p in parameters},
+                )
+            if now() >= deadline:
+                raise SubmitError(f"{name} is still {phase} after {timeout:.0f}s")
+            time.sleep(poll)

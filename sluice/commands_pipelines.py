@@ -92,11 +92,23 @@ def submit(
     namespace: Annotated[
         str | None, typer.Option(help="Namespace (default: $ARGO_NAMESPACE, else the template's own).")
     ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the workflow stops; exit 1 unless it succeeded.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: give up after this many seconds.")] = 3 * 3600,
+    poll: Annotated[float, typer.Option(help="With --wait: seconds between status checks.")] = 10.0,
+    outputs_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs-to", help="With --wait: append the outputs as name=value lines (e.g. $GITHUB_OUTPUT)."
+        ),
+    ] = None,
 ) -> None:
     """Submit a WorkflowTemplate through the Argo Server API ($ARGO_SERVER, token in $ARGO_TOKEN)."""
     from pipelines.catalog import by_name
     from pipelines.submit import SubmitError
     from pipelines.submit import submit as submit_template
+    from pipelines.submit import wait as wait_for
 
     server = os.environ.get("ARGO_SERVER", "").strip()
     if not server:
@@ -117,20 +129,49 @@ def submit(
     if unknown:
         fail(f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(declared))})")
     skip_verify = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in {"1", "true", "yes"}
+    token = os.environ.get("ARGO_TOKEN")
     try:
         submitted = submit_template(
             server,
             namespace or os.environ.get("ARGO_NAMESPACE") or doc["metadata"]["namespace"],
             name,
             params,
-            token=os.environ.get("ARGO_TOKEN"),
+            token=token,
             verify=not skip_verify,
+        )
+        console.print(
+            f"submitted [bold]{submitted.name}[/] in {submitted.namespace}: {submitted.url}", highlight=False
+        )
+        if not wait:
+            return
+        finished = wait_for(
+            server,
+            submitted.namespace,
+            submitted.name,
+            token=token,
+            verify=not skip_verify,
+            timeout=timeout,
+            poll=poll,
         )
     except SubmitError as e:
         fail(str(e))
-    console.print(
-        f"submitted [bold]{submitted.name}[/] in {submitted.namespace}: {submitted.url}", highlight=False
-    )
+    for key, value in finished.outputs.items():
+        console.print(f"  {key} = {value}", highlight=False)
+    if outputs_to is not None:
+        write_outputs(outputs_to, finished.outputs)
+    if not finished.succeeded:
+        fail(f"{finished.name} {finished.phase}: {finished.message or 'see the Argo UI'} ({submitted.url})")
+    console.print(f"[green]{finished.name} succeeded[/]", highlight=False)
+
+
+def write_outputs(path: Path, outputs: dict[str, str]) -> None:
+    """Append name=value lines in the $GITHUB_OUTPUT format (multi-line values as heredocs)."""
+    with path.open("a", encoding="utf-8") as f:
+        for key, value in outputs.items():
+            if "\n" in value:
+                f.write(f"{key}<<SLUICE_EOF\n{value}\nSLUICE_EOF\n")
+            else:
+                f.write(f"{key}={value}\n")
 
 
 def register(app_: typer.Typer) -> None:

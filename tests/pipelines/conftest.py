@@ -24,6 +24,9 @@ class FakeArgoServer:
     templates: set[str] = field(
         default_factory=lambda: {"train", "build-serving-image", "promote", "batch-score"}
     )
+    # What GET /api/v1/workflows/{ns}/{name} answers, in turn (the last one repeats): Argo's status shapes.
+    statuses: list[dict[str, Any]] = field(default_factory=lambda: [{"phase": "Succeeded"}])
+    gets: int = 0
 
 
 def _handler(state: FakeArgoServer) -> type[BaseHTTPRequestHandler]:
@@ -41,6 +44,16 @@ def _handler(state: FakeArgoServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = self.path.strip("/").split("/")
+            if parts[:3] != ["api", "v1", "workflows"] or len(parts) != 5:
+                return self._answer(404, {"code": 5, "message": f"Not Found: {self.path}"})
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                return self._answer(401, {"code": 16, "message": "token not valid"})
+            status = state.statuses[min(state.gets, len(state.statuses) - 1)]
+            state.gets += 1
+            self._answer(200, {"metadata": {"name": parts[4], "namespace": parts[3]}, "status": status})
 
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))

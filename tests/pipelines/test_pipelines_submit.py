@@ -104,3 +104,65 @@ def test_cli_render_check_and_list(tmp_path: object) -> None:
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["pipelines", "list"])
     assert result.exit_code == 0 and "build-serving-image" in result.output
+
+
+SUCCEEDED = {
+    "phase": "Succeeded",
+    "outputs": {
+        "parameters": [
+            {"name": "bundle-digest", "value": "sha256:" + "ab" * 32},
+            {"name": "metrics", "value": '{"roc_auc": 0.99}'},
+        ]
+    },
+}
+
+
+def test_wait_polls_until_the_workflow_stops_and_returns_its_outputs(argo_server: Any, tmp_path: Any) -> None:
+    argo_server.statuses = [{"phase": "Pending"}, {"phase": "Running"}, SUCCEEDED]
+    outputs = tmp_path / "github_output"
+    env = {"ARGO_SERVER": argo_server.url, "ARGO_TOKEN": argo_server.token}
+    result = runner.invoke(
+        app,
+        [
+            "pipelines",
+            "submit",
+            "train",
+            "-p",
+            "revision=abc",
+            "--wait",
+            "--poll",
+            "0.01",
+            "--outputs-to",
+            str(outputs),
+        ],
+        env=env,
+    )
+    assert result.exit_code == 0, result.output
+    assert argo_server.gets == 3
+    assert "train-x7k2p succeeded" in result.output
+    assert outputs.read_text() == f'bundle-digest=sha256:{"ab" * 32}\nmetrics={{"roc_auc": 0.99}}\n'
+
+
+def test_wait_fails_with_the_workflow_message(argo_server: Any) -> None:
+    argo_server.statuses = [{"phase": "Running"}, {"phase": "Failed", "message": "child 'dvc-repro' failed"}]
+    env = {"ARGO_SERVER": argo_server.url, "ARGO_TOKEN": argo_server.token}
+    result = runner.invoke(app, ["pipelines", "submit", "train", "--wait", "--poll", "0.01"], env=env)
+    assert result.exit_code == 1
+    assert "train-x7k2p Failed: child 'dvc-repro' failed" in result.output
+
+
+def test_wait_gives_up_after_its_timeout(argo_server: Any) -> None:
+    from pipelines.submit import wait
+
+    argo_server.statuses = [{"phase": "Running"}]
+    ticks = iter(range(100))
+    with pytest.raises(SubmitError, match="still Running after 3s"):
+        wait(
+            argo_server.url,
+            "ns",
+            "train-x7k2p",
+            token=argo_server.token,
+            timeout=3,
+            poll=0,
+            clock=lambda: next(ticks),
+        )

@@ -134,7 +134,7 @@ def test_copied_sources_exist_and_cover_every_package(dockerfile: tuple[dict[str
 
 
 def test_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
-    args, stages = dockerfile
+    _, stages = dockerfile
     serving = stages[-1]
     (cmd,) = [json.loads(rest) for op, rest in serving.instructions if op == "CMD"]
     program, interface = cmd[0], cmd[1]
