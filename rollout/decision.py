@@ -45,6 +45,8 @@ class Decision:
 
     def summary(self, env: str) -> str:
         what = self.then.value if self.then else self.action.value
+        if self.action == Action.HOLD and self.rollout is not None:
+            what = {"frozen": "freeze", "paused": "pause"}.get(self.rollout.status, "resume")
         head = f"rollout({env}): {what}"
         if self.rollout is not None:
             head += f" {self.rollout.candidate}"
