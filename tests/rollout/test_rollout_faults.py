@@ -32,7 +32,7 @@ def begin(env: Environment, setup: tuple[Path, str, str, str, str]) -> None:
 
 @pytest.mark.timeout(30)
 def test_lock_keeps_a_second_reconciler_out(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
-    repo, stable, cand, *_ = setup
+    repo, _stable, _cand, *_ = setup
     env = make_env(repo, fast_policy("canary"), exporter.url)
     begin(env, setup)
     before = git(repo, "rev-parse", "main")
@@ -124,7 +124,7 @@ def test_hand_edit_pauses_the_rollout(setup, exporter: Exporter) -> None:  # typ
 
 @pytest.mark.timeout(30)
 def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
-    repo, stable, cand, *_ = setup
+    repo, stable, _cand, *_ = setup
     exporter.set(stable, requests=5)  # the candidate gets nothing
     gates = [
         {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.8}
@@ -147,7 +147,7 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
 
 @pytest.mark.timeout(30)
 def test_missing_data_never_promotes_even_when_the_gate_says_pass(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
-    repo, stable, cand, *_ = setup
+    repo, _stable, cand, *_ = setup
     gates = [{"name": "accuracy", "metric": "accuracy", "min": 0.9, "min_sample": 10, "no_data": "pass"}]
     env = make_env(repo, fast_policy("canary", gates=gates), exporter.url)
     begin(env, setup)
