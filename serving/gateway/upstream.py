@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 import httptools
 
@@ -70,8 +71,7 @@ class _Connection(asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
         self.received = True
