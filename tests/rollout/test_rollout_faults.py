@@ -110,7 +110,7 @@ def test_hand_edit_pauses_the_rollout(setup, exporter: Exporter) -> None:  # typ
     assert res.decision.action == Action.HOLD and "edited by hand" in res.decision.reason
     assert env.target.state(env.scm.read("local").text).rollout.status == "paused"  # type: ignore[union-attr]
     assert weights(repo) == {stable: (70, False), cand: (30, False)}  # the engine did not fight the human
-    assert "pause" in log(repo)[0] or "pause" in log(repo)[1]
+    assert any("rollout(local): pause" in s for s in log(repo))
     assert not tick(env).wrote  # stays paused, no commit per tick
     path.write_text(
         path.read_text().replace("traffic: 70", "traffic: 90").replace("traffic: 30", "traffic: 10")
@@ -172,7 +172,7 @@ def test_freeze_keeps_weights(setup, exporter: Exporter) -> None:  # type: ignor
     res = tick(env)
     assert res.wrote and res.decision.rollout is not None and res.decision.rollout.status == "frozen"
     assert weights(repo) == {stable: (90, False), cand: (10, False)}
-    assert log(repo)[1].startswith("rollout(local): freeze")
+    assert any(s.startswith("rollout(local): freeze") for s in log(repo))
     assert not tick(env).wrote
     abort(env)  # a human can still roll back
     assert weights(repo) == {stable: (100, False)}
