@@ -112,7 +112,7 @@ class GitHubDouble:
                 return httpx.Response(200, json=out)
             assert set(body) >= {"message", "content", "branch"}, body
             branch = body["branch"]
-            parents, files, _ = self.commits[self.refs[branch]]
+            _parents, files, _ = self.commits[self.refs[branch]]
             if file in files and body.get("sha") != sha("blob", files[file]):
                 return httpx.Response(409, json={"message": f"{file} does not match {body.get('sha')}"})
             text = base64.b64decode(body["content"], validate=True).decode()
