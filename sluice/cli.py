@@ -10,6 +10,7 @@ import typer
 
 from sluice import (
     commands_batch,
+    commands_demo,
     commands_edge,
     commands_gitops,
     commands_model,
@@ -28,13 +29,14 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(commands_model.app, name="model")
-app.command("demo")(commands_model.demo)
+app.command("demo")(commands_demo.demo)
 for area in (
     commands_serve,
     commands_up,
     commands_rollout,
     commands_gitops,
     commands_batch,
+    commands_demo,
     commands_stream,
     commands_edge,
     commands_pipelines,

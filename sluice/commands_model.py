@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -142,25 +140,3 @@ def promote_alias(
     except (ParamsError, RegistryError) as e:
         fail(str(e))
     console.print(f"{model_name}@{alias} -> version {ref.version} ({ref.digest}){was}", highlight=False)
-
-
-def demo(
-    root: RootOption = Path("."),
-) -> None:
-    """Run the training pipeline end to end (`dvc repro`) and show the bundle it produced."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    dvc = [sys.executable, "-m", "dvc"]
-    if not (root / ".dvc").is_dir():
-        subprocess.run(
-            [*dvc, "init", "--no-scm" if not (root / ".git").exists() else "-q"],
-            cwd=root,
-            env=env,
-            check=True,
-        )
-    console.rule("dvc repro")
-    proc = subprocess.run([*dvc, "repro"], cwd=root, env=env)
-    if proc.returncode != 0:
-        fail("dvc repro failed (see the stage output above)", proc.returncode)
-    console.rule("bundle")
-    info(str(root / "artifacts" / "model"))
-    console.print(f"\nbundle ready at [bold]{(root / 'artifacts' / 'model').resolve()}[/]", highlight=False)

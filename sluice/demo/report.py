@@ -1,0 +1,302 @@
+"""The demo's report, computed from what happened: the manifest's Git history and the client's request log.
+
+- `summary.json`: every decision (commit, time, weights, message) and client counts per act;
+- `rollout.png` / `rollout.html`: weights per predictor over time with decisions marked, and the share of
+  client requests each predictor actually answered;
+- `strategies.md`: the seed talk's table of deployment strategies (no downtime, condition-based, rollback
+  time, additional cost) filled in from this run's measurements.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sluice.demo.traffic import RequestRecord
+
+MANIFEST = "gitops/environments/local/seldondeployment.yaml"
+
+
+@dataclass
+class Step:
+    """One commit on main that changed the manifest: a decision as Git recorded it."""
+
+    at: float
+    sha: str
+    subject: str
+    body: str
+    weights: dict[str, float]
+    shadow: str | None
+    annotations: dict[str, str]
+
+    @property
+    def kind(self) -> str:
+        s = self.subject.lower()
+        for kind in ("rollback", "promote", "advance", "start", "approve", "abort", "freeze", "init"):
+            if kind in s:
+                return kind
+        return "change"
+
+
+@dataclass
+class ActResult:
+    name: str
+    strategy: str
+    candidate: str
+    stable: str
+    expected: str
+    outcome: str = "unfinished"
+    started: float = 0.0
+    ended: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    requests: int = 0
+    failures: int = 0
+    served: dict[str, int] = field(default_factory=dict)
+    decided_by: list[str] = field(default_factory=list)
+    detect_seconds: float | None = None
+    rollback_seconds: float | None = None
+    extra_predictor_seconds: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return self.ended - self.started
+
+
+def manifest_history(repo: Path, since: str | None = None, path: str = MANIFEST) -> list[Step]:
+    """Commits on the first-parent line of main that changed `path`, oldest first."""
+    rng = f"{since}..HEAD" if since else "HEAD"
+    log = subprocess.run(
+        ["git", "log", "--first-parent", "--reverse", "--format=%H%x1f%ct%x1f%s%x1f%b%x1e", rng, "--", path],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    steps = []
+    for entry in filter(None, (e.strip("\n") for e in log.split("\x1e"))):
+        sha, ts, subject, body = entry.split("\x1f", 3)
+        text = subprocess.run(
+            ["git", "show", f"{sha}:{path}"], cwd=repo, capture_output=True, text=True
+        ).stdout
+        doc = yaml.safe_load(text) or {}
+        weights: dict[str, float] = {}
+        shadow = None
+        for p in (doc.get("spec") or {}).get("predictors") or []:
+            if p.get("shadow"):
+                shadow = p["name"]
+                weights[p["name"]] = 0.0
+            else:
+                weights[p["name"]] = float(
+                    p.get("traffic", 100 if len(doc["spec"]["predictors"]) == 1 else 0)
+                )
+        annotations = dict((doc.get("metadata") or {}).get("annotations") or {})
+        steps.append(Step(float(ts), sha, subject, body.strip(), weights, shadow, annotations))
+    return steps
+
+
+def predictor_seconds(steps: list[Step], start: float, end: float) -> float:
+    """Extra predictor-seconds: time-integral of (predictors running - 1) between start and end."""
+    total = 0.0
+    for i, step in enumerate(steps):
+        t0 = max(step.at, start)
+        t1 = min(steps[i + 1].at if i + 1 < len(steps) else end, end)
+        if t1 > t0:
+            total += (len(step.weights) - 1) * (t1 - t0)
+    return total
+
+
+def measure(act: ActResult, steps: list[Step], records: list[RequestRecord]) -> None:
+    """Fill an act's numbers from the commits and requests inside its time span."""
+    act.steps = [s for s in steps if act.started - 1 <= s.at <= act.ended + 1]
+    mine = [r for r in records if r.act == act.name]
+    act.requests = len(mine)
+    act.failures = sum(1 for r in mine if r.status != 200)
+    served: dict[str, int] = {}
+    for r in mine:
+        if r.predictor:
+            served[r.predictor] = served.get(r.predictor, 0) + 1
+    act.served = served
+    before = [s for s in steps if s.at < act.started]
+    act.extra_predictor_seconds = predictor_seconds(
+        ([before[-1]] if before else []) + act.steps, act.started, act.ended
+    )
+    rollback = next((s for s in act.steps if s.kind == "rollback"), None)
+    if rollback is not None:
+        first_candidate = next((r.at for r in mine if r.predictor == act.candidate), None)
+        act.detect_seconds = rollback.at - (first_candidate or act.started)
+        last = max(
+            (r.at for r in mine if r.predictor == act.candidate and r.at >= rollback.at), default=rollback.at
+        )
+        act.rollback_seconds = last - rollback.at
+
+
+def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: dict[str, Any]) -> Path:
+    data = {
+        **extra,
+        "acts": [
+            {
+                **{k: v for k, v in asdict(a).items() if k != "steps"},
+                "duration_seconds": round(a.duration, 2),
+                "decisions": [
+                    {
+                        "at": s.at,
+                        "commit": s.sha,
+                        "kind": s.kind,
+                        "message": s.subject,
+                        "weights": s.weights,
+                        "shadow": s.shadow,
+                    }
+                    for s in a.steps
+                ],
+            }
+            for a in acts
+        ],
+        "commits": [
+            {"at": s.at, "commit": s.sha, "kind": s.kind, "message": s.subject, "weights": s.weights}
+            for s in steps
+        ],
+    }
+    path = out / "summary.json"
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def plot(
+    out: Path, acts: list[ActResult], steps: list[Step], records: list[RequestRecord], t0: float
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_w, ax_r) = plt.subplots(
+        2, 1, figsize=(13, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
+    )
+    names = sorted({n for s in steps for n in s.weights} | {r.predictor for r in records if r.predictor})
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    end = max([r.at for r in records] + [s.at for s in steps] + [t0 + 1])
+    for name in names:
+        xs, ys = [], []
+        for i, s in enumerate(steps):
+            t1 = steps[i + 1].at if i + 1 < len(steps) else end
+            w = s.weights.get(name)
+            if w is None:
+                continue
+            xs += [s.at - t0, t1 - t0]
+            ys += [w if s.shadow != name else -5, w if s.shadow != name else -5]
+        if xs:
+            ax_w.plot(xs, ys, drawstyle="steps-post", color=colors[name], lw=2, label=name)
+    marks = {
+        "rollback": ("v", "red"),
+        "promote": ("*", "green"),
+        "advance": ("^", "tab:blue"),
+        "start": ("o", "gray"),
+        "approve": ("s", "purple"),
+        "freeze": ("x", "black"),
+    }
+    for s in steps:
+        marker, color = marks.get(s.kind, (".", "gray"))
+        ax_w.scatter([s.at - t0], [103], marker=marker, color=color, s=70, zorder=5)
+    for a in acts:
+        ax_w.axvspan(a.started - t0, a.ended - t0, alpha=0.06, color="gray")
+        ax_w.text((a.started - t0), 110, f"{a.name}\n{a.strategy}: {a.outcome}", fontsize=8, va="bottom")
+    ax_w.set_ylim(-10, 125)
+    ax_w.set_ylabel("traffic weight % (shadow at -5)")
+    ax_w.legend(loc="center left", fontsize=8, bbox_to_anchor=(1.0, 0.5))
+    ax_w.set_title("Sluice demo: traffic weights by commit (markers: ▲ advance ★ promote ▼ rollback)")
+
+    bucket = 2.0
+    if records:
+        nb = int((end - t0) / bucket) + 1
+        for name in names:
+            counts = [0] * nb
+            for r in records:
+                if r.predictor == name:
+                    counts[int((r.at - t0) / bucket)] += 1
+            ax_r.plot(
+                [i * bucket for i in range(nb)], [c / bucket for c in counts], color=colors[name], lw=1.2
+            )
+        fails = [0] * nb
+        for r in records:
+            if r.status != 200:
+                fails[int((r.at - t0) / bucket)] += 1
+        if any(fails):
+            ax_r.bar(
+                [i * bucket for i in range(nb)], fails, width=bucket, color="red", alpha=0.6, label="failed"
+            )
+            ax_r.legend(fontsize=8)
+    ax_r.set_ylabel("client requests/s answered")
+    ax_r.set_xlabel("seconds since the demo started")
+    fig.tight_layout()
+    path = out / "rollout.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_html(out: Path, png: Path, acts: list[ActResult], steps: list[Step], t0: float) -> Path:
+    rows = "\n".join(
+        f"<tr><td>{s.at - t0:.1f}</td><td><code>{s.sha[:8]}</code></td><td>{s.kind}</td><td>{_esc(s.subject)}</td>"
+        f"<td>{_esc(', '.join(f'{k}={v:g}' + (' (shadow)' if k == s.shadow else '') for k, v in s.weights.items()))}</td></tr>"
+        for s in steps
+    )
+    act_rows = "\n".join(
+        f"<tr><td>{_esc(a.name)}</td><td>{a.strategy}</td><td>{a.outcome}</td><td>{a.requests}</td><td>{a.failures}</td>"
+        f"<td>{a.duration:.1f}</td></tr>"
+        for a in acts
+    )
+    image = base64.b64encode(png.read_bytes()).decode()
+    html = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sluice demo</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}th{{background:#f4f4f4}}</style></head><body>
+<h1>Sluice demo</h1><img alt="traffic weights over time" src="data:image/png;base64,{image}" style="max-width:100%">
+<h2>Acts</h2><table><tr><th>act</th><th>strategy</th><th>outcome</th><th>requests</th><th>failed</th><th>seconds</th></tr>
+{act_rows}</table>
+<h2>Every traffic change (a commit on main)</h2><table><tr><th>t (s)</th><th>commit</th><th>decision</th>
+<th>message</th><th>weights</th></tr>{rows}</table></body></html>"""
+    path = out / "rollout.html"
+    path.write_text(html)
+    return path
+
+
+def strategies_table(acts: list[ActResult]) -> str:
+    """The seed talk's comparison, with this run's numbers in every cell."""
+    lines = [
+        "# Deployment strategies, measured",
+        "",
+        "The comparison table from the talk this project grew from, filled from one `make demo` run. Every",
+        "number comes from the client request log or from the manifest's Git history in this run.",
+        "",
+        "| strategy | act | outcome | no downtime (failed / client requests) | condition-based (what decided) "
+        "| rollback time (decision → traffic on stable) | time to decide | additional cost (extra predictor-seconds) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for a in acts:
+        rollback = f"{a.rollback_seconds:.2f} s" if a.rollback_seconds is not None else "—"
+        detect = (
+            f"{a.detect_seconds:.1f} s" if a.detect_seconds is not None else f"{a.duration:.1f} s (whole act)"
+        )
+        decided = "; ".join(a.decided_by) or "—"
+        lines.append(
+            f"| {a.strategy} | {a.name} | {a.outcome} | {'yes' if a.failures == 0 else 'NO'}: {a.failures} / {a.requests} "
+            f"| {decided} | {rollback} | {detect} | {a.extra_predictor_seconds:.0f} |"
+        )
+    lines += [
+        "",
+        "- *no downtime*: client requests that failed while the strategy ran (the gateway retries a failed",
+        "  request once on another live predictor, so a candidate crash costs the client nothing).",
+        "- *rollback time*: from the rollback commit to the last client request the candidate answered.",
+        "- *additional cost*: seconds × (predictors running − 1) while the act ran: what the strategy paid for",
+        "  running a second model next to the stable one.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _esc(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,462 @@
+"""The demo's four acts against a scratch clone, with live traffic, and the report at the end.
+
+Act 1  the stable model: `dvc repro` trains it, it becomes `champion`, `sluice up` serves it, traffic starts.
+Act 2  a better candidate (a params change and a new `dvc repro`) is promoted by a canary, stage by stage.
+Act 3  a broken candidate (trained on half-flipped labels: it passes no offline gate, so it is packaged
+       straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
+Act 4  the same broken candidate through shadow, A/B and blue/green in turn: each is caught by its gates.
+Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
+the policy's interval and observing the gateway's /metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from sluice.demo.report import (
+    ActResult,
+    manifest_history,
+    measure,
+    plot,
+    strategies_table,
+    write_html,
+    write_summary,
+)
+from sluice.demo.scratch import Scratch, make_scratch
+from sluice.demo.traffic import TrafficGenerator
+
+ENV = "local"
+MANIFEST_DIR = Path("gitops/environments/local")
+
+
+class DemoError(RuntimeError):
+    """The demo could not go on; the message says at which step and why."""
+
+
+@dataclass
+class Settings:
+    fast: bool = False
+    out: Path = Path("reports/demo")
+    rate: float = 50.0
+
+    @property
+    def bake(self) -> float:
+        return 3.0 if self.fast else 6.0
+
+    @property
+    def window(self) -> float:
+        return 2.5 if self.fast else 3.0
+
+    @property
+    def act_timeout(self) -> float:
+        return 90.0 if self.fast else 150.0
+
+
+def demo_policy(s: Settings) -> dict[str, Any]:
+    """The local policy for the demo: the same schema as policies/local.yaml, with short bake times."""
+    hold = {"no_data": "hold", "no_data_deadline": "45s"}
+    return {
+        "strategy": "canary",
+        "interval": 0.5,
+        "window": s.window,
+        "on_failure": "rollback",
+        "stages": [{"weight": 10, "bake": s.bake}, {"weight": 50, "bake": s.bake}],
+        "gates": [
+            {"name": "success-rate", "metric": "success_rate", "min": 0.99, "min_sample": 10, **hold},
+            {
+                "name": "accuracy-vs-stable",
+                "metric": "accuracy",
+                "compare": "difference",
+                "min": -0.1,
+                "min_sample": 10,
+                **hold,
+            },
+            {
+                "name": "p99-latency-vs-stable",
+                "metric": "latency",
+                "quantile": 0.99,
+                "compare": "ratio",
+                "max": 10.0,
+                "min_sample": 10,
+                **hold,
+            },
+            {"name": "shadow-agreement", "metric": "disagreement", "max": 0.1, "min_sample": 20, **hold},
+        ],
+        "shadow": {"mirror": 100, "duration": 2 * s.bake, "then": "promote"},
+        "ab": {
+            "split": 50,
+            "metric": "accuracy",
+            "min_sample": 40,
+            "significance": 0.01,
+            "max_duration": "60s",
+            "sticky_key": "x-sluice-user",
+        },
+        "bluegreen": {"warmup": s.bake, "switch": [100], "step_bake": s.bake, "blue_bake": s.bake},
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveState:
+    act: str = "starting"
+    strategy: str = ""
+    step: str = ""
+    weights: dict[str, str] = field(default_factory=dict)
+    decision: str = ""
+    gates: list[tuple[str, ...]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+
+class Demo:
+    def __init__(self, source: Path, settings: Settings, console: Console | None = None):
+        self.source = source.resolve()
+        self.s = settings
+        self.out = settings.out.resolve()
+        self.console = console or Console(soft_wrap=True)
+        self.live = LiveState()
+        self.acts: list[ActResult] = []
+        self.t0 = time.time()
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.traffic: TrafficGenerator | None = None
+        self.port = 0
+        self.model_name = "sluice-classifier"
+
+    # the whole run -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        scratch = self._step(
+            "scratch clone of the repository", lambda: make_scratch(self.source, self.out / "work")
+        )
+        self.scratch = scratch
+        base = scratch.head()
+        try:
+            stable_uri = self.act1(scratch)
+            self.act2(scratch, stable_uri)
+            broken = self.broken_candidate()
+            self.rollout_act("Act 3", "canary", broken, expected="rolled back")
+            for strategy in ("shadow", "ab", "bluegreen"):
+                self.rollout_act(f"Act 4 · {strategy}", strategy, broken, expected="rolled back")
+        finally:
+            self.shutdown()
+        scratch.git("push", "-q", "origin", "--all", check=False)
+        return self.report(scratch, base)
+
+    def _step(self, title: str, fn: Callable[[], Any]) -> Any:
+        started = time.time()
+        with self.console.status(f"[bold]{title}[/] …"):
+            result = fn()
+        self.console.print(f"[green]✓[/] {title} ({time.time() - started:.1f} s)", highlight=False)
+        return result
+
+    # act 1 -----------------------------------------------------------------------------------------------
+    def act1(self, scratch: Scratch) -> str:
+        self.console.rule("Act 1 · the stable model")
+        self._set_params(
+            scratch, {"train": {"logistic_regression": {"C": 0.05}}}, "params: a baseline model (C=0.05)"
+        )
+        self._step("dvc repro: prepare, validate, train, evaluate, package", lambda: scratch.dvc("repro"))
+        from model.registry import CHALLENGER, Registry
+
+        registry = Registry(scratch.root)
+        v1 = registry.alias(self.model_name, CHALLENGER)
+        if v1 is None:
+            raise DemoError("dvc repro registered no challenger")
+        registry.promote(self.model_name, v1.version)
+        uri = f"models:/{self.model_name}/{v1.version}"
+        scratch.sluice("rollout", "init", "--env", ENV, "--model", uri, "--force", check=False)
+        policy_path = scratch.root / "policies" / f"{ENV}.yaml"
+        policy_path.write_text(
+            "# The demo's policy: policies/local.yaml's schema with bake times of seconds (sluice demo writes it).\n"
+            + yaml.safe_dump(demo_policy(self.s), sort_keys=False)
+        )
+        scratch.git("add", "-A", "policies", str(MANIFEST_DIR))
+        scratch.git(
+            "commit", "-qm", "demo: the local environment serves the champion; a fast policy", check=False
+        )
+        self.console.print(f"champion: {uri} ({v1.digest})", highlight=False)
+        self._start_gateway(scratch)
+        self._start_traffic(scratch)
+        self.traffic_act("Act 1", 2.0 if self.s.fast else 5.0)
+        return uri
+
+    def traffic_act(self, name: str, seconds: float) -> None:
+        assert self.traffic is not None
+        self.traffic.set_act(name)
+        started = time.time()
+        time.sleep(seconds)
+        stats = self.traffic.stats(act=name)
+        self.console.print(
+            f"steady traffic: {stats.requests} requests in {time.time() - started:.1f} s, "
+            f"{stats.failures} failed",
+            highlight=False,
+        )
+
+    # act 2 -----------------------------------------------------------------------------------------------
+    def act2(self, scratch: Scratch, stable_uri: str) -> None:
+        self.console.rule("Act 2 · a better candidate, by canary")
+        self._set_params(
+            scratch, {"train": {"logistic_regression": {"C": 1.0}}}, "params: C=1.0 (a better model)"
+        )
+        self._step("dvc repro: the candidate", lambda: scratch.dvc("repro"))
+        from model.registry import CHALLENGER, CHAMPION, Registry
+
+        registry = Registry(scratch.root)
+        v2 = registry.alias(self.model_name, CHALLENGER)
+        if v2 is None:
+            raise DemoError("dvc repro registered no challenger for Act 2")
+        act = self.rollout_act(
+            "Act 2", "canary", f"models:/{self.model_name}/{v2.version}", expected="promoted"
+        )
+        champion = registry.alias(self.model_name, CHAMPION)
+        act.decided_by.append(f"MLflow champion -> version {champion.version if champion else '?'}")
+
+    def broken_candidate(self) -> str:
+        from model.params import Params
+        from model.pipeline import train_bundle
+
+        work = self.out / "work" / "candidates" / "broken"
+        params = Params.model_validate({"data": {"label_noise": 0.5}})
+        bundle = self._step(
+            "a broken candidate: trained on half-flipped labels",
+            lambda: train_bundle(work, work / "bundle", params),
+        )
+        return str(bundle.path)
+
+    # one rollout, reconciled in this process ---------------------------------------------------------------
+    def rollout_act(self, name: str, strategy: str, candidate_uri: str, expected: str) -> ActResult:
+        from rollout.reconciler import RolloutError, abort, start, tick
+        from sluice.commands_rollout import _candidate, _environment
+
+        assert self.traffic is not None
+        self.console.rule(f"{name} · {strategy}")
+        env = _environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
+        model_uri, digest = _candidate(candidate_uri, self.scratch.root)
+        state = env.target.state(env.scm.read(ENV).text)
+        stable = state.stable_name()
+        act = ActResult(name, strategy, "m-" + digest.split(":", 1)[-1][:12], stable, expected)
+        self.acts.append(act)
+        self.traffic.set_act(name)
+        act.started = time.time()
+        self.live = LiveState(act=name, strategy=strategy)
+        result = start(env, candidate_uri, model_uri, digest, strategy)
+        self._note(result)
+        if strategy == "bluegreen":
+            self.traffic.smoke_target = act.candidate
+        deadline = act.started + self.s.act_timeout
+        with Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True):
+            while True:
+                result = tick(env)
+                self._note(result)
+                r = result.decision.rollout or (result.state.rollout if result.state else None)
+                if result.wrote and result.decision.action.value in ("rollback", "promote"):
+                    self.traffic.smoke_target = None
+                    act.decided_by += [
+                        f"{g.gate} {g.verdict}"
+                        for g in result.decision.gates
+                        if g.verdict in ("fail", "pass")
+                    ] or [result.decision.reason]
+                final = env.target.state(env.scm.read(ENV).text).rollout
+                if final is not None and not final.active:
+                    act.outcome = {"promoted": "promoted", "rolled-back": "rolled back"}.get(
+                        final.status, final.status
+                    )
+                    break
+                if r is not None and r.status in ("frozen", "paused"):
+                    act.outcome = r.status
+                    break
+                if time.time() > deadline:
+                    try:
+                        self._note(abort(env, "sluice demo (act timed out)"))
+                    except RolloutError:
+                        pass
+                    act.outcome = "timed out (aborted)"
+                    break
+        self.traffic.smoke_target = None
+        self._wait_converged()
+        act.ended = time.time()
+        mark = "[green]✓[/]" if act.outcome == expected else "[red]✗[/]"
+        self.console.print(
+            f"{mark} {name}: {strategy} of {act.candidate} {act.outcome} "
+            f"(expected: {expected}) in {act.ended - act.started:.1f} s",
+            highlight=False,
+        )
+        return act
+
+    def _note(self, result: Any) -> None:
+        d = result.decision
+        self.live.decision = f"{d.action.value}: {d.reason}"
+        self.live.step = d.step or self.live.step
+        self.live.gates = [g.row() for g in d.gates]
+        if result.wrote:
+            line = f"[dim]{time.time() - self.t0:6.1f}s[/] commit [cyan]{d.action.value}[/] {d.step} — {d.reason}"
+            self.console.print(line, highlight=False)
+
+    def _render(self) -> Group:
+        table = Table(title=f"{self.live.act} · {self.live.strategy} · {self.live.step}", expand=False)
+        table.add_column("predictor")
+        table.add_column("weight", justify="right")
+        table.add_column("answered (last 5 s)", justify="right")
+        assert self.traffic is not None
+        recent = self.traffic.stats(since=time.time() - 5)
+        routes = self._routes()
+        for p in routes:
+            weight = "shadow" if p.get("shadow") else f"{p.get('traffic')}%"
+            table.add_row(p["name"], weight, str(recent.by_predictor.get(p["name"], 0)))
+        gates = Table(
+            "gate", "metric", "value", "baseline", "threshold", "verdict", title="gates (last tick)"
+        )
+        for row in self.live.gates:
+            gates.add_row(*row)
+        total = self.traffic.stats()
+        footer = (
+            f"client requests {total.requests}, failed {total.failures}, feedback {total.feedback_sent} · "
+            f"last decision: {self.live.decision[:140]}"
+        )
+        return Group(Panel(table), gates, footer)
+
+    # processes -------------------------------------------------------------------------------------------
+    def _start_gateway(self, scratch: Scratch) -> None:
+        self.port = free_port()
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "sluice",
+            "up",
+            str(MANIFEST_DIR),
+            "--port",
+            str(self.port),
+            "--log-dir",
+            str(logs),
+        ]
+        with (logs / "sluice-up.log").open("wb") as log:
+            self.gateway = subprocess.Popen(
+                cmd,
+                cwd=scratch.root,
+                env=scratch.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._step(f"sluice up {MANIFEST_DIR} on 127.0.0.1:{self.port}", self._wait_converged)
+
+    def _routes(self) -> list[dict[str, Any]]:
+        try:
+            resp = httpx.get(f"http://127.0.0.1:{self.port}/gateway/routes", timeout=2)
+            return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
+        except (httpx.HTTPError, ValueError):
+            return []
+
+    def _wait_converged(self, timeout: float = 90.0) -> None:
+        """Until the gateway routes exactly the predictors the manifest on disk names, all alive."""
+        path = self.scratch.root / MANIFEST_DIR / "seldondeployment.yaml"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.gateway is not None and self.gateway.poll() is not None:
+                raise DemoError(
+                    f"sluice up exited ({self.gateway.returncode}); see {self.out / 'logs' / 'sluice-up.log'}"
+                )
+            doc = yaml.safe_load(path.read_text())
+            want = {
+                p["name"]: (int(p.get("traffic", 0) or 0), bool(p.get("shadow", False)))
+                for p in doc["spec"]["predictors"]
+            }
+            routes = self._routes()
+            have = {p["name"]: (int(p["traffic"]), bool(p["shadow"])) for p in routes if p.get("alive")}
+            if routes and have == want and len(routes) == len(want):
+                return
+            time.sleep(0.2)
+        raise DemoError(f"the gateway did not converge on {path} within {timeout:.0f} s")
+
+    def _start_traffic(self, scratch: Scratch) -> None:
+        import pandas as pd
+
+        test = pd.read_csv(scratch.root / "data" / "prepared" / "test.csv")
+        truth = test.pop("target").to_numpy()
+        self.traffic = TrafficGenerator(
+            f"http://127.0.0.1:{self.port}", test.to_numpy(), truth, list(test.columns), rate=self.s.rate
+        )
+        self.traffic.start()
+
+    def shutdown(self) -> None:
+        if self.traffic is not None:
+            self.traffic.stop()
+        if self.gateway is not None and self.gateway.poll() is None:
+            os.killpg(self.gateway.pid, signal.SIGINT)
+            try:
+                self.gateway.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.gateway.pid, signal.SIGKILL)
+                self.gateway.wait()
+
+    # helpers -----------------------------------------------------------------------------------------
+    def _set_params(self, scratch: Scratch, changes: dict[str, Any], message: str) -> None:
+        path = scratch.root / "params.yaml"
+        params = yaml.safe_load(path.read_text())
+        _merge(params, changes)
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        scratch.git("add", "params.yaml")
+        scratch.git("commit", "-qm", message, check=False)
+
+    def report(self, scratch: Scratch, base: str) -> dict[str, Any]:
+        assert self.traffic is not None
+        steps = manifest_history(scratch.root, base)
+        records = self.traffic.snapshot()
+        for act in self.acts:
+            measure(act, steps, records)
+        total = self.traffic.stats()
+        extra = {
+            "started_at": self.t0,
+            "duration_seconds": round(time.time() - self.t0, 1),
+            "fast": self.s.fast,
+            "repository": str(scratch.root),
+            "client": {
+                "requests": total.requests,
+                "failures": total.failures,
+                "feedback": total.feedback_sent,
+                "feedback_failed": total.feedback_failed,
+                "rate": self.s.rate,
+            },
+            "traffic_commits": len([s for s in steps if s.kind != "init"]),
+        }
+        summary = write_summary(self.out, self.acts, steps, extra)
+        png = plot(self.out, self.acts, steps, records, self.t0)
+        html = write_html(self.out, png, self.acts, steps, self.t0)
+        (self.out / "strategies.md").write_text(strategies_table(self.acts))
+        self.console.rule("report")
+        self.console.print(strategies_table(self.acts), highlight=False)
+        for path in (summary, png, html, self.out / "strategies.md"):
+            self.console.print(f"  {path}", highlight=False)
+        data: dict[str, Any] = json.loads(summary.read_text())
+        return data
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
