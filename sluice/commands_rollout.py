@@ -35,6 +35,13 @@ MetricsUrl = Annotated[
 PrometheusUrl = Annotated[
     str | None, typer.Option("--prometheus", help="Prometheus base URL; used instead of --metrics-url.")
 ]
+GitHubRepo = Annotated[
+    str | None,
+    typer.Option(
+        "--github",
+        help="owner/name: propose through GitHub pull requests (token from GITHUB_TOKEN) instead of --repo's git.",
+    ),
+]
 DEFAULT_METRICS = "http://127.0.0.1:8000/metrics"
 
 
@@ -65,14 +72,28 @@ def _errors() -> Iterator[None]:
 
 
 def _environment(
-    env: str, repo: Path, policies: Path | None, metrics_url: str | None, prometheus: str | None
+    env: str,
+    repo: Path,
+    policies: Path | None,
+    metrics_url: str | None,
+    prometheus: str | None,
+    github: str | None = None,
 ) -> Environment:
     from rollout.metrics import MetricProvider
     from rollout.policy import load_policy
     from rollout.reconciler import Environment, registry_hook
-    from rollout.scm.local import LocalGit
+    from rollout.scm import SCM
     from rollout.targets.seldon import SeldonDeploymentV1
 
+    scm: SCM
+    if github:
+        from rollout.scm.github import GitHub
+
+        scm = GitHub(github)
+    else:
+        from rollout.scm.local import LocalGit
+
+        scm = LocalGit(repo)
     policy = load_policy((policies or repo / "policies") / f"{env}.yaml")
     metrics: MetricProvider | None = None
     if prometheus:
@@ -85,7 +106,7 @@ def _environment(
         metrics = ScrapeProvider(metrics_url)
     return Environment(
         name=env,
-        scm=LocalGit(repo),
+        scm=scm,
         target=SeldonDeploymentV1(),
         policy=policy,
         metrics=metrics,
@@ -214,12 +235,13 @@ def start_cmd(
     ] = None,
     repo: Repo = Path("."),
     policies: Policies = None,
+    github: GitHubRepo = None,
 ) -> None:
     """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch)."""
     with _errors():
         from rollout.reconciler import start
 
-        environment = _environment(env, repo, policies, None, None)
+        environment = _environment(env, repo, policies, None, None, github)
         model_uri, digest = _candidate(candidate, repo)
         _show(start(environment, candidate, model_uri, digest, strategy))
 
@@ -236,6 +258,7 @@ def reconcile(
     metrics_url: MetricsUrl = DEFAULT_METRICS,
     prometheus: PrometheusUrl = None,
     max_ticks: Annotated[int, typer.Option(help="With --watch: stop after this many ticks (0: never).")] = 0,
+    github: GitHubRepo = None,
 ) -> None:
     """Run the reconciler: decide and propose the next step of the rollout in progress."""
     if once and watch:
@@ -244,7 +267,7 @@ def reconcile(
         from rollout.reconciler import tick
         from rollout.scm import Conflict
 
-        environment = _environment(env, repo, policies, metrics_url, prometheus)
+        environment = _environment(env, repo, policies, metrics_url, prometheus, github)
         if not watch:
             try:
                 _show(tick(environment))
@@ -304,6 +327,7 @@ def status(
         str | None, typer.Option("--metrics-url", help="Scrape this /metrics to show the gates now.")
     ] = None,
     prometheus: PrometheusUrl = None,
+    github: GitHubRepo = None,
 ) -> None:
     """Stage, weights and the gate table of the rollout in progress (a dry run: writes nothing)."""
     with _errors():
@@ -311,7 +335,7 @@ def status(
         from rollout.observations import Observations
         from rollout.reconciler import TickResult, observe
 
-        environment = _environment(env, repo, policies, metrics_url, prometheus)
+        environment = _environment(env, repo, policies, metrics_url, prometheus, github)
         snap = environment.scm.read(env)
         state = environment.target.state(snap.text)
         now = environment.clock()
@@ -350,21 +374,23 @@ def status(
 
 
 @rollout_app.command("approve")
-def approve_cmd(env: Env, repo: Repo = Path("."), policies: Policies = None) -> None:
+def approve_cmd(
+    env: Env, repo: Repo = Path("."), policies: Policies = None, github: GitHubRepo = None
+) -> None:
     """Merge the step that waits for a human (its bake time starts now)."""
     with _errors():
         from rollout.reconciler import approve
 
-        _show(approve(_environment(env, repo, policies, None, None)))
+        _show(approve(_environment(env, repo, policies, None, None, github)))
 
 
 @rollout_app.command("abort")
-def abort_cmd(env: Env, repo: Repo = Path("."), policies: Policies = None) -> None:
+def abort_cmd(env: Env, repo: Repo = Path("."), policies: Policies = None, github: GitHubRepo = None) -> None:
     """Roll back at once: stable to 100 %, candidate removed, pending steps discarded."""
     with _errors():
         from rollout.reconciler import abort
 
-        _show(abort(_environment(env, repo, policies, None, None)))
+        _show(abort(_environment(env, repo, policies, None, None, github)))
 
 
 def register(app: typer.Typer) -> None:
