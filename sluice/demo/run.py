@@ -11,6 +11,7 @@ the policy's interval and observing the gateway's /metrics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -287,10 +288,8 @@ class Demo:
                     act.outcome = r.status
                     break
                 if time.time() > deadline:
-                    try:
+                    with contextlib.suppress(RolloutError):
                         self._note(abort(env, "sluice demo (act timed out)"))
-                    except RolloutError:
-                        pass
                     act.outcome = "timed out (aborted)"
                     break
         self.traffic.smoke_target = None
