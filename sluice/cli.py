@@ -36,7 +36,6 @@ for area in (
     commands_rollout,
     commands_gitops,
     commands_batch,
-    commands_demo,
     commands_stream,
     commands_edge,
     commands_pipelines,
