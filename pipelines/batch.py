@@ -119,6 +119,11 @@ def build() -> WorkflowTemplate:
         entrypoint="batch-score",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
         security_context=steps.NON_ROOT,
+        workflow_metadata=steps.run_metadata(
+            "batch-score",
+            "Batch score",
+            "One file of records scored with a registered model.",
+        ),
         arguments=[
             Parameter(
                 name="model",
@@ -169,6 +174,9 @@ def build_cron() -> CronWorkflow:
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=7,
         workflow_template_ref=WorkflowTemplateRef(name=NAME),
+        workflow_metadata=steps.run_metadata(
+            "batch-score", "Nightly batch scoring", "Scheduled run of `batch-score` on the day's drop."
+        ),
         arguments=Arguments(
             parameters=[
                 ModelParameter(name="input-key", value=f"incoming/{date}.csv"),

@@ -108,6 +108,11 @@ def build() -> WorkflowTemplate:
         entrypoint="build",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
         security_context=steps.NON_ROOT,
+        workflow_metadata=steps.run_metadata(
+            "build-serving-image",
+            "Build the serving image",
+            "kaniko build of serving/Dockerfile with a trained bundle baked in.",
+        ),
         arguments=[
             Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(

@@ -73,6 +73,11 @@ def build() -> WorkflowTemplate:
         entrypoint="promote",
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
         security_context=steps.NON_ROOT,
+        workflow_metadata=steps.run_metadata(
+            "promote",
+            "Promote",
+            "Opens the promotion pull request of a candidate model.",
+        ),
         arguments=[
             Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(name="revision", value="main", description="Branch the promotion PR targets."),

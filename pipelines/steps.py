@@ -10,9 +10,9 @@ from __future__ import annotations
 from itertools import pairwise
 
 from hera.workflows import ConfigMapEnv, Container, Env, Resources, RetryStrategy, Script, SecretEnv, Task
-from hera.workflows.models import Backoff, PodSecurityContext, SeccompProfile
+from hera.workflows.models import Backoff, PodSecurityContext, SeccompProfile, WorkflowMetadata
 
-from pipelines.conventions import CONFIG_MAP, SecretKey
+from pipelines.conventions import CONFIG_MAP, SecretKey, labels, ui_annotations
 
 Template = Script | Container
 
@@ -69,3 +69,12 @@ def chain(*templates: Template) -> list[Task]:
     for before, after in pairwise(tasks):
         before >> after
     return tasks
+
+
+def run_metadata(component: str, title: str, description: str) -> WorkflowMetadata:
+    """Labels and UI title/description for each run (Workflow) created from a template: the Argo UI's
+    workflow list shows these, not the template's own annotations."""
+    return WorkflowMetadata(
+        labels={**labels(component), "sluice.dev/pipeline": component},
+        annotations=ui_annotations(title, description),
+    )

@@ -24,7 +24,6 @@ from hera.workflows.models import (
     ValueFrom,
     VolumeMount,
     VolumeResourceRequirements,
-    WorkflowMetadata,
 )
 
 from pipelines import steps
@@ -192,8 +191,8 @@ def build() -> WorkflowTemplate:
                 description="Runtime image with the project installed (serving/Dockerfile, target runtime).",
             ),
         ],
-        workflow_metadata=WorkflowMetadata(
-            labels={**labels("train"), "sluice.dev/pipeline": "train"},
+        workflow_metadata=steps.run_metadata(
+            "train", "Train", "dvc pull, dvc repro, dvc push at one commit; the bundle registered in MLflow."
         ),
         volume_claim_templates=[workspace_claim()],
         ttl_strategy=TTLStrategy(seconds_after_success=86400, seconds_after_failure=604800),

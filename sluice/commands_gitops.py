@@ -93,7 +93,9 @@ def _table(reports: list[FileReport]) -> None:
 def check(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Files or directories to check (default: gitops/ and policies/)."),
+        typer.Argument(
+            help="Files or directories to check (default: gitops/, policies/, pipelines/rendered/)."
+        ),
     ] = None,
     output: Annotated[
         Format,
@@ -106,7 +108,9 @@ def check(
     """Validate manifests (schemas, guardrails) and policies; exit 1 naming file, field and problem."""
     from pipelines.gitops_check import check_paths, github_annotations, to_markdown
 
-    targets = paths or [p for p in (Path("gitops"), Path("policies")) if p.exists()]
+    targets = paths or [
+        p for p in (Path("gitops"), Path("policies"), Path("pipelines/rendered")) if p.exists()
+    ]
     if not targets:
         fail("nothing to check: no gitops/ or policies/ here, and no paths given")
     reports = check_paths(targets, default_checks())

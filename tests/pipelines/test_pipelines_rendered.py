@@ -60,8 +60,11 @@ WORKFLOW_TEMPLATES = [p for p in PIPELINES if p.kind == "WorkflowTemplate"]
 @pytest.mark.parametrize("pipe", WORKFLOW_TEMPLATES, ids=[p.name for p in WORKFLOW_TEMPLATES])
 def test_reads_well_in_the_argo_ui(pipe: Any) -> None:
     doc = pipe.build()
-    for holder in [doc["metadata"], *(t["metadata"] for t in _templates(doc))]:
+    runs = doc["spec"]["workflowMetadata"]  # what each run shows in the workflow list
+    for holder in [doc["metadata"], runs, *(t["metadata"] for t in _templates(doc))]:
         assert holder["annotations"][TITLE] and holder["annotations"][DESCRIPTION]
+        assert "{{" not in holder["annotations"][TITLE] + holder["annotations"][DESCRIPTION]
+    assert runs["labels"]["sluice.dev/pipeline"] == pipe.name
     for param in doc["spec"]["arguments"]["parameters"]:
         assert len(param.get("description", "")) > 10, f"{pipe.name}: parameter {param['name']} undescribed"
     assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "sluice"
