@@ -147,7 +147,7 @@ def read_csv_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterato
 def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
     import pyarrow.parquet as pq
 
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering reads row groups far ahead: memory
     _check_columns(path, source.schema_arrow.names, features)
     start = 0
     for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
@@ -206,7 +206,7 @@ def output_columns(classes: list[int]) -> list[str]:
     return ["prediction", *(f"probability_{c}" for c in classes), "model_digest"]
 
 
-def write_part(
+def scored_rows(
     chunk: Chunk,
     keep: np.ndarray,
     labels: np.ndarray,
@@ -214,9 +214,8 @@ def write_part(
     classes: list[int],
     digest: str,
     fmt: Format,
-    target: Path,
-) -> None:
-    """Write the kept rows of `chunk` with their predictions to `target` in the output's format."""
+) -> bytes | pa.Table:
+    """The kept rows of `chunk` with their predictions: encoded bytes (CSV, JSON Lines) or a table (Parquet)."""
     names = output_columns(classes)
     if fmt == "jsonl":
         import orjson
@@ -230,8 +229,7 @@ def write_part(
                 record[f"probability_{cls}"] = float(probabilities[k, c])
             record["model_digest"] = digest
             lines.append(orjson.dumps(record))
-        target.write_bytes(b"".join(line + b"\n" for line in lines))
-        return
+        return b"".join(line + b"\n" for line in lines)
     if chunk.table is None:
         raise BatchError("JSON Lines input can only be written as JSON Lines (.jsonl) output")
     table = chunk.table.filter(pa.array(keep)) if not keep.all() else chunk.table
@@ -242,22 +240,20 @@ def write_part(
     for c, cls in enumerate(classes):
         table = table.append_column(f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64)))
     table = table.append_column("model_digest", pa.array([digest] * table.num_rows, pa.string()))
-    if fmt == "csv":
-        import pyarrow.csv as pacsv
+    if fmt == "parquet":
+        return table
+    import pyarrow.csv as pacsv
 
-        # Text cells are written back as they came in; quoted only where a cell needs it (pyarrow's
-        # "needed" style quotes every text cell, so it is used only for a chunk that has such a cell).
-        quoting = "needed" if _needs_quotes(table) else "none"
-        with target.open("wb") as f:
-            if chunk.index == 0:  # pyarrow quotes every header name; write it as the csv module would
-                header = io.StringIO()
-                csv.writer(header, lineterminator="\n").writerow(table.column_names)
-                f.write(header.getvalue().encode())
-            pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
-    else:
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, target)
+    # Text cells are written back as they came in; quoted only where a cell needs it (pyarrow's
+    # "needed" style quotes every text cell, so it is used only for a chunk that has such a cell).
+    quoting = "needed" if _needs_quotes(table) else "none"
+    out = io.BytesIO()
+    if chunk.index == 0:  # pyarrow quotes every header name; write it as the csv module would
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(table.column_names)
+        out.write(header.getvalue().encode())
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style=quoting))
+    return out.getvalue()
 
 
 def _needs_quotes(table: pa.Table) -> bool:
@@ -269,32 +265,10 @@ def _needs_quotes(table: pa.Table) -> bool:
     return any(pc.any(pc.match_substring_regex(table.column(n), '[,"\r\n]')).as_py() for n in names)
 
 
-def write_rejects(chunk: Chunk, reasons: dict[int, str], target: Path) -> None:
+def reject_lines(chunk: Chunk, reasons: dict[int, str]) -> bytes:
+    """One JSON line per refused row: its row number in the input, the reason, and the row as it came."""
     lines = [
         json.dumps({"row": chunk.start + i, "reason": reasons[i], "record": chunk.original(i)}, default=str)
         for i in sorted(reasons)
     ]
-    target.write_text("".join(line + "\n" for line in lines))
-
-
-def assemble(parts: list[Path], fmt: Format, target: Path) -> None:
-    """Join the chunk outputs, in order, into one file of the output's format."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        writer: pq.ParquetWriter | None = None
-        try:
-            for part in parts:
-                table = pq.read_table(part)
-                if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema)
-                writer.write_table(table)
-        finally:
-            if writer is not None:
-                writer.close()
-        return
-    with target.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as f:
-                while block := f.read(1 << 20):
-                    out.write(block)
+    return "".join(line + "\n" for line in lines).encode()

@@ -1,12 +1,13 @@
 """`sluice batch score`: a file in, the same rows out with prediction, probabilities and model digest per row.
 
 The input is read in fixed-size chunks on a background thread (at most two chunks ahead, so memory follows
-the chunk size, not the file size). Each chunk is validated and predicted by the predictor core, then written
-as a part file (fsynced, renamed into place) together with its rejects, and only then is the checkpoint
-advanced. After a crash, a rerun with the same input, model and chunk size skips the finished chunks and
-produces the same bytes as an uninterrupted run; the parts are joined into the output at the end and the
-work directory `<output>.partial/` is removed. Every input row is either in the output or in the reject file
-with its reason; the summary counts both.
+the chunk size, not the file size). Each chunk is validated and predicted by the predictor core, its rows
+are appended to the output and its rejects to the reject file (both fsynced), and only then is the
+checkpoint advanced. Both files grow in the work directory `<output>.partial/` and are renamed into place
+when the last chunk is done. After a crash, a rerun with the same input, model and chunk size cuts the files
+back to the checkpoint, skips the finished chunks and produces the same bytes as an uninterrupted run (see
+`output.py` for Parquet). Every input row is either in the output or in the reject file with its reason;
+the summary counts both.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import queue
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +31,16 @@ from serving.batch.formats import (
     BatchError,
     Chunk,
     Format,
-    assemble,
     detect_format,
     read_chunks,
-    write_part,
-    write_rejects,
+    reject_lines,
+    scored_rows,
 )
+from serving.batch.output import AppendFile, ParquetOutput, fsync_dir
 from serving.predictor import Predictor, RequestError
 
 DEFAULT_CHUNK_SIZE = 50_000
-PART_SUFFIX: dict[str, str] = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}
+PART_SUFFIX: dict[str, str] = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}  # of the output file
 Progress = Callable[[int], None]
 
 
@@ -75,6 +77,8 @@ class Checkpoint:
     chunk_size: int
     output_format: str
     done: int = 0
+    output_bytes: int = 0
+    rejects_bytes: int = 0
     rows: int = 0
     scored: int = 0
     rejected: int = 0
@@ -132,7 +136,7 @@ def validate_chunk(
     if not keep.any():
         return keep, None, reasons
     try:
-        return keep, predictor.validate(chunk.X[keep]), reasons
+        return keep, predictor.validate(chunk.X if keep.all() else chunk.X[keep]), reasons
     except RequestError:
         pass
     for i in np.flatnonzero(keep):  # a rule the fast check above does not know: ask the core row by row
@@ -185,14 +189,6 @@ def _prefetch(chunks: Iterator[Chunk], depth: int = 2) -> Iterator[Chunk]:
         stop.set()
 
 
-def _fsync_write(target: Path, write: Callable[[Path], None]) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    write(tmp)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
 def score_file(
     predictor: Predictor,
     input: Path,
@@ -229,54 +225,91 @@ def score_file(
         state.save(work / "checkpoint.json")
     resumed = state.done
     classes = predictor.signature.classes
-    suffix = PART_SUFFIX[out_fmt]
+    out_tmp = work / f"output{PART_SUFFIX[out_fmt]}"
+    rejects_out = AppendFile(work / "rejects.jsonl", state.rejects_bytes)
+    text_out = AppendFile(out_tmp, state.output_bytes) if out_fmt != "parquet" else None
+    parquet_out = ParquetOutput(out_tmp, work, state.done) if out_fmt == "parquet" else None
     if progress:
         progress(state.rows)
     chunks = 0
-    for chunk in _prefetch(read_chunks(input, in_fmt, chunk_size, predictor.feature_names)):
-        chunks += 1
-        if chunk.index < state.done:
-            continue
-        keep, X, reasons = validate_chunk(predictor, chunk)
-        if X is not None:
-            prediction = predictor.predict(X)
-            labels, probabilities = prediction.labels, prediction.probabilities
+
+    def commit(
+        index: int, rows: int, scored: bytes | Any, rejected_lines: bytes, kept: int, refused: int
+    ) -> None:
+        """Write one chunk's rows and rejects, then advance the checkpoint (on the writer thread, in order)."""
+        if parquet_out is not None:
+            parquet_out.append(index, scored)
         else:
-            labels, probabilities = np.empty(0, np.int64), np.empty((0, len(classes)))
-        part = work / f"part-{chunk.index:06d}{suffix}"
-        _fsync_write(
-            part,
-            partial(write_part, chunk, keep, labels, probabilities, classes, predictor.digest, out_fmt),
-        )
-        _fsync_write(work / f"rejects-{chunk.index:06d}.jsonl", partial(write_rejects, chunk, reasons))
-        state.done = chunk.index + 1
-        state.rows += chunk.rows
-        state.scored += int(keep.sum())
-        state.rejected += len(reasons)
+            assert text_out is not None
+            state.output_bytes = text_out.append(scored)
+        state.rejects_bytes = rejects_out.append(rejected_lines)
+        state.done = index + 1
+        state.rows += rows
+        state.scored += kept
+        state.rejected += refused
         state.save(work / "checkpoint.json")
         if progress:
             progress(state.rows)
-    if state.rows != state.scored + state.rejected:  # a bug, never an input problem: refuse to finish
-        raise RuntimeError(
-            f"row accounting broken: {state.rows} rows, {state.scored} scored, {state.rejected} rejected"
-        )
-    parts = [work / f"part-{i:06d}{suffix}" for i in range(state.done)]
-    if not parts:  # an empty input still gives a well-formed output
-        empty = _empty_chunk(predictor, in_fmt)
-        no_rows = np.zeros(0, bool)
-        no_probs = np.empty((0, len(classes)))
-        write = partial(
-            write_part, empty, no_rows, np.empty(0, np.int64), no_probs, classes, predictor.digest, out_fmt
-        )
-        _fsync_write(work / f"part-000000{suffix}", write)
-        parts = [work / f"part-000000{suffix}"]
-    reject_parts = [work / f"rejects-{i:06d}.jsonl" for i in range(state.done)]
-    _fsync_write(work / "rejects.out", partial(assemble, reject_parts, "jsonl"))
-    _fsync_write(work / f"output.out{suffix}", partial(assemble, parts, out_fmt))
+
+    # Writing (encode, fsync) runs on its own thread so it overlaps the next chunk's prediction; at most
+    # two chunks wait to be written.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+    pending: deque[Future[None]] = deque()
+    try:
+        for chunk in _prefetch(read_chunks(input, in_fmt, chunk_size, predictor.feature_names)):
+            chunks += 1
+            if chunk.index < state.done:
+                continue
+            keep, X, reasons = validate_chunk(predictor, chunk)
+            if X is not None:
+                prediction = predictor.predict(X)
+                labels, probabilities = prediction.labels, prediction.probabilities
+            else:
+                labels, probabilities = np.empty(0, np.int64), np.empty((0, len(classes)))
+            scored = scored_rows(chunk, keep, labels, probabilities, classes, predictor.digest, out_fmt)
+            job = (
+                chunk.index,
+                chunk.rows,
+                scored,
+                reject_lines(chunk, reasons),
+                int(keep.sum()),
+                len(reasons),
+            )
+            pending.append(writer.submit(commit, *job))
+            while len(pending) > 2:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+        if state.rows != state.scored + state.rejected:  # a bug, never an input problem: refuse to finish
+            raise RuntimeError(
+                f"row accounting broken: {state.rows} rows, {state.scored} scored, {state.rejected} rejected"
+            )
+        if state.done == 0:  # an empty input still gives a well-formed output
+            empty = scored_rows(
+                _empty_chunk(predictor, in_fmt),
+                np.zeros(0, bool),
+                np.empty(0, np.int64),
+                np.empty((0, len(classes))),
+                classes,
+                predictor.digest,
+                out_fmt,
+            )
+            if parquet_out is not None:
+                parquet_out.append(0, empty)
+            elif text_out is not None and isinstance(empty, bytes):
+                text_out.append(empty)
+        if parquet_out is not None:
+            parquet_out.close()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
+        rejects_out.close()
+        if text_out is not None:
+            text_out.close()
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(work / "rejects.out", rejects)
-    os.replace(work / f"output.out{suffix}", output)
+    os.replace(work / "rejects.jsonl", rejects)
+    os.replace(out_tmp, output)
+    fsync_dir(output.parent)
     shutil.rmtree(work, ignore_errors=True)
     return RunSummary(
         input=str(input),
