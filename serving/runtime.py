@@ -22,16 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from serving.gateway.app import Backend, Gateway, Routes
 from serving.gateway.metrics import PredictorLabels
 from serving.gateway.routing import RoutingTable, Target
+from serving.gateway.server import GatewayServer
 from serving.gateway.upstream import Upstream, UpstreamError
 from serving.manifest import DeploymentSpec, ManifestError, PredictorSpec, find_manifest, read_manifest
 
@@ -191,32 +190,20 @@ class LocalRuntime:
                 return
             stopper.cancel()
             startup.result()
-            config = uvicorn.Config(
-                self.gateway,
-                loop="none",
-                http="httptools",
-                lifespan="on",
-                access_log=False,
-                log_level="warning",
-                server_header=False,
-                date_header=False,
-                timeout_keep_alive=30,
-                backlog=1024,
-            )
-            server = _GatewayServer(config)
+            server = GatewayServer(self.gateway)
+            await server.start(sock)
             watcher = asyncio.create_task(self._watch())
             supervisor = asyncio.create_task(self._supervise())
-            stop_waiter = asyncio.create_task(self._stop.wait())
-            stop_waiter.add_done_callback(lambda _: setattr(server, "should_exit", True))
             self._emit(logging.INFO, f"gateway listening on http://{self.host}:{self.port}")
             try:
-                await server.serve(sockets=[sock])
+                await self._stop.wait()
             finally:
-                for t in (watcher, supervisor, stop_waiter):
+                for t in (watcher, supervisor):
                     t.cancel()
-                for t in (watcher, supervisor, stop_waiter):
+                for t in (watcher, supervisor):
                     with contextlib.suppress(asyncio.CancelledError):
                         await t
+                await server.shutdown()
         finally:
             await self.shutdown()
             sock.close()
@@ -446,14 +433,6 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(1024)
     sock.setblocking(False)
     return sock
-
-
-class _GatewayServer(uvicorn.Server):
-    """uvicorn's Server without its own signal handling (the runtime stops predictors after the gateway)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _index(order: list[str], name: str) -> int:

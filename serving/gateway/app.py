@@ -21,6 +21,7 @@ Gateway endpoints: `GET /metrics` (also `/prometheus`), `GET /gateway/routes` (t
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import time
@@ -133,6 +134,9 @@ class Gateway:
         self.rng = rng
         self.mirror = Mirror(self.metrics, maxsize=mirror_queue)
         self._puids: OrderedDict[str, str] = OrderedDict()
+        # Unique per gateway run and cheap per request (os.urandom is a syscall).
+        self._puid_prefix = os.urandom(6).hex() + "-"
+        self._puid_seq = itertools.count(1)
 
     def swap(self, routes: Routes | None) -> None:
         self.routes = routes
@@ -234,7 +238,7 @@ class Gateway:
             path_qs += "?" + scope["query_string"].decode("latin-1")
         call = _Call(method, path_qs, service, kind, forward, b"".join(chunks), override, sticky, puid)
         if kind == "predict" and not path.startswith("/v2/") and call.puid is None:
-            call.puid = os.urandom(10).hex()
+            call.puid = f"{self._puid_prefix}{next(self._puid_seq):x}"
         return call
 
     async def _route(self, routes: Routes, call: _Call) -> tuple[Backend, Response, str | None]:

@@ -120,6 +120,12 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
+    def expire(self, timeout: float) -> None:
+        self._fail(
+            UpstreamError(f"{self.pool.address} did not answer within {timeout:g} s", sent=True, timeout=True)
+        )
+        self.close()
+
     def close(self) -> None:
         if not self.closed:
             self.closed = True
@@ -203,27 +209,27 @@ class Upstream:
                     break
         if conn is None:
             conn = await self._connect()
-        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Response] = loop.create_future()
         conn.waiter = waiter
         conn.received = False
         assert conn.transport is not None
         conn.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             conn.transport.write(body)
+        # A bare timer, not asyncio.wait_for: this runs once per request on the hot path.
+        timer = loop.call_later(timeout, conn.expire, timeout)
         try:
-            response = await asyncio.wait_for(waiter, timeout)
+            response = await waiter
         except UpstreamError as e:
             e.reused = reused
             conn.close()
             raise
-        except TimeoutError:
-            conn.close()
-            raise UpstreamError(
-                f"{self.address} did not answer within {timeout:g} s", sent=True, timeout=True
-            ) from None
         except asyncio.CancelledError:
             conn.close()
             raise
+        finally:
+            timer.cancel()
         if not conn.closed and not self._closing and len(self._idle) < self.max_idle:
             self._idle.append(conn)
         else:

@@ -55,8 +55,8 @@ def test_v1_answers_name_the_predictor_in_meta_and_keep_the_puid(
     assert body["meta"]["tags"]["sluice_predictor"] == "m-a"
     assert body["meta"]["puid"] == "abc123" == r.headers["seldon-puid"]
     assert body["data"]["ndarray"] == [[0.2, 0.8]]  # the model's answer untouched
-    generated = httpx.post(rt.url + PREDICT, json=v1_body()).json()["meta"]["puid"]
-    assert len(generated) >= 16
+    generated = {httpx.post(rt.url + PREDICT, json=v1_body()).json()["meta"]["puid"] for _ in range(3)}
+    assert len(generated) == 3 and all(generated)
 
 
 def test_shadow_gets_copies_its_answers_are_dropped_and_it_does_not_slow_the_caller(
