@@ -45,6 +45,19 @@ class Step:
 
 
 @dataclass
+class DecisionRecord:
+    """A decision the reconciler wrote, timed by the demo to the millisecond (Git keeps whole seconds)."""
+
+    at: float
+    act: str
+    action: str
+    step: str
+    reason: str
+    commit: str | None
+    gates: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class ActResult:
     name: str
     strategy: str
@@ -55,6 +68,7 @@ class ActResult:
     started: float = 0.0
     ended: float = 0.0
     steps: list[Step] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)
     requests: int = 0
     failures: int = 0
     served: dict[str, int] = field(default_factory=dict)
@@ -111,9 +125,17 @@ def predictor_seconds(steps: list[Step], start: float, end: float) -> float:
     return total
 
 
+def retime(steps: list[Step], decisions: list[DecisionRecord]) -> None:
+    """Give each commit the demo's precise decision time where the demo recorded it."""
+    precise = {d.commit: d.at for d in decisions if d.commit}
+    for step in steps:
+        step.at = precise.get(step.sha, step.at)
+
+
 def measure(act: ActResult, steps: list[Step], records: list[RequestRecord]) -> None:
-    """Fill an act's numbers from the commits and requests inside its time span."""
-    act.steps = [s for s in steps if act.started - 1 <= s.at <= act.ended + 1]
+    """Fill an act's numbers from its decisions, the commits they made and the requests inside its span."""
+    commits = {d.commit for d in act.decisions if d.commit}
+    act.steps = [s for s in steps if s.sha in commits]
     mine = [r for r in records if r.act == act.name]
     act.requests = len(mine)
     act.failures = sum(1 for r in mine if r.status != 200)
@@ -126,14 +148,35 @@ def measure(act: ActResult, steps: list[Step], records: list[RequestRecord]) -> 
     act.extra_predictor_seconds = predictor_seconds(
         ([before[-1]] if before else []) + act.steps, act.started, act.ended
     )
-    rollback = next((s for s in act.steps if s.kind == "rollback"), None)
+    rollback = next((d for d in act.decisions if d.action == "rollback"), None)
     if rollback is not None:
-        first_candidate = next((r.at for r in mine if r.predictor == act.candidate), None)
-        act.detect_seconds = rollback.at - (first_candidate or act.started)
-        last = max(
-            (r.at for r in mine if r.predictor == act.candidate and r.at >= rollback.at), default=rollback.at
-        )
-        act.rollback_seconds = last - rollback.at
+        answered = [r.at for r in mine if r.predictor == act.candidate]
+        act.detect_seconds = rollback.at - (answered[0] if answered else act.started)
+        after = [t for t in answered if t >= rollback.at]
+        act.rollback_seconds = (max(after) - rollback.at) if after else 0.0
+
+
+def write_requests(out: Path, records: list[RequestRecord]) -> Path:
+    """The client's request log, one row per request: the ground truth the report's numbers come from."""
+    import csv
+
+    path = out / "requests.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["at", "act", "status", "predictor", "latency_ms", "correct", "smoke"])
+        for r in records:
+            writer.writerow(
+                [
+                    f"{r.at:.6f}",
+                    r.act,
+                    r.status,
+                    r.predictor or "",
+                    f"{r.latency_ms:.3f}",
+                    "" if r.correct is None else int(r.correct),
+                    int(r.smoke),
+                ]
+            )
+    return path
 
 
 def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: dict[str, Any]) -> Path:
@@ -141,7 +184,7 @@ def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: di
         **extra,
         "acts": [
             {
-                **{k: v for k, v in asdict(a).items() if k != "steps"},
+                **{k: v for k, v in asdict(a).items() if k not in ("steps", "decisions")},
                 "duration_seconds": round(a.duration, 2),
                 "decisions": [
                     {

@@ -33,11 +33,14 @@ from rich.table import Table
 
 from sluice.demo.report import (
     ActResult,
+    DecisionRecord,
     manifest_history,
     measure,
     plot,
+    retime,
     strategies_table,
     write_html,
+    write_requests,
     write_summary,
 )
 from sluice.demo.scratch import Scratch, make_scratch
@@ -262,14 +265,16 @@ class Demo:
         act.started = time.time()
         self.live = LiveState(act=name, strategy=strategy)
         result = start(env, candidate_uri, model_uri, digest, strategy)
-        self._note(result)
+        self._note(result, act)
         if strategy == "bluegreen":
+            # Smoke traffic pinned to green (at 0 %) once the gateway routes to it.
+            self._wait_converged()
             self.traffic.smoke_target = act.candidate
         deadline = act.started + self.s.act_timeout
         with Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True):
             while True:
                 result = tick(env)
-                self._note(result)
+                self._note(result, act)
                 r = result.decision.rollout or (result.state.rollout if result.state else None)
                 if result.wrote and result.decision.action.value in ("rollback", "promote"):
                     self.traffic.smoke_target = None
@@ -289,7 +294,7 @@ class Demo:
                     break
                 if time.time() > deadline:
                     with contextlib.suppress(RolloutError):
-                        self._note(abort(env, "sluice demo (act timed out)"))
+                        self._note(abort(env, "sluice demo (act timed out)"), act)
                     act.outcome = "timed out (aborted)"
                     break
         self.traffic.smoke_target = None
@@ -303,12 +308,23 @@ class Demo:
         )
         return act
 
-    def _note(self, result: Any) -> None:
+    def _note(self, result: Any, act: ActResult) -> None:
         d = result.decision
         self.live.decision = f"{d.action.value}: {d.reason}"
         self.live.step = d.step or self.live.step
         self.live.gates = [g.row() for g in d.gates]
         if result.wrote:
+            gates = [
+                dict(
+                    zip(("gate", "metric", "value", "baseline", "threshold", "verdict"), g.row(), strict=True)
+                )
+                for g in d.gates
+            ]
+            act.decisions.append(
+                DecisionRecord(
+                    time.time(), act.name, d.action.value, d.step, d.reason, result.outcome.revision, gates
+                )
+            )
             line = f"[dim]{time.time() - self.t0:6.1f}s[/] commit [cyan]{d.action.value}[/] {d.step} — {d.reason}"
             self.console.print(line, highlight=False)
 
@@ -423,7 +439,9 @@ class Demo:
     def report(self, scratch: Scratch, base: str) -> dict[str, Any]:
         assert self.traffic is not None
         steps = manifest_history(scratch.root, base)
+        retime(steps, [d for act in self.acts for d in act.decisions])
         records = self.traffic.snapshot()
+        write_requests(self.out, records)
         for act in self.acts:
             measure(act, steps, records)
         total = self.traffic.stats()
