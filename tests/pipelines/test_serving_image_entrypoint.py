@@ -1,0 +1,118 @@
+"""The serving image's command, run here without Docker: serving/Dockerfile's CMD and its default
+PREDICTIVE_UNIT_PARAMETERS (the baked-in bundle, pinned to BUNDLE_DIGEST) start Seldon's real wrapper, which
+serves predictions, and refuses to start on a bundle whose digest differs from the pinned one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from model.bundle import Bundle
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "serving" / "Dockerfile"
+BAKED = "file:///opt/sluice/bundle"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def image_command() -> tuple[list[str], str]:
+    """The serving stage's CMD and its PREDICTIVE_UNIT_PARAMETERS default, as Docker would see them."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    serving = text.split("AS serving", 1)[1]
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", serving, re.M).group(1))  # type: ignore[union-attr]
+    raw = re.search(r'PREDICTIVE_UNIT_PARAMETERS="(.*?)"(?:\s|$)', serving).group(1)  # type: ignore[union-attr]
+    return cmd, raw.replace('\\"', '"')
+
+
+def start(parameters: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    cmd, _ = image_command()
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    env = {
+        **os.environ,
+        "PREDICTIVE_UNIT_PARAMETERS": parameters,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    args = [
+        *cmd,
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--workers",
+        "1",
+    ]
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return process, http
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+def parameters_for(bundle_dir: Path, digest: str) -> str:
+    _, default = image_command()
+    # Docker substitutes the build arg; the baked bundle's path is where COPY puts it, here the fixture's.
+    return default.replace("${BUNDLE_DIGEST}", digest).replace(BAKED, bundle_dir.as_uri())
+
+
+def test_the_image_command_serves_the_pinned_bundle(
+    bundle_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    bundle = Bundle.open(bundle_dir)
+    process, port = start(parameters_for(bundle_dir, bundle.digest), tmp_path)
+    processes.append(process)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+        try:
+            if httpx.get(f"{base}/health/ping", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        pytest.fail("the wrapper did not answer /health/ping within 60 s")
+    names = bundle.signature.feature_names
+    body = {"data": {"names": names, "ndarray": [[0.1] * len(names)]}}
+    answer = httpx.post(f"{base}/api/v1.0/predictions", json=body, timeout=10)
+    assert answer.status_code == 200, answer.text
+    probabilities = answer.json()["data"]["ndarray"][0]
+    assert len(probabilities) == len(bundle.signature.classes) and abs(sum(probabilities) - 1) < 1e-5
+
+
+def test_the_image_command_refuses_a_bundle_with_another_digest(
+    bundle_dir: Path, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    process, _ = start(parameters_for(bundle_dir, "sha256:" + "a" * 64), tmp_path)
+    processes.append(process)
+    assert process.wait(timeout=60) != 0
+    assert "does not match the pinned model_digest" in (tmp_path / "server.log").read_text()
