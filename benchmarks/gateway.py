@@ -220,6 +220,51 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
         started.stop()
 
 
+def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
+    """CPU µs per request spent in the client itself, sequential calls to one predictor: the gateway's
+    Upstream pool against aiohttp and httpx (why the gateway has its own small client)."""
+    import asyncio
+
+    import aiohttp
+    import httpx
+    import uvloop
+
+    from serving.gateway.upstream import Upstream
+
+    started = Started("direct", bundle, work)
+    url = started.url + "/api/v1.0/predictions"
+    body = json.dumps({"data": {"ndarray": [[0.1] * len(bundle.signature.features)]}}).encode()
+    headers = {"content-type": "application/json"}
+    out: dict[str, float] = {}
+
+    async def run() -> None:
+        up = Upstream("127.0.0.1", started.port)
+        for _ in range(2):  # the second round counts (warm)
+            t0 = time.process_time()
+            for _ in range(n):
+                await up.request(
+                    "POST", "/api/v1.0/predictions", [(b"content-type", b"application/json")], body
+                )
+            out["sluice Upstream"] = (time.process_time() - t0) / n * 1e6
+            async with aiohttp.ClientSession() as session:
+                t0 = time.process_time()
+                for _ in range(n):
+                    async with session.post(url, data=body, headers=headers) as r:
+                        await r.read()
+                out["aiohttp 3"] = (time.process_time() - t0) / n * 1e6
+            async with httpx.AsyncClient() as client:
+                t0 = time.process_time()
+                for _ in range(n):
+                    await client.post(url, content=body, headers=headers)
+                out["httpx (async)"] = (time.process_time() - t0) / n * 1e6
+
+    try:
+        asyncio.run(run(), loop_factory=uvloop.new_event_loop)
+    finally:
+        started.stop()
+    return out
+
+
 def best(points: list[Point], scenario: str) -> Point:
     mine = [p for p in points if p.scenario == scenario]
     top = max(mine, key=lambda p: p.rps_c16)
@@ -250,6 +295,7 @@ def main(results_dir: Path) -> None:
                 point = measure(scenario, rnd, bundle, script, work)
                 print(f"[gateway] round {rnd}: {point}", flush=True)
                 points.append(point)
+        clients = client_overhead(bundle, work)
     summary = [best(points, s) for s in SCENARIOS]
     direct, one, _two, shadow = summary
     checks = {
@@ -271,6 +317,7 @@ def main(results_dir: Path) -> None:
         "summary": [asdict(p) for p in summary],
         "rounds": [asdict(p) for p in points],
         "checks": checks,
+        "client_cpu_us_per_request": clients,
     }
     (results_dir / "gateway.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -293,5 +340,7 @@ def main(results_dir: Path) -> None:
         f"- gateway throughput: {checks['gateway_throughput_share']:.0%} of direct (goal: at least 50%)",
         f"- shadow's effect on live p50: {checks['shadow_p50_increase']:+.1%} (goal: at most +5%)",
     ]
+    lines += ["", "| HTTP client (gateway -> predictor), sequential | client CPU µs/request |", "|---|---:|"]
+    lines += [f"| {name} | {us:.0f} |" for name, us in clients.items()]
     (results_dir / "gateway.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,6 +17,9 @@ Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predic
 (`POST /api/v1.0/feedback`) goes to the predictor named by `response.meta.tags.sluice_predictor` in its
 body, else to the one that served `response.meta.puid` (or the `seldon-puid` header), else like a request.
 Gateway endpoints: `GET /metrics` (also `/prometheus`), `GET /gateway/routes` (the routing table as JSON).
+Only predictions and feedback are mirrored and counted in the metrics; other paths (health, metadata) are
+routed the same way and forwarded. `sluice up` serves this app with `serving.gateway.server`; any ASGI
+server (uvicorn) runs it too.
 """
 
 from __future__ import annotations
