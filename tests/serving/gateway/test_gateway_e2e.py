@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_harness import predictor, write_manifest
+from gateway_harness import metric_samples, predictor, write_manifest
 
 from model.bundle import Bundle
 
@@ -171,6 +171,27 @@ def test_sluice_up_converges_under_load_with_zero_failed_requests(
         time.sleep(0.5)
         step([p(stable, s_name, 50), p(candidate, c_name, 50)], {s_name: 50, c_name: 50}, "50/50")
 
+        # Feedback reaches the predictor that answered, whichever it was.
+        served: Counter[str] = Counter()
+        with httpx.Client(base_url=url, timeout=10) as c:
+            for _ in range(10):
+                answer = c.post("/api/v1.0/predictions", json=load.v1)
+                body = {
+                    "request": load.v1,
+                    "response": answer.json(),
+                    "reward": 1.0,
+                    "truth": {"data": {"ndarray": [1]}},
+                }
+                fb = c.post("/api/v1.0/feedback", json=body)
+                assert fb.status_code == 200, fb.text
+                assert fb.headers["x-sluice-predictor"] == answer.headers["x-sluice-predictor"]
+                served[answer.headers["x-sluice-predictor"]] += 1
+        feedback = {
+            lab["predictor_name"]: v
+            for lab, v in metric_samples(httpx.get(url + "/metrics").text, "seldon_api_model_feedback_total")
+        }
+        assert feedback == {k: float(v) for k, v in served.items()}
+
         # Kill the candidate: its requests are retried on the stable one, and it is restarted.
         addresses = {q["name"]: q["address"] for q in routes(url)["predictors"]}
         victim = pid_listening_on(int(addresses[c_name].rsplit(":", 1)[1]))
@@ -192,8 +213,10 @@ def test_sluice_up_converges_under_load_with_zero_failed_requests(
         assert load.total() > 700
         assert load.by_predictor[s_name] > 50 and load.by_predictor[c_name] > 50
         metrics = httpx.get(url + "/metrics").text
-        assert f'predictor_name="{t_name}"' in metrics  # the shadow saw mirrored traffic
-        assert "sluice_shadow_comparisons_total" in metrics
+        comparisons = metric_samples(metrics, "sluice_shadow_comparisons_total")
+        assert [lab["predictor_name"] for lab, v in comparisons if v > 50] == [
+            t_name
+        ]  # it saw mirrored traffic
         assert "exited with code" in log.read_text()  # the kill was noticed ...
         assert "is back" in log.read_text()  # ... and repaired
         # Ports of the predictors still running, to check that Ctrl-C stops them.
