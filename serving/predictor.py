@@ -130,9 +130,9 @@ class Predictor:
         Accepted: a 2-D array or list of lists (signature order, or the order of `names`), one flat row,
         a list of records `{feature: value}`, or columns `{feature: [values]}`. Raises `RequestError`.
         """
-        if isinstance(rows, Mapping):
+        if type(rows) is dict or (type(rows) is not list and isinstance(rows, Mapping)):
             return self._from_columns(rows)
-        if isinstance(rows, Sequence) and rows and isinstance(rows[0], Mapping):
+        if isinstance(rows, list | tuple) and rows and isinstance(rows[0], Mapping):
             return self._from_records(rows)
         X = self._as_matrix(rows)
         if names is not None:

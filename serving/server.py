@@ -46,6 +46,7 @@ def run(app: PredictorApp, host: str = "127.0.0.1", port: int = 9000, log_level:
         log_level=log_level,
         server_header=False,
         date_header=False,
+        proxy_headers=False,  # a predictor sits behind the gateway on loopback; nothing to rewrite
     )
 
 
