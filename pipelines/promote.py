@@ -5,7 +5,7 @@ The reconciler takes it from there (stages, gates, merges); this step only propo
 
 from __future__ import annotations
 
-from hera.workflows import DAG, Env, Parameter, Script, WorkflowTemplate
+from hera.workflows import DAG, Parameter, Script, WorkflowTemplate
 from hera.workflows.models import TTLStrategy
 
 from pipelines import steps
@@ -27,9 +27,8 @@ ENVIRONMENTS = ["staging", "production"]
 
 START = f"""
 cd {SOURCE_DIR}
-git config user.name "sluice-bot"
-git config user.email "sluice-bot@users.noreply.github.com"
-sluice rollout start --env "{{{{workflow.parameters.env}}}}" --candidate "{{{{workflow.parameters.candidate}}}}"
+sluice rollout start --env "{{{{workflow.parameters.env}}}}" --candidate "{{{{workflow.parameters.candidate}}}}" \\
+  --github "$GITHUB_REPOSITORY"
 """
 
 
@@ -46,8 +45,6 @@ def start_template() -> Script:
         source=steps.bash(START),
         env=[
             *steps.quiet_env(),
-            Env(name="SLUICE_SCM", value="github"),
-            Env(name="SLUICE_CANDIDATE_IMAGE", value="{{workflow.parameters.serving-image}}"),
             steps.secret_env("GITHUB_TOKEN", GITHUB_TOKEN),
             steps.config_env("GITHUB_REPOSITORY", "github-repository"),
             steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
@@ -89,12 +86,7 @@ def build() -> WorkflowTemplate:
             ),
             Parameter(
                 name="candidate",
-                description="The model to roll out: bundle digest (sha256:...) or models:/name/version.",
-            ),
-            Parameter(
-                name="serving-image",
-                value="",
-                description="Serving image by digest (repository@sha256:...) from build-serving-image.",
+                description="The model to roll out: models:/name/version or models:/name@alias (e.g. @challenger).",
             ),
             Parameter(name="image", value=RUNTIME_IMAGE, description="Runtime image with the sluice CLI."),
         ],

@@ -233,3 +233,20 @@ def test_schemas_reject_wrong_documents(target: tuple[str, ...], path: str, valu
     problems = validate_document(_set(doc, path, value), "f.yaml")
     assert problems, f"{target} with {path}={value!r} was accepted"
     assert field in [p.field for p in problems], problems
+
+
+def test_reconciler_flags_exist_in_the_cli() -> None:
+    from typer.testing import CliRunner
+
+    from sluice.cli import app
+
+    for deployment in (d for d in docs(GITOPS / "cluster" / "reconciler.yaml") if d["kind"] == "Deployment"):
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == ["sluice"]
+        args = container["args"]
+        help_text = CliRunner().invoke(app, [*args[:2], "--help"], env={"COLUMNS": "200"}).output
+        for flag in (a for a in args if a.startswith("--")):
+            assert flag in help_text, f"sluice {' '.join(args[:2])} has no {flag}"
+        assert "--github" in args and "--prometheus" in args  # GitHub pull requests, cluster Prometheus
+        env = {e["name"] for e in container["env"]}
+        assert {"GITHUB_REPOSITORY", "PROMETHEUS_URL"} <= env  # what $(...) in args expands
