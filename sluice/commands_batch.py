@@ -132,10 +132,13 @@ def watch(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     console.print(f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False)
-    watcher.run(interval, stop=lambda: stopping, on_event=report)
+    try:
+        watcher.run(interval, stop=lambda: stopping, on_event=report)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def register(app_: typer.Typer) -> None:

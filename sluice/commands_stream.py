@@ -88,8 +88,7 @@ def run(
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     err_console.print(
         f"consuming {input} as {group}/{worker.consumer} with model {predictor.short_digest} -> {output}",
         highlight=False,
@@ -98,6 +97,8 @@ def run(
         stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
     finally:
         adapter.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     console.print(stats.explain(), highlight=False)
 
 

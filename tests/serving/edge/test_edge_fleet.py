@@ -181,3 +181,28 @@ def publish_unchecked(bundle: Path, out: Path, version: str) -> UpdateManifest:
     return UpdateManifest(
         version, hashlib.sha256(data).hexdigest(), 100, (out / f"{version}.tar.gz").as_uri()
     )
+
+
+@pytest.mark.timeout(30)
+def test_update_fetched_over_http(edge_bundle: Path, tmp_path: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    pub = tmp_path / "pub"
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(pub))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v5.tar.gz"
+        update = publish(edge_bundle, pub, "v5", 100, url=url)
+        assert UpdateManifest.read(pub / "update.json").url == url
+        result = Device(tmp_path / "device", "dev-1").apply(update)
+        assert result.outcome == "installed", result.detail
+        missing = replace(update, version="v6", url=url.replace("v5", "v6"))
+        result = Device(tmp_path / "device", "dev-1").apply(missing)
+        assert result.outcome == "rejected" and "cannot fetch" in result.detail
+    finally:
+        server.shutdown()
+        server.server_close()

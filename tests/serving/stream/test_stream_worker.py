@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 from serving.stream.redis_streams import RedisStreamsBroker, index_key
 from serving.stream.worker import StreamWorker
 
+pytestmark = pytest.mark.timeout(60)
+
 
 def _broker(client, consumer: str = "c1", claim_idle_ms: int = 30_000) -> RedisStreamsBroker:  # type: ignore[no-untyped-def]
     broker = RedisStreamsBroker(client, "in", "out", "g", consumer=consumer, claim_idle_ms=claim_idle_ms)
