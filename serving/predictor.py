@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -31,8 +30,7 @@ class DigestMismatch(BundleError):
     """The bundle is not the version the deployment pinned (graph parameter `model_digest`)."""
 
 
-@dataclass(frozen=True)
-class Prediction:
+class Prediction(NamedTuple):
     """One answer per input row: the class label and the probability of each class (signature order)."""
 
     labels: np.ndarray
@@ -105,7 +103,7 @@ class Predictor:
 
         def run(X: np.ndarray) -> Prediction:
             labels, probabilities = session.run(outputs, {input_name: X.astype(np.float32, copy=False)})
-            return Prediction(np.asarray(labels).reshape(-1), np.asarray(probabilities))
+            return Prediction(labels if labels.ndim == 1 else labels.reshape(-1), probabilities)
 
         return run
 
