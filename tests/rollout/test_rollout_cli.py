@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Exporter
+from rollout_exporter import Exporter
 from rollout_gitops import fast_policy, git, log, weights
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Exporter
+from rollout_exporter import Exporter
 from rollout_gitops import fast_policy, git, log, make_env, make_repo, weights
 
 from model.bundle import Bundle

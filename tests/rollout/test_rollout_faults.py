@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Exporter
+from rollout_exporter import Exporter
 from rollout_gitops import fast_policy, git, log, make_env, make_repo, weights
 
 from model.bundle import Bundle

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from conftest import DEPLOYMENT, Exporter
+from rollout_exporter import DEPLOYMENT, Exporter
 
 from rollout.metrics import MetricsError
 from rollout.metrics.prometheus import PrometheusProvider

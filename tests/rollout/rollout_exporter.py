@@ -1,0 +1,69 @@
+"""A real Prometheus exporter on 127.0.0.1 emitting the local gateway's metric names, driven by the test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field
+
+DEPLOYMENT = "sluice-classifier"
+
+
+@dataclass
+class Profile:
+    """What one predictor's simulated traffic looks like, per traffic tick."""
+
+    requests: int = 0
+    error_ratio: float = 0.0
+    latency: float = 0.005
+    feedback: int = 0
+    reward_ratio: float = 1.0
+    comparisons: int = 0
+    disagreement_ratio: float = 0.0
+
+
+@dataclass
+class Exporter:
+    """prometheus_client registry served over HTTP, with the gateway's names and labels."""
+
+    url: str
+    port: int
+    registry: object
+    hist: object
+    feedback: object
+    reward: object
+    comparisons: object
+    disagreements: object
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, predictor: str, p: Profile) -> None:
+        errors = round(p.requests * p.error_ratio)
+        labels = {"deployment_name": DEPLOYMENT, "predictor_name": predictor, "model_name": "classifier"}
+        for i in range(p.requests):
+            code = "500" if i < errors else "200"
+            self.hist.labels(**labels, code=code).observe(p.latency)  # type: ignore[attr-defined]
+        if p.feedback:
+            self.feedback.labels(**labels).inc(p.feedback)  # type: ignore[attr-defined]
+            self.reward.labels(**labels).inc(p.feedback * p.reward_ratio)  # type: ignore[attr-defined]
+        if p.comparisons:
+            self.comparisons.labels(predictor_name=predictor).inc(p.comparisons)  # type: ignore[attr-defined]
+            self.disagreements.labels(predictor_name=predictor).inc(  # type: ignore[attr-defined]
+                round(p.comparisons * p.disagreement_ratio)
+            )
+
+    def set(self, predictor: str, **kw: float) -> None:
+        with self.lock:
+            self.profiles[predictor] = Profile(**kw)  # type: ignore[arg-type]
+
+    def tick(self) -> None:
+        with self.lock:
+            items = list(self.profiles.items())
+        for name, p in items:
+            self.record(name, p)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
