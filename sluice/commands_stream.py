@@ -43,6 +43,12 @@ def run(
     max_idle: Annotated[
         float | None, typer.Option("--max-idle", help="Exit after this many seconds without messages.")
     ] = None,
+    max_deliveries: Annotated[
+        int,
+        typer.Option(
+            "--max-deliveries", min=1, help="Dead-letter a message handed out more often than this."
+        ),
+    ] = 5,
     model_digest: Annotated[
         str | None, typer.Option("--model-digest", help="Refuse the model unless its digest is this.")
     ] = None,
@@ -81,7 +87,7 @@ def run(
             )
         except BrokerError as e:
             fail(str(e))
-    worker = StreamWorker(predictor, adapter, batch=batch)
+    worker = StreamWorker(predictor, adapter, batch=batch, max_deliveries=max_deliveries)
     stopping = False
 
     def stop(*_: object) -> None:

@@ -14,6 +14,7 @@ class Message:
 
     id: str
     fields: dict[str, bytes]
+    deliveries: int = 1  # how many times the broker has handed it out (more than 1: a redelivery)
 
 
 @dataclass(frozen=True)

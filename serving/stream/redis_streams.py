@@ -112,7 +112,19 @@ class RedisStreamsBroker:
         )
         cursor, entries = reply[0], reply[1]
         self._claim_cursor = cursor.decode() if isinstance(cursor, bytes) else str(cursor)
-        return [_message(entry_id, fields) for entry_id, fields in entries if fields is not None]
+        messages = [_message(entry_id, fields) for entry_id, fields in entries if fields is not None]
+        if not messages:
+            return []
+        pending = self.client.xpending_range(
+            self.input,
+            self.group,
+            min=messages[0].id,
+            max=messages[-1].id,
+            count=len(messages) * 2,
+            consumername=self.consumer,
+        )
+        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        return [Message(m.id, m.fields, counts.get(m.id, 2)) for m in messages]
 
     def _write(self, stream: str, items: Sequence[Outgoing]) -> int:
         if not items:
@@ -136,6 +148,10 @@ class RedisStreamsBroker:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _message(entry_id: Any, fields: dict[Any, Any]) -> Message:

@@ -4,7 +4,8 @@ Order per batch: decode -> validate (the core; a bad record is dead-lettered wit
 rest of the batch goes on) -> predict -> publish results and dead letters (idempotent by input id) -> ack.
 A crash anywhere before the ack leaves the batch pending; another worker reclaims it after the claim idle
 time and the idempotent publish keeps the output to one result per input (at-least-once delivery,
-exactly-once output).
+exactly-once output). A message handed out more than `max_deliveries` times (one that keeps killing its
+workers) is dead-lettered instead of being tried again.
 """
 
 from __future__ import annotations
@@ -38,10 +39,19 @@ class WorkerStats:
 
 
 class StreamWorker:
-    def __init__(self, predictor: Predictor, broker: Broker, *, batch: int = 64, consumer: str = ""):
+    def __init__(
+        self,
+        predictor: Predictor,
+        broker: Broker,
+        *,
+        batch: int = 64,
+        consumer: str = "",
+        max_deliveries: int = 5,
+    ):
         self.predictor = predictor
         self.broker = broker
         self.batch = batch
+        self.max_deliveries = max_deliveries
         self.consumer = consumer or getattr(broker, "consumer", "worker")
         self.stats = WorkerStats()
 
@@ -51,6 +61,10 @@ class StreamWorker:
         good: list[Message] = []
         records: list[Any] = []
         for message in messages:
+            if message.deliveries > self.max_deliveries:  # a poison message: it keeps taking workers down
+                reason = f"delivered {message.deliveries} times without being acknowledged (limit {self.max_deliveries})"
+                dead.append(encode_dead_letter(message, reason, self.consumer))
+                continue
             try:
                 records.append(decode_input(message))
                 good.append(message)

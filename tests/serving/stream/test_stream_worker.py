@@ -148,3 +148,20 @@ def test_cli_names_an_unreachable_broker(bundle_dir) -> None:  # type: ignore[no
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "cannot reach Redis" in result.output
+
+
+def test_a_message_that_keeps_killing_workers_is_dead_lettered(redis_client, predictor, records) -> None:  # type: ignore[no-untyped-def]
+    [poison] = _send(redis_client, records[:1])
+    _broker(redis_client, "victim-0").read(10, 100)
+    for i in range(1, 5):  # four more workers claim it and "die" before acking
+        time.sleep(0.005)
+        claimed = _broker(redis_client, f"victim-{i}", claim_idle_ms=1).reclaim(10)
+        assert [m.id for m in claimed] == [poison] and claimed[0].deliveries == i + 1
+    time.sleep(0.005)
+    worker = StreamWorker(predictor, _broker(redis_client, "survivor", claim_idle_ms=1), max_deliveries=4)
+    worker.run(max_idle_s=0.2, block_ms=50, claim_every_s=0.01)
+    dead = [{k.decode(): v.decode() for k, v in f.items()} for _, f in redis_client.xrange("in:dead")]
+    assert [d["input_id"] for d in dead] == [poison]
+    assert "delivered 6 times" in dead[0]["reason"]
+    assert _outputs(redis_client) == []
+    assert redis_client.xpending("in", "g")["pending"] == 0
