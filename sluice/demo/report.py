@@ -48,7 +48,8 @@ class Step:
 class DecisionRecord:
     """A decision the reconciler wrote, timed by the demo to the millisecond (Git keeps whole seconds)."""
 
-    at: float
+    at: float  # when the commit was on main
+    decided_at: float  # when the reconciler decided (end of its observation window)
     act: str
     action: str
     step: str
@@ -75,6 +76,7 @@ class ActResult:
     decided_by: list[str] = field(default_factory=list)
     detect_seconds: float | None = None
     rollback_seconds: float | None = None
+    stable_at: float | None = None  # when the gateway stopped routing to the candidate after a rollback
     extra_predictor_seconds: float = 0.0
 
     @property
@@ -151,9 +153,10 @@ def measure(act: ActResult, steps: list[Step], records: list[RequestRecord]) -> 
     rollback = next((d for d in act.decisions if d.action == "rollback"), None)
     if rollback is not None:
         answered = [r.at for r in mine if r.predictor == act.candidate]
-        act.detect_seconds = rollback.at - (answered[0] if answered else act.started)
-        after = [t for t in answered if t >= rollback.at]
-        act.rollback_seconds = (max(after) - rollback.at) if after else 0.0
+        act.detect_seconds = rollback.decided_at - (answered[0] if answered else act.started)
+        last_answer = max((t for t in answered if t >= rollback.decided_at), default=rollback.decided_at)
+        back = max(act.stable_at or rollback.at, last_answer)
+        act.rollback_seconds = back - rollback.decided_at
 
 
 def write_requests(out: Path, records: list[RequestRecord]) -> Path:
@@ -246,9 +249,10 @@ def plot(
     for s in steps:
         marker, color = marks.get(s.kind, (".", "gray"))
         ax_w.scatter([s.at - t0], [103], marker=marker, color=color, s=70, zorder=5)
-    for a in acts:
-        ax_w.axvspan(a.started - t0, a.ended - t0, alpha=0.06, color="gray")
-        ax_w.text((a.started - t0), 110, f"{a.name}\n{a.strategy}: {a.outcome}", fontsize=8, va="bottom")
+    for i, a in enumerate(acts):
+        ax_w.axvspan(a.started - t0, a.ended - t0, alpha=0.06 + 0.04 * (i % 2), color="gray")
+        label = f"{a.strategy}: {a.outcome}"
+        ax_w.text(a.started - t0, 107 + 7 * (i % 3), label, fontsize=7.5, va="bottom")
     ax_w.set_ylim(-10, 125)
     ax_w.set_ylabel("traffic weight % (shadow at -5)")
     ax_w.legend(loc="center left", fontsize=8, bbox_to_anchor=(1.0, 0.5))
@@ -334,7 +338,9 @@ def strategies_table(acts: list[ActResult]) -> str:
         "",
         "- *no downtime*: client requests that failed while the strategy ran (the gateway retries a failed",
         "  request once on another live predictor, so a candidate crash costs the client nothing).",
-        "- *rollback time*: from the rollback commit to the last client request the candidate answered.",
+        "- *rollback time*: from the reconciler's failing observation to the gateway routing only to stable",
+        "  (the rollback commit and its merge, the gateway noticing the manifest change and swapping routes).",
+        "- *time to decide*: from the candidate's first answer (or its start, for a shadow) to that decision.",
         "- *additional cost*: seconds × (predictors running − 1) while the act ran: what the strategy paid for",
         "  running a second model next to the stable one.",
     ]

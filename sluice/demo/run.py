@@ -265,7 +265,7 @@ class Demo:
         act.started = time.time()
         self.live = LiveState(act=name, strategy=strategy)
         result = start(env, candidate_uri, model_uri, digest, strategy)
-        self._note(result, act)
+        self._note(result, act, act.started)
         if strategy == "bluegreen":
             # Smoke traffic pinned to green (at 0 %) once the gateway routes to it.
             self._wait_converged()
@@ -273,11 +273,14 @@ class Demo:
         deadline = act.started + self.s.act_timeout
         with Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True):
             while True:
+                began = time.time()
                 result = tick(env)
-                self._note(result, act)
+                self._note(result, act, began + result.observe_seconds + result.decide_seconds)
                 r = result.decision.rollout or (result.state.rollout if result.state else None)
                 if result.wrote and result.decision.action.value in ("rollback", "promote"):
                     self.traffic.smoke_target = None
+                    if result.decision.action.value == "rollback":
+                        act.stable_at = self._wait_gone(act.candidate)
                     act.decided_by += [
                         f"{g.gate} {g.verdict}"
                         for g in result.decision.gates
@@ -294,7 +297,7 @@ class Demo:
                     break
                 if time.time() > deadline:
                     with contextlib.suppress(RolloutError):
-                        self._note(abort(env, "sluice demo (act timed out)"), act)
+                        self._note(abort(env, "sluice demo (act timed out)"), act, time.time())
                     act.outcome = "timed out (aborted)"
                     break
         self.traffic.smoke_target = None
@@ -308,7 +311,7 @@ class Demo:
         )
         return act
 
-    def _note(self, result: Any, act: ActResult) -> None:
+    def _note(self, result: Any, act: ActResult, decided_at: float) -> None:
         d = result.decision
         self.live.decision = f"{d.action.value}: {d.reason}"
         self.live.step = d.step or self.live.step
@@ -322,7 +325,14 @@ class Demo:
             ]
             act.decisions.append(
                 DecisionRecord(
-                    time.time(), act.name, d.action.value, d.step, d.reason, result.outcome.revision, gates
+                    at=time.time(),
+                    decided_at=decided_at,
+                    act=act.name,
+                    action=d.action.value,
+                    step=d.step,
+                    reason=d.reason,
+                    commit=result.outcome.revision,
+                    gates=gates,
                 )
             )
             line = f"[dim]{time.time() - self.t0:6.1f}s[/] commit [cyan]{d.action.value}[/] {d.step} — {d.reason}"
@@ -384,6 +394,20 @@ class Demo:
             return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError):
             return []
+
+    def _wait_gone(self, predictor: str, timeout: float = 30.0) -> float | None:
+        """When the gateway stopped routing live traffic to `predictor` (polled every 20 ms)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            routes = self._routes()
+            if (
+                routes
+                and not any(p["name"] == predictor and p["traffic"] and not p["shadow"] for p in routes)
+                and not any(p["name"] == predictor and p["shadow"] for p in routes)
+            ):
+                return time.time()
+            time.sleep(0.02)
+        return None
 
     def _wait_converged(self, timeout: float = 90.0) -> None:
         """Until the gateway routes exactly the predictors the manifest on disk names, all alive."""
