@@ -29,6 +29,7 @@ ASGIApp = Callable[
 
 MAX_BODY = 8 << 20
 IDLE_TIMEOUT = 75.0
+MAX_PIPELINED = 64
 
 
 def _status_line(code: int) -> bytes:
@@ -63,6 +64,7 @@ class _HttpConnection(asyncio.Protocol):
         self.current: _Request | None = None
         self.size = 0
         self.too_large = False
+        self.paused = False
         self.queue: deque[_Request] = deque()
         self.busy = False
         self.closed = False
@@ -144,6 +146,9 @@ class _HttpConnection(asyncio.Protocol):
         request.keep_alive = self.parser.should_keep_alive()
         self.current = None
         self.queue.append(request)
+        if len(self.queue) > MAX_PIPELINED and self.transport is not None:
+            self.transport.pause_reading()  # a client pipelining without reading answers waits
+            self.paused = True
         if not self.busy:
             self.busy = True
             task = asyncio.get_running_loop().create_task(self._serve_queue())
@@ -155,6 +160,9 @@ class _HttpConnection(asyncio.Protocol):
         try:
             while self.queue and not self.closed:
                 request = self.queue.popleft()
+                if self.paused and len(self.queue) <= MAX_PIPELINED // 2 and self.transport is not None:
+                    self.transport.resume_reading()
+                    self.paused = False
                 await self._run(request)
                 if not request.keep_alive:
                     self._close()

@@ -115,6 +115,15 @@ def test_pipelined_requests_are_answered_in_order(url: str) -> None:
     assert out.index(b"POST /one") < out.index(b"POST /two")
 
 
+def test_a_long_pipeline_is_throttled_yet_fully_answered(url: str) -> None:
+    requests = b"".join(
+        b"POST /n%d HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nx" % i for i in range(150)
+    )
+    out = raw(url, requests, expect=150)
+    assert out.count(b"HTTP/1.1 200") == 150
+    assert out.index(b"POST /n0 ") < out.index(b"POST /n75 ") < out.index(b"POST /n149 ")
+
+
 def test_chunked_body_and_100_continue(url: str) -> None:
     chunked = (
         b"POST /c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
