@@ -93,6 +93,7 @@ class _Call:
     override: str | None = None
     sticky: str | None = None
     puid: str | None = None
+    started: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,7 +240,18 @@ class Gateway:
         path_qs = path
         if scope.get("query_string"):
             path_qs += "?" + scope["query_string"].decode("latin-1")
-        call = _Call(method, path_qs, service, kind, forward, b"".join(chunks), override, sticky, puid)
+        call = _Call(
+            method,
+            path_qs,
+            service,
+            kind,
+            forward,
+            b"".join(chunks),
+            override,
+            sticky,
+            puid,
+            time.perf_counter(),
+        )
         if kind == "predict" and not path.startswith("/v2/") and call.puid is None:
             call.puid = f"{self._puid_prefix}{next(self._puid_seq):x}"
         return call
@@ -283,6 +295,13 @@ class Gateway:
                 502, f"predictor {name} failed ({failure}) and no other predictor is live", backend
             )
         self.metrics.count_retry(backend.labels, other)
+        if call.kind != "other":
+            # Count the failure against the predictor that failed, as its own Seldon executor would have:
+            # otherwise the retry would hide a failing candidate from the rollout engine's error gate.
+            failed_code = response.status if response is not None else 502
+            self.metrics.observe_server(
+                backend.labels, call.service, call.method, failed_code, time.perf_counter() - call.started
+            )
         second = routes.backends[other]
         try:
             return second, await self._forward(second, call), name

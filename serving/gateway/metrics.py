@@ -8,8 +8,10 @@ gate can select by model in both places):
 
     seldon_api_executor_server_requests_seconds_{bucket,count,sum}
         labels: deployment_name, predictor_name, predictor_version, service, method, code, model_name
-        one observation per caller request, labelled with the predictor that answered (after a retry, the
-        one that finally answered); the shadow's mirrored requests are observed under the shadow's name.
+        one observation per request a predictor handled, labelled with that predictor: a request that
+        failed on one predictor and was retried on another counts once for each (the failure under the
+        failed one, so a retry never hides a failing candidate from an error-rate gate); the shadow's
+        mirrored requests are observed under the shadow's name.
         service = the request path (/api/v1.0/predictions, /v2/models/NAME/infer, ...),
         method = the HTTP method, code = the HTTP status as a string ("200", "503"; "502" when the
         predictor could not be reached, "504" when it timed out).

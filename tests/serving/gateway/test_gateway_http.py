@@ -229,6 +229,13 @@ def test_a_failing_candidate_costs_the_caller_nothing(
         for lab, v in metrics(rt, "seldon_api_executor_client_requests_seconds_count")
     }
     assert client[("m-bad", "503")] == retried + 1
+    # The caller never saw them, but the failures count against m-bad for the rollout engine's error gate.
+    server = {
+        (lab["predictor_name"], lab["code"]): v
+        for lab, v in metrics(rt, "seldon_api_executor_server_requests_seconds_count")
+    }
+    assert server[("m-bad", "503")] == retried + 1
+    assert server[("m-good", "200")] == 60
 
 
 def test_a_killed_candidate_is_retried_elsewhere_and_restarted(
