@@ -3,11 +3,12 @@ of the reconciler until promotion or rollback; every step must be a commit on ma
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 from rollout_exporter import Exporter
-from rollout_gitops import fast_policy, git, log, make_env, make_repo, weights
+from rollout_gitops import FAST_GATES, fast_policy, git, log, make_env, make_repo, weights
 
 from model.bundle import Bundle
 from rollout.decision import Action
@@ -71,3 +72,38 @@ def test_canary_rolls_back_on_errors(
     assert "success" in results[-1].decision.reason
     body = git(repo, "log", "-1", "--format=%B", "main^2")
     assert "| success | success_rate |" in body and "fail |" in body
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_canary_with_a_real_prometheus(
+    repo: Path, exporter: Exporter, prometheus: str, bundle_dir: Path, rf_bundle_dir: Path
+) -> None:
+    """The same gates, read through PromQL: promotion of a healthy candidate, then a rollback of a bad one."""
+    from rollout.metrics.prometheus import PrometheusProvider
+
+    stable, cand = names(bundle_dir, rf_bundle_dir)
+    # Prometheus needs a couple of scrapes of a new series before increase() answers: a longer no-data wait
+    gates = [{**g, "no_data_deadline": 20} for g in FAST_GATES]
+    env = make_env(repo, fast_policy("canary", window=4, gates=gates), None)
+    env.metrics = PrometheusProvider(prometheus)
+    exporter.set(stable, requests=3)
+    exporter.set(cand, requests=3)
+    start(env, *candidate(rf_bundle_dir))
+    for _ in range(40):
+        res = tick(env)
+        if res.wrote and res.decision.action == Action.PROMOTE:
+            break
+        time.sleep(0.5)
+    assert weights(repo) == {cand: (100, False)}
+
+    # and back: the old model as the new candidate, failing
+    exporter.set(stable, requests=3, error_ratio=0.5)
+    time.sleep(5)  # its series already exists (it was the stable model): let the window see only the errors
+    start(env, *candidate(bundle_dir))
+    for _ in range(40):
+        res = tick(env)
+        if res.wrote:
+            break
+        time.sleep(0.5)
+    assert res.decision.action == Action.ROLLBACK and weights(repo) == {cand: (100, False)}
