@@ -214,8 +214,12 @@ def scored_rows(
     classes: list[int],
     digest: str,
     fmt: Format,
+    numeric: frozenset[str] = frozenset(),
 ) -> bytes | pa.Table:
-    """The kept rows of `chunk` with their predictions: encoded bytes (CSV, JSON Lines) or a table (Parquet)."""
+    """The kept rows of `chunk` with their predictions: encoded bytes (CSV, JSON Lines) or a table (Parquet).
+
+    `numeric` names text columns whose kept cells all parsed as numbers (the features): they need no quotes.
+    """
     names = output_columns(classes)
     if fmt == "jsonl":
         import orjson
@@ -246,7 +250,7 @@ def scored_rows(
 
     # Text cells are written back as they came in; quoted only where a cell needs it (pyarrow's
     # "needed" style quotes every text cell, so it is used only for a chunk that has such a cell).
-    quoting = "needed" if _needs_quotes(table) else "none"
+    quoting = "needed" if _needs_quotes(table, numeric) else "none"
     out = io.BytesIO()
     if chunk.index == 0:  # pyarrow quotes every header name; write it as the csv module would
         header = io.StringIO()
@@ -256,13 +260,22 @@ def scored_rows(
     return out.getvalue()
 
 
-def _needs_quotes(table: pa.Table) -> bool:
+def _needs_quotes(table: pa.Table, numeric: frozenset[str]) -> bool:
     import pyarrow.compute as pc
 
-    names = [n for n in table.column_names if pa.types.is_string(table.schema.field(n).type)]
     if any(any(ch in n for ch in ',"\r\n') for n in table.column_names):
         return True
-    return any(pc.any(pc.match_substring_regex(table.column(n), '[,"\r\n]')).as_py() for n in names)
+    text = [
+        n
+        for n in table.column_names
+        if n not in numeric and n != "model_digest" and pa.types.is_string(table.schema.field(n).type)
+    ]
+    for name in text:
+        column = table.column(name)
+        for ch in (",", '"', "\n", "\r"):
+            if pc.any(pc.greater_equal(pc.find_substring(column, ch), 0)).as_py():
+                return True
+    return False
 
 
 def reject_lines(chunk: Chunk, reasons: dict[int, str]) -> bytes:

@@ -232,6 +232,7 @@ def score_file(
     if progress:
         progress(state.rows)
     chunks = 0
+    numeric = frozenset(predictor.feature_names)
 
     def commit(
         index: int, rows: int, scored: bytes | Any, rejected_lines: bytes, kept: int, refused: int
@@ -266,7 +267,9 @@ def score_file(
                 labels, probabilities = prediction.labels, prediction.probabilities
             else:
                 labels, probabilities = np.empty(0, np.int64), np.empty((0, len(classes)))
-            scored = scored_rows(chunk, keep, labels, probabilities, classes, predictor.digest, out_fmt)
+            scored = scored_rows(
+                chunk, keep, labels, probabilities, classes, predictor.digest, out_fmt, numeric
+            )
             job = (
                 chunk.index,
                 chunk.rows,

@@ -175,3 +175,16 @@ def test_cli_score_and_digest_pin(bundle_dir: Path, test_frame: pd.DataFrame, tm
     )
     assert result.exit_code == 1
     assert "does not match the pinned model_digest" in result.output
+
+
+def test_csv_text_cells_round_trip_with_quotes_only_where_needed(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    frame = test_frame.head(6).copy()
+    frame["note"] = ["a,b", "plain", 'say "hi"', "two\nlines", "x", "y"]
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", chunk_size=2)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["note"].tolist() == frame["note"].tolist()
+    last_chunk = (tmp_path / "out.csv").read_text().splitlines()[-2:]
+    assert all(not line.startswith('"') for line in last_chunk)  # a chunk without such cells is unquoted
