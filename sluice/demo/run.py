@@ -73,17 +73,28 @@ class Settings:
         return 90.0 if self.fast else 150.0
 
 
-def demo_policy(s: Settings) -> dict[str, Any]:
-    """The local policy for the demo: the same schema as policies/local.yaml, with short bake times."""
+def demo_policy(s: Settings, strategy: str = "canary") -> dict[str, Any]:
+    """The local policy for one act: policies/local.yaml's schema, with bake times of seconds.
+
+    Health gates (success rate, latency) guard every strategy. Accuracy against the stable model judges a
+    canary and a blue/green warm-up; disagreement with the live answers judges a shadow; an A/B test is judged
+    by its own statistical test on accuracy, so it carries no accuracy gate.
+    """
     hold = {"no_data": "hold", "no_data_deadline": "45s"}
-    return {
-        "strategy": "canary",
-        "interval": 0.5,
-        "window": s.window,
-        "on_failure": "rollback",
-        "stages": [{"weight": 10, "bake": s.bake}, {"weight": 50, "bake": s.bake}],
-        "gates": [
-            {"name": "success-rate", "metric": "success_rate", "min": 0.99, "min_sample": 10, **hold},
+    health = [
+        {"name": "success-rate", "metric": "success_rate", "min": 0.99, "min_sample": 10, **hold},
+        {
+            "name": "p99-latency-vs-stable",
+            "metric": "latency",
+            "quantile": 0.99,
+            "compare": "ratio",
+            "max": 10.0,
+            "min_sample": 10,
+            **hold,
+        },
+    ]
+    judges = {
+        "canary": [
             {
                 "name": "accuracy-vs-stable",
                 "metric": "accuracy",
@@ -91,18 +102,30 @@ def demo_policy(s: Settings) -> dict[str, Any]:
                 "min": -0.1,
                 "min_sample": 10,
                 **hold,
-            },
+            }
+        ],
+        "bluegreen": [
             {
-                "name": "p99-latency-vs-stable",
-                "metric": "latency",
-                "quantile": 0.99,
-                "compare": "ratio",
-                "max": 10.0,
+                "name": "accuracy-vs-stable",
+                "metric": "accuracy",
+                "compare": "difference",
+                "min": -0.1,
                 "min_sample": 10,
                 **hold,
-            },
-            {"name": "shadow-agreement", "metric": "disagreement", "max": 0.1, "min_sample": 20, **hold},
+            }
         ],
+        "shadow": [
+            {"name": "shadow-agreement", "metric": "disagreement", "max": 0.1, "min_sample": 20, **hold}
+        ],
+        "ab": [],
+    }
+    return {
+        "strategy": strategy,
+        "interval": 0.5,
+        "window": s.window,
+        "on_failure": "rollback",
+        "stages": [{"weight": 10, "bake": s.bake}, {"weight": 50, "bake": s.bake}],
+        "gates": health + judges[strategy],
         "shadow": {"mirror": 100, "duration": 2 * s.bake, "then": "promote"},
         "ab": {
             "split": 50,
@@ -190,12 +213,8 @@ class Demo:
         registry.promote(self.model_name, v1.version)
         uri = f"models:/{self.model_name}/{v1.version}"
         scratch.sluice("rollout", "init", "--env", ENV, "--model", uri, "--force", check=False)
-        policy_path = scratch.root / "policies" / f"{ENV}.yaml"
-        policy_path.write_text(
-            "# The demo's policy: policies/local.yaml's schema with bake times of seconds (sluice demo writes it).\n"
-            + yaml.safe_dump(demo_policy(self.s), sort_keys=False)
-        )
-        scratch.git("add", "-A", "policies", str(MANIFEST_DIR))
+        self._write_policy(scratch, "canary")
+        scratch.git("add", "-A", str(MANIFEST_DIR))
         scratch.git(
             "commit", "-qm", "demo: the local environment serves the champion; a fast policy", check=False
         )
@@ -264,6 +283,9 @@ class Demo:
         self.traffic.set_act(name)
         act.started = time.time()
         self.live = LiveState(act=name, strategy=strategy)
+        if self._write_policy(self.scratch, strategy):
+            self.scratch.git("commit", "-qm", f"policies/{ENV}.yaml: the demo's {strategy} policy")
+            env = _environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
         result = start(env, candidate_uri, model_uri, digest, strategy)
         self._note(result, act, act.started)
         if strategy == "bluegreen":
@@ -450,6 +472,19 @@ class Demo:
             except subprocess.TimeoutExpired:
                 os.killpg(self.gateway.pid, signal.SIGKILL)
                 self.gateway.wait()
+
+    def _write_policy(self, scratch: Scratch, strategy: str) -> bool:
+        """Write the demo policy for `strategy`; True when the file changed (and was staged)."""
+        path = scratch.root / "policies" / f"{ENV}.yaml"
+        text = (
+            "# The demo's policy: policies/local.yaml's schema with bake times of seconds (sluice demo writes it).\n"
+            + yaml.safe_dump(demo_policy(self.s, strategy), sort_keys=False)
+        )
+        if path.exists() and path.read_text() == text:
+            return False
+        path.write_text(text)
+        scratch.git("add", str(path.relative_to(scratch.root)))
+        return True
 
     # helpers -----------------------------------------------------------------------------------------
     def _set_params(self, scratch: Scratch, changes: dict[str, Any], message: str) -> None:
