@@ -191,3 +191,24 @@ def test_e2e_policy_is_a_valid_policy() -> None:
     policy = parse_policy(yaml.safe_load(policy_text), "e2e-kind.yml env.E2E_POLICY")
     assert policy.strategy == "canary" and policy.on_failure == "rollback"
     assert any(g.no_data == "fail" for g in policy.gates), "a candidate that never serves must be rolled back"
+
+
+def test_gitops_check_workflow_steps_run_here(tmp_path: Path) -> None:
+    """gitops-check.yml's own run lines (after `make setup`), on this repository: pass, and write the summary."""
+    import os
+
+    job = load(WORKFLOWS / "gitops-check.yml")["jobs"]["check"]
+    scripts = [s["run"] for s in job["steps"] if "run" in s and "make setup" not in s["run"]]
+    assert scripts
+    summary = tmp_path / "summary.md"
+    for script in scripts:
+        result = subprocess.run(
+            ["bash", "-e", "-c", script.replace(".venv/bin/", f"{BIN}/")],
+            cwd=REPO,
+            env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)},
+            capture_output=True,
+            text=True,
+            timeout=100,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "## sluice gitops check" in summary.read_text() and "pass" in summary.read_text()

@@ -1,0 +1,101 @@
+"""The Python inside e2e-kind.yml, run here: the workflow needs a kind cluster, but its snippets (train the
+extra bundles, rewrite the staging manifest, build the request body) are plain Python taken from the
+workflow file and run against the real manifest, bundles and serving component."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.bundle import Bundle
+from pipelines.schemas import validate_file
+from rollout.guardrails import check_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+E2E = REPO / ".github" / "workflows" / "e2e-kind.yml"
+pytestmark = pytest.mark.timeout(120)
+
+
+def snippet(step_name: str) -> str:
+    """The `python - <<'PY' ... PY` heredoc of one step of the e2e job."""
+    steps = yaml.safe_load(E2E.read_text())["jobs"]["e2e"]["steps"]
+    (step,) = [s for s in steps if s.get("name") == step_name]
+    match = re.search(r"<<'PY'\n(.*?)\nPY\n", step["run"], re.S)
+    assert match, f"{step_name}: no python heredoc"
+    return match.group(1)
+
+
+def run(code: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def test_extra_bundles_are_trained_with_distinct_digests(tmp_path: Path) -> None:
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    run(
+        snippet("three bundles (stable, candidate, broken candidate)").replace(
+            "/opt/sluice/bundles", str(bundles)
+        ),
+        tmp_path,
+    )
+    b, c = Bundle.open(bundles / "b"), Bundle.open(bundles / "c")
+    assert b.digest != c.digest
+    assert b.metadata.params["train"]["logistic_regression"]["C"] == 0.5
+
+
+def test_staging_manifest_rewrite_keeps_it_valid(tmp_path: Path, bundle_dir: Path) -> None:
+    shutil.copytree(
+        REPO / "gitops" / "environments" / "staging", tmp_path / "gitops" / "environments" / "staging"
+    )
+    shutil.copytree(bundle_dir, tmp_path / "a")
+    image = "localhost:5001/sluice-serving@sha256:" + "1" * 64
+    code = snippet("staging on a temporary branch, synced by Argo CD").replace(
+        "/opt/sluice/bundles/a/metadata.json", str(tmp_path / "a" / "metadata.json")
+    )
+    run(code, tmp_path, {"IMAGE": image})
+    path = tmp_path / "gitops" / "environments" / "staging" / "seldondeployment.yaml"
+    doc = yaml.safe_load(path.read_text())
+    digest = Bundle.open(bundle_dir).digest
+    (predictor,) = doc["spec"]["predictors"]
+    assert predictor["name"] == "m-" + digest.split(":")[1][:12]
+    assert predictor["componentSpecs"][0]["spec"]["containers"][0]["image"] == image
+    params = {p["name"]: p["value"] for p in predictor["graph"]["parameters"]}
+    assert params == {"model_uri": "file:///opt/sluice/bundles/a", "model_digest": digest}
+    assert check_manifest(doc) == [] and validate_file(path) == []
+
+
+def test_request_body_is_accepted_by_the_serving_component(tmp_path: Path, bundle_dir: Path) -> None:
+    bundle = Bundle.open(bundle_dir)
+    names = bundle.signature.feature_names
+    prepared = tmp_path / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    with (prepared / "test.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*names, bundle.signature.target])
+        writer.writerow([*(0.5 for _ in names), 1])
+    body = json.loads(run(snippet("traffic, metrics and the reconciler in the background"), tmp_path))
+    assert body["data"]["names"] == names
+    from serving.component import Classifier
+
+    component = Classifier(model_uri=bundle_dir.as_uri(), model_digest=bundle.digest)
+    component.load()
+    probabilities = component.predict(body["data"]["ndarray"], body["data"]["names"])
+    assert len(probabilities[0]) == len(bundle.signature.classes)
