@@ -119,9 +119,19 @@ def tick(env: Environment) -> TickResult:
         r = state.rollout
         notes: list[str] = []
         if r is None or not r.active:
+            waiting = [p for p in pending if p.kind == "approval" and p.base == snap.revision]
             for p in pending:
-                env.scm.discard(p, "no rollout in progress")
-                notes.append(f"discarded stale proposal {p.name}")
+                if p not in waiting:
+                    env.scm.discard(p, "no rollout in progress")
+                    notes.append(f"discarded stale proposal {p.name}")
+            if waiting:  # a start that needs approval
+                wait = Decision(
+                    Action.AWAIT_APPROVAL,
+                    f"waiting for approval of {waiting[-1].name} (`sluice rollout approve --env {env.name}`)",
+                )
+                return TickResult(
+                    env.name, wait, None, snap.revision, state, tuple(waiting), notes=tuple(notes)
+                )
             return TickResult(
                 env.name,
                 decide(state, env.policy, Observations(0.0), env.clock()),
@@ -218,7 +228,8 @@ def start(
             base_text = env.target.apply(base_text, (Slot(stable, 100),), None)
         text = env.target.add_candidate(base_text, name, model_uri, digest)
         first = steps(policy)[0]
-        rollout = Rollout(policy.strategy, name, stable, 0, now, "progressing", "", started_at=now)
+        sticky = policy.ab.sticky_key if policy.strategy == "ab" else None
+        rollout = Rollout(policy.strategy, name, stable, 0, now, "progressing", "", now, sticky)
         action = Action.AWAIT_APPROVAL if first.approval else Action.ADVANCE
         decision = Decision(
             action,

@@ -41,6 +41,7 @@ class Rollout:
     status: Status = "progressing"
     message: str = ""
     started_at: float | None = None
+    sticky_key: str | None = None  # A/B: the request header that pins a user to one arm (for the gateway)
 
     @property
     def active(self) -> bool:
@@ -50,6 +51,8 @@ class Rollout:
         d: dict[str, Any] = asdict(self)
         d["entered_at"] = iso(self.entered_at)
         d["started_at"] = iso(self.started_at) if self.started_at is not None else None
+        if self.sticky_key is None:
+            del d["sticky_key"]
         return json.dumps(d, sort_keys=False, separators=(", ", ": "))
 
     @classmethod
@@ -65,6 +68,7 @@ class Rollout:
                 status=d.get("status", "progressing"),
                 message=str(d.get("message", "")),
                 started_at=parse_iso(d["started_at"]) if d.get("started_at") else None,
+                sticky_key=d.get("sticky_key"),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise StateError(f"annotation {ANNOTATION}: cannot read {text!r} ({e})") from e

@@ -181,3 +181,26 @@ def test_freeze_keeps_weights(setup, exporter: Exporter) -> None:  # type: ignor
 def test_not_a_repository(tmp_path: Path) -> None:
     with pytest.raises(SCMError, match="not a git repository"):
         LocalGit(tmp_path)
+
+
+@pytest.mark.timeout(30)
+def test_a_start_that_needs_approval_waits_on_its_branch(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
+    from rollout.reconciler import approve
+
+    repo, stable, cand, *_ = setup
+    exporter.set(stable, requests=5)
+    exporter.set(cand, requests=5)
+    env = make_env(
+        repo, fast_policy("canary", stages=[{"weight": 10, "bake": 0, "approval": True}]), exporter.url
+    )
+    begin(env, setup)
+    assert weights(repo) == {stable: (100, False)}
+    res = tick(env)
+    assert res.decision.action == Action.AWAIT_APPROVAL and not res.wrote
+    assert len(git(repo, "branch", "--list", "sluice/local/approval/*").split()) == 1  # not discarded
+    approve(env)
+    assert weights(repo) == {stable: (90, False), cand: (10, False)}
+    for _ in range(5):
+        if tick(env).wrote:
+            break
+    assert weights(repo) == {cand: (100, False)}
