@@ -168,3 +168,29 @@ def test_the_pipeline_builds_a_target_that_exists(dockerfile: tuple[dict[str, st
     build_args = [a.split("=", 1)[1].split("=")[0] for a in args if a.startswith("--build-arg=")]
     declared = {rest.split("=")[0] for s in stages for op, rest in s.instructions if op == "ARG"}
     assert set(build_args) <= declared
+
+
+def test_copy_from_names_earlier_stages_and_runtime_can_reach_the_dvc_remote(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    _, stages = dockerfile
+    seen: set[str] = set()
+    sources: dict[str, str] = {}
+    for stage in stages:
+        for op, rest in stage.instructions:
+            match = re.search(r"--from=(\S+)", rest) if op == "COPY" else None
+            if match:
+                assert match.group(1) in seen, (
+                    f"{stage.name}: COPY --from={match.group(1)} is not an earlier stage"
+                )
+                sources[stage.name] = match.group(1)
+        seen.add(stage.name)
+    by_name = {s.name: s for s in stages}
+    runtime_venv = by_name[sources["runtime"]]
+    plugins = [
+        rest for op, rest in runtime_venv.instructions if op == "ARG" and rest.startswith("DVC_PLUGINS=")
+    ]
+    assert plugins and "dvc-" in plugins[0], (
+        "the pipeline steps run `dvc pull/push`: install the remote's plugin"
+    )
+    assert sources["serving"] != sources["runtime"], "the model server does not carry the DVC plugins"
