@@ -116,12 +116,12 @@ class ABSpec(_Strict):
     significance: float = Field(default=0.05, gt=0, lt=0.5)
     min_effect: float = Field(default=0.0, ge=0, lt=1)
     max_duration: Duration = 86400.0
-    sticky_key: str = "x-user-id"
+    sticky_key: str = "x-sluice-user"
 
 
 class BlueGreenSpec(_Strict):
-    """Blue/green: green runs at 0 % for `warmup` while the gates check it (on smoke or pinned traffic), then
-    traffic switches along `switch` (e.g. [100], or [50, 100] for a short schedule, `step_bake` each); blue is
+    """Blue/green: green runs at 0 % for `warmup` while the gates check it (on smoke traffic pinned to it, e.g.
+    with the local gateway's `x-sluice-predictor` header), then traffic switches along `switch` (e.g. [100], or [50, 100] for a short schedule, `step_bake` each); blue is
     kept at 0 % for `blue_bake` so that rollback is one flip, then retired."""
 
     warmup: Duration = 60.0

@@ -83,7 +83,7 @@ def test_strategy_through_the_cli(
 
     status = json.loads(sluice("rollout", "status", *common, "--json"))
     assert status["rollout"]["strategy"] == strategy and status["rollout"]["candidate"] == cand
-    assert status["rollout"].get("sticky_key") == ("x-user-id" if strategy == "ab" else None)
+    assert status["rollout"].get("sticky_key") == ("x-sluice-user" if strategy == "ab" else None)
 
     for _ in range(40):
         sluice("rollout", "reconcile", *common, "--once", "--metrics-url", exporter.url)
