@@ -250,3 +250,24 @@ def test_reconciler_flags_exist_in_the_cli() -> None:
         assert "--github" in args and "--prometheus" in args  # GitHub pull requests, cluster Prometheus
         env = {e["name"] for e in container["env"]}
         assert {"GITHUB_REPOSITORY", "PROMETHEUS_URL"} <= env  # what $(...) in args expands
+
+
+def test_service_monitor_schema_accepts_and_rejects() -> None:
+    """No manifest uses a ServiceMonitor today (the PodMonitor covers Seldon's pods); its schema still works."""
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "sluice-gateway", "namespace": "sluice-staging"},
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "sluice-gateway"}},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "15s"}],
+        },
+    }
+    assert validate_document(monitor) == []
+    no_port = copy.deepcopy(monitor)
+    del no_port["spec"]["endpoints"][0]["port"]
+    assert [p.field for p in validate_document(no_port)] == ["spec.endpoints[0]"]
+    bad_interval = _set(copy.deepcopy(monitor), "spec.endpoints.0.interval", "15 sec")
+    assert [p.field for p in validate_document(bad_interval)] == ["spec.endpoints[0].interval"]
+    no_selector = _set(copy.deepcopy(monitor), "spec.selector", _DELETE)
+    assert [p.field for p in validate_document(no_selector)] == ["spec"]
