@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from sluice.console import console, fail
 
@@ -35,7 +36,7 @@ def _load(model: str, digest: str | None) -> Any:
     try:
         return Predictor.load(model, digest)
     except (BundleError, RegistryError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(escape(str(e)))
 
 
 @app.command("score")
@@ -81,8 +82,8 @@ def score(
                 progress=lambda rows: bar.update(task, completed=rows),
             )
     except BatchError as e:
-        fail(str(e))
-    console.print(summary.explain(), highlight=False)
+        fail(escape(str(e)))
+    console.print(summary.explain(), highlight=False, markup=False)
 
 
 @app.command("watch")
@@ -116,15 +117,17 @@ def watch(
     try:
         watcher = Watcher(predictor, directory, out, settle=settle, chunk_size=chunk_size)
     except BatchError as e:
-        fail(str(e))
+        fail(escape(str(e)))
 
     def report(event: WatchEvent) -> None:
         colour = "green" if event.status == "scored" else "red"
-        console.print(f"[{colour}]{event.status}[/] {event.name}: {event.detail}", highlight=False)
+        console.print(
+            f"[{colour}]{event.status}[/] {escape(event.name)}: {escape(event.detail)}", highlight=False
+        )
 
     if once:
         events = watcher.scan(report)
-        console.print(f"{len(events)} file(s) handled", highlight=False)
+        console.print(f"{len(events)} file(s) handled", highlight=False, markup=False)
         return
     stopping = False
 
@@ -133,7 +136,9 @@ def watch(
         stopping = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    console.print(f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False)
+    console.print(
+        f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
+    )
     try:
         watcher.run(interval, stop=lambda: stopping, on_event=report)
     finally:

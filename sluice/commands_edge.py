@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sluice.console import console, fail
 
@@ -41,14 +42,14 @@ def export(
     from serving.edge.export import export as run_export
 
     if variant is not None and variant not in VARIANTS:
-        fail(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}")
+        fail(escape(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}"))
     try:
         report = run_export(model, out, variant=variant, tolerance=tolerance, parity_data=parity_data)
     except VariantRefused as e:
-        fail(str(e))
+        fail(escape(str(e)))
     except (BundleError, RegistryError, ValueError, FileNotFoundError) as e:
-        fail(str(e))
-    console.print(report.explain(), highlight=False)
+        fail(escape(str(e)))
+    console.print(report.explain(), highlight=False, markup=False)
 
 
 @app.command("predict")
@@ -68,7 +69,7 @@ def predict(
         rows = read_rows(input) if input else golden_rows(bundle)
         result = model.predict_rows(rows)
     except (EdgeBundleError, EdgeInputError) as e:
-        fail(str(e))
+        fail(escape(str(e)))
     for label, probs in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True):
         print(json.dumps({"prediction": label, "probabilities": probs}))
 
@@ -91,8 +92,8 @@ def publish(
     try:
         update = run_publish(bundle, out, version, percent, url)
     except (UpdateError, EdgeBundleError) as e:
-        fail(str(e))
-    console.print(update.to_json(), highlight=False)
+        fail(escape(str(e)))
+    console.print(update.to_json(), highlight=False, markup=False)
 
 
 @app.command("update")
@@ -107,8 +108,10 @@ def update(
     try:
         result = Device(device_root, device_id).apply(UpdateManifest.read(manifest))
     except (UpdateError, OSError) as e:
-        fail(str(e))
-    console.print(f"{result.outcome}: version {result.version}, current {result.current}. {result.detail}")
+        fail(escape(str(e)))
+    console.print(
+        f"{result.outcome}: version {result.version}, current {result.current}. {result.detail}", markup=False
+    )
     if result.outcome in ("rejected", "rolled-back"):
         raise typer.Exit(3)
 

@@ -6,6 +6,7 @@ import signal
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from sluice.console import console, err_console, fail
 
@@ -19,7 +20,7 @@ app = typer.Typer(
 def run(
     model: Annotated[str, typer.Option("--model", help="Bundle path, file:// URI or models:/name@alias.")],
     broker: Annotated[
-        str, typer.Option("--broker", help="redis://host:port[/db] (embedded default) or kafka://host:port.")
+        str, typer.Option("--broker", help="redis://host:port/db (embedded default) or kafka://host:port.")
     ],
     input: Annotated[str, typer.Option("--input", help="Input stream (Kafka: topic).")],
     output: Annotated[str, typer.Option("--output", help="Output stream (Kafka: a compacted topic).")],
@@ -63,7 +64,7 @@ def run(
     try:
         predictor = Predictor.load(model, model_digest)
     except (BundleError, RegistryError, FileNotFoundError) as e:
-        fail(str(e))
+        fail(escape(str(e)))
     adapter: Broker
     if broker.startswith("kafka://"):
         from serving.stream.kafka import KafkaBroker, KafkaConfigError
@@ -71,7 +72,7 @@ def run(
         try:
             adapter = KafkaBroker(broker, input, output, group, consumer, dead_letter)
         except KafkaConfigError as e:
-            fail(str(e))
+            fail(escape(str(e)))
     else:
         from serving.stream.redis_streams import BrokerError, RedisStreamsBroker
 
@@ -86,7 +87,7 @@ def run(
                 claim_idle_ms=claim_idle_ms,
             )
         except BrokerError as e:
-            fail(str(e))
+            fail(escape(str(e)))
     worker = StreamWorker(predictor, adapter, batch=batch, max_deliveries=max_deliveries)
     stopping = False
 
@@ -98,6 +99,7 @@ def run(
     err_console.print(
         f"consuming {input} as {group}/{worker.consumer} with model {predictor.short_digest} -> {output}",
         highlight=False,
+        markup=False,
     )
     try:
         stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
@@ -105,7 +107,7 @@ def run(
         adapter.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    console.print(stats.explain(), highlight=False)
+    console.print(stats.explain(), highlight=False, markup=False)
 
 
 def register(app_: typer.Typer) -> None:

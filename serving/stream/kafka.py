@@ -33,7 +33,9 @@ def bootstrap_servers(url: str) -> str:
     """`kafka://host1:9092,host2:9092` -> `host1:9092,host2:9092`."""
     parsed = urlparse(url)
     if parsed.scheme != "kafka" or not parsed.netloc:
-        raise KafkaConfigError(f"--broker {url!r}: expected kafka://host:port[,host:port...]")
+        raise KafkaConfigError(
+            f"--broker {url!r}: expected kafka://host:port or kafka://host1:port1,host2:port2"
+        )
     for server in parsed.netloc.split(","):
         host, _, port = server.rpartition(":")
         if not host or not port.isdigit():

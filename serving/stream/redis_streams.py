@@ -49,7 +49,7 @@ def connect(url: str) -> Any:
 
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise BrokerError(f"--broker {url!r}: expected redis://host:port[/db]")
+        raise BrokerError(f"--broker {url!r}: expected redis://host:port or redis://host:port/db")
     client = redis.Redis.from_url(url)
     try:
         client.ping()
