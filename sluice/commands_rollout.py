@@ -345,7 +345,10 @@ def status(
         decision = decide(state, environment.policy, obs, environment.clock())
         result = TickResult(env, decision, None, snap.revision, state, tuple(environment.scm.pending(env)))
         if as_json:
-            console.print_json(json.dumps(_result_json(result)))
+            out = _result_json(result)
+            if environment.metrics is None:
+                out["decision"] = None  # not observed: pass --metrics-url or --prometheus for the gate table
+            console.print_json(json.dumps(out))
             return
         r = state.rollout
         console.print(

@@ -174,3 +174,26 @@ def test_cli_errors_are_clear(repo: Path, tmp_path: Path, bundle_dir: Path) -> N
         app, ["rollout", "abort", "--env", "local", "--repo", str(repo), "--policies", str(policies)]
     )
     assert nothing.exit_code == 1
+
+
+@pytest.mark.timeout(60)
+def test_status_with_metrics_shows_the_gate_table(
+    repo: Path, exporter: Exporter, bundle_dir: Path, rf_bundle_dir: Path
+) -> None:
+    stable = "m-" + Bundle.open(bundle_dir).short_digest
+    cand = "m-" + Bundle.open(rf_bundle_dir).short_digest
+    policies = write_policy(repo, fast_policy("canary"))
+    exporter.set(stable, requests=5)
+    exporter.set(cand, requests=5, error_ratio=0.5)
+    common = ["--env", "local", "--repo", str(repo), "--policies", str(policies)]
+    sluice("rollout", "init", "--env", "local", "--model", str(bundle_dir), "--repo", str(repo))
+    sluice("rollout", "start", *common, "--candidate", str(rf_bundle_dir))
+    head = git(repo, "rev-parse", "main")
+    data = json.loads(sluice("rollout", "status", *common, "--json", "--metrics-url", exporter.url))
+    assert data["decision"]["action"] == "rollback"  # what a tick would do now...
+    gate = next(g for g in data["decision"]["gates"] if g["gate"] == "success")
+    assert gate["verdict"] == "fail" and 0.3 < gate["value"] < 0.7
+    assert git(repo, "rev-parse", "main") == head  # ...but status writes nothing
+    text = sluice("rollout", "status", *common, "--metrics-url", exporter.url)
+    assert "success_rate" in text and "fail" in text and "canary 10%" in text
+    assert json.loads(sluice("rollout", "status", *common, "--json"))["decision"] is None
