@@ -3,7 +3,7 @@
 A file is taken only once it is complete: hidden names (`.name.tmp`, the write-then-rename convention) are
 ignored, and a file must keep the same size and modification time for `settle` seconds. The ledger
 (`<out>/.sluice-ledger.jsonl`, appended and fsynced after each file) records every file by name and sha256
-content hash with its run summary or error, so a restart never scores a file twice and a file that comes
+content hash (and size and mtime, so a known file is not hashed again) with its run summary or error, so a restart never scores a file twice and a file that comes
 back with new content under the same name is scored again. A crash mid-file resumes from the batch
 checkpoint on the next scan.
 """
@@ -47,13 +47,19 @@ class Ledger:
     def __init__(self, path: Path):
         self.path = path
         self.seen: set[tuple[str, str]] = set()
+        self.stats: set[tuple[str, int, int]] = set()  # (name, size, mtime_ns): skip re-hashing known files
         if path.exists():
             for line in path.read_text().splitlines():
                 try:
                     entry = json.loads(line)
-                    self.seen.add((entry["name"], entry["sha256"]))
+                    self._remember(entry)
                 except (ValueError, KeyError):
                     continue  # a torn last line from a crash: that file is simply handled again
+
+    def _remember(self, entry: dict[str, Any]) -> None:
+        self.seen.add((entry["name"], entry["sha256"]))
+        if "mtime_ns" in entry:
+            self.stats.add((entry["name"], int(entry["size"]), int(entry["mtime_ns"])))
 
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self.seen
@@ -63,7 +69,7 @@ class Ledger:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        self.seen.add((entry["name"], entry["sha256"]))
+        self._remember(entry)
 
 
 class Watcher:
@@ -110,6 +116,9 @@ class Watcher:
                 continue
             if not self._settled(path, now):
                 continue
+            stat = path.stat()
+            if (path.name, stat.st_size, stat.st_mtime_ns) in self.ledger.stats:
+                continue
             digest = content_hash(path)
             if (path.name, digest) in self.ledger:
                 continue
@@ -121,7 +130,13 @@ class Watcher:
 
     def _score(self, path: Path, digest: str) -> WatchEvent:
         output = self.outbox / path.name
-        entry: dict[str, Any] = {"name": path.name, "sha256": digest, "size": path.stat().st_size}
+        stat = path.stat()
+        entry: dict[str, Any] = {
+            "name": path.name,
+            "sha256": digest,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
         try:
             summary: RunSummary = score_file(
                 self.predictor, path, output, chunk_size=self.chunk_size, rejects=default_rejects(output)

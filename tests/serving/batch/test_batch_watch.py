@@ -99,3 +99,25 @@ def test_cli_watch_once(bundle_dir: Path, test_frame: pd.DataFrame, tmp_path: Pa
     assert "0 file(s) handled" in result.output
     help_text = CliRunner().invoke(app, ["batch", "watch", "--help"]).output
     assert "cron" in help_text
+
+
+def test_known_files_are_not_hashed_again(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import serving.batch.watch as watch
+
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    test_frame.head(5).to_csv(inbox / "a.csv", index=False)
+    _age(inbox / "a.csv", 60)
+    assert len(Watcher(predictor, inbox, outbox, settle=1.0).scan()) == 1
+    hashed: list[Path] = []
+    real = watch.content_hash
+    monkeypatch.setattr(watch, "content_hash", lambda p: hashed.append(p) or real(p))
+    assert Watcher(predictor, inbox, outbox, settle=1.0).scan() == []
+    assert hashed == []
+    os.utime(
+        inbox / "a.csv", (time.time() - 30, time.time() - 30)
+    )  # touched, same content: hashed, not scored
+    assert Watcher(predictor, inbox, outbox, settle=1.0).scan() == []
+    assert hashed == [inbox / "a.csv"]
