@@ -509,6 +509,7 @@ class Demo:
             "duration_seconds": round(time.time() - self.t0, 1),
             "fast": self.s.fast,
             "repository": str(scratch.root),
+            "base_commit": base,
             "client": {
                 "requests": total.requests,
                 "failures": total.failures,

@@ -61,14 +61,14 @@ def test_one_commit_per_traffic_change_and_the_champion_moved(demo):
     repo = out / "work" / "repo"
     decisions = [d for a in summary["acts"] for d in a["decisions"]]
     log = subprocess.run(
-        ["git", "log", "--first-parent", "--format=%H", "main", "--", MANIFEST],
+        ["git", "log", "--first-parent", "--format=%H", f"{summary['base_commit']}..main", "--", MANIFEST],
         cwd=repo,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.split()
-    # Every decision is a commit on main that changed the manifest, and each such commit after the
-    # initial manifest is one decision.
+    # Every decision is a commit on main that changed the manifest, and each such commit after the demo's
+    # first manifest (`sluice rollout init`) is one decision.
     assert [d["commit"] for d in decisions] == list(reversed(log[: len(decisions)]))
     assert len(log) == len(decisions) + 1
     for d in decisions:
