@@ -109,9 +109,12 @@ class PredictorSpec:
     predictor_version: str = ""
 
     @property
-    def process_key(self) -> tuple[str, str, str]:
-        """What a running process serves: a change in any of these needs a new process."""
-        return (self.name, self.model_uri, self.model_digest)
+    def process_key(self) -> tuple[str, str, str, bool]:
+        """What a running process serves: a change in any of these needs a new process.
+
+        The shadow flag is part of it because a shadow runs at a lower CPU priority (see serving.runtime).
+        """
+        return (self.name, self.model_uri, self.model_digest, self.shadow)
 
 
 @dataclass(frozen=True)

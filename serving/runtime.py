@@ -5,7 +5,9 @@ port, routes to a predictor only once it answers `/v2/health/ready`, then serves
 manifest (every 0.5 s, by content hash) and converges on a change: starts new predictors and waits for them,
 swaps the routing table in one assignment, then drains (in-flight requests finish) and stops the removed
 ones. A manifest it cannot run (invalid, or a predictor that does not come up) is refused with a message and
-the running set stays as it was. A predictor process that dies is restarted on its port; meanwhile its
+the running set stays as it was. A shadow predictor runs at niceness +10, so that on a small machine the
+mirrored copies never take CPU from the live answers (its queue drops copies instead, and counts them);
+turning a shadow into a live predictor therefore starts a fresh process, routed once ready. A predictor process that dies is restarted on its port; meanwhile its
 share of traffic goes to the others and its failed requests are retried there.
 """
 
@@ -103,12 +105,22 @@ class PredictorProcess:
         return "\n".join(text[-lines:]) or "(empty log)"
 
 
+SHADOW_NICENESS = 10
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Ask Linux to SIGTERM the predictor if the runtime dies without stopping it (kill -9)."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _shadow_child() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """A shadow yields the CPU to live predictors: on a small machine it must not slow live answers."""
+    _die_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(SHADOW_NICENESS)
 
 
 class LocalRuntime:
@@ -138,7 +150,7 @@ class LocalRuntime:
         self.on_event = on_event
         self.gateway = Gateway()
         self.spec: DeploymentSpec | None = None
-        self.processes: dict[tuple[str, str, str], PredictorProcess] = {}
+        self.processes: dict[tuple[str, str, str, bool], PredictorProcess] = {}
         self.manifest_path: Path | None = None
         self._applied_hash: str | None = None
         self._lock = asyncio.Lock()
@@ -300,7 +312,7 @@ class LocalRuntime:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches the runtime only; it stops the predictors itself
-                preexec_fn=_die_with_parent,
+                preexec_fn=_shadow_child if proc.spec.shadow else _die_with_parent,
             )
         proc.started_at = time.monotonic()
 

@@ -113,3 +113,22 @@ def test_stop_ends_every_predictor_process(tmp_path: Path, fake_uri: Path) -> No
     rt.stop()
     assert not rt.thread.is_alive() and rt.error is None
     assert all(p is not None and p.poll() is not None for p in popens)
+
+
+def _niceness(pid: int | None) -> int:
+    assert pid is not None
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_shadow_runs_at_low_priority_and_its_promotion_starts_a_fresh_process(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    rt = up([predictor("m-a", 100, fake_uri), predictor("m-b", 0, fake_uri, shadow=True)])
+    procs = {p.spec.name: p for p in rt.runtime.processes.values()}
+    assert _niceness(procs["m-b"].pid) - _niceness(procs["m-a"].pid) == 10
+    shadow_pid = procs["m-b"].pid
+    write_manifest(rt.env, [predictor("m-a", 50, fake_uri), predictor("m-b", 50, fake_uri)])  # type: ignore[attr-defined]
+    rt.wait_for(lambda: names(rt) == {"m-a": 50, "m-b": 50}, what="m-b promoted")
+    live_b = next(p for p in rt.runtime.processes.values() if p.spec.name == "m-b")
+    assert live_b.pid != shadow_pid and _niceness(live_b.pid) == _niceness(procs["m-a"].pid)
+    assert procs["m-a"].pid == next(p.pid for p in rt.runtime.processes.values() if p.spec.name == "m-a")
