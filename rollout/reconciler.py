@@ -110,6 +110,24 @@ def _promoted(env: Environment, state_text: str, notes: list[str]) -> None:
         notes.append(f"promoted in Git, but the registry was not updated: {e}")
 
 
+_ACTIONS = {
+    "advance": Action.ADVANCE,
+    "start": Action.ADVANCE,
+    "promote": Action.PROMOTE,
+    "rollback": Action.ROLLBACK,
+}
+
+
+def _proposal_decision(p: Proposal, merged: bool) -> Decision:
+    """What a pending proposal did, read back from its title `rollout(env): <action> ...`."""
+    what = p.title.split(": ", 1)[-1].split(" ", 1)[0]
+    if not merged:
+        return Decision(Action.HOLD, f"{p.name} ({what}) is written but cannot be merged yet")
+    return Decision(
+        _ACTIONS.get(what, Action.HOLD), f"merged {p.name} ({p.title}), left unmerged by an earlier run"
+    )
+
+
 def tick(env: Environment) -> TickResult:
     """One reconcile step of `env`. Safe to run at any moment, from several processes."""
     with env.scm.lock(env.name):
@@ -159,12 +177,15 @@ def tick(env: Environment) -> TickResult:
             for p in pending:
                 if p.kind == "auto" and p.base == snap.revision and not approvals:
                     outcome = env.scm.merge(p)  # a crash left it unmerged: finish what was decided
-                    notes.append(f"repaired: merged {p.name}, left unmerged by an earlier run")
-                    _promoted(env, env.scm.read(env.name).text, notes)
+                    if outcome.merged:
+                        notes.append(f"repaired: merged {p.name}, left unmerged by an earlier run")
+                        _promoted(env, env.scm.read(env.name).text, notes)
+                    else:
+                        notes.append(f"{p.name} still cannot be merged: {outcome.detail}")
                     return TickResult(
                         env.name,
-                        decision,
-                        outcome,
+                        _proposal_decision(p, outcome.merged),
+                        outcome if outcome.merged else None,
                         snap.revision,
                         state,
                         tuple(pending),

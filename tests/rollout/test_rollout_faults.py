@@ -91,6 +91,7 @@ def test_crash_between_write_and_merge_is_repaired(setup, exporter: Exporter, mo
     (repo / ".git" / "sluice-rollout-local.lock").write_text(f"{dead_pid()} 0\n")
     res = tick(env)
     assert any("repaired" in n for n in res.notes) and res.outcome is not None and res.outcome.merged
+    assert res.decision.action == Action.ADVANCE and "left unmerged" in res.decision.reason
     assert weights(repo) == {stable: (50, False), cand: (50, False)}
     assert git(repo, "branch", "--list", "sluice/*").strip() == ""
 
