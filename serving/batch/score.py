@@ -221,9 +221,13 @@ def score_file(
     )
     note = ""
     state = Checkpoint.load(work / "checkpoint.json")
-    if state is None or not state.same_run(fresh):
-        if state is not None:
-            note = "; the previous partial run was for another input, model or chunk size: started over"
+    if state is not None and not state.same_run(fresh):
+        note = "; the previous partial run was for another input, model or chunk size: started over"
+        state = None
+    elif state is not None and not _partial_files_intact(work, state, out_fmt):
+        note = "; the previous partial run's files were incomplete: started over"
+        state = None
+    if state is None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         state = fresh
@@ -334,6 +338,20 @@ def score_file(
     )
 
 
+def _partial_files_intact(work: Path, state: Checkpoint, out_fmt: str) -> bool:
+    """Whether the work directory still holds everything the checkpoint counts (a crash while the finished
+    files were being moved into place can leave it without them)."""
+
+    def size(path: Path) -> int:
+        return path.stat().st_size if path.exists() else -1
+
+    if size(work / "rejects.jsonl") < state.rejects_bytes:
+        return False
+    if out_fmt == "parquet":
+        return all((work / f"part-{i:06d}.arrow").exists() for i in range(state.done))
+    return size(work / f"output{PART_SUFFIX[out_fmt]}") >= state.output_bytes
+
+
 def _empty_chunk(predictor: Predictor, fmt: Format) -> Chunk:
     import pyarrow as pa
 
@@ -342,7 +360,3 @@ def _empty_chunk(predictor: Predictor, fmt: Format) -> Chunk:
         return Chunk(0, 0, 0, np.empty((0, len(names))), records=[])
     table = pa.table({n: pa.array([], pa.float64()) for n in names})
     return Chunk(0, 0, 0, np.empty((0, len(names))), table=table)
-
-
-def summary_json(summary: RunSummary) -> dict[str, Any]:
-    return asdict(summary)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,41 @@ def test_csv_text_cells_round_trip_with_quotes_only_where_needed(
     assert out["note"].tolist() == frame["note"].tolist()
     last_chunk = (tmp_path / "out.csv").read_text().splitlines()[-2:]
     assert all(not line.startswith('"') for line in last_chunk)  # a chunk without such cells is unquoted
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+@pytest.mark.parametrize("crash_at", ["output", "cleanup"])
+def test_crash_while_moving_results_into_place_is_recovered(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path, monkeypatch, suffix: str, crash_at: str
+) -> None:  # type: ignore[no-untyped-def]
+    import serving.batch.score as score
+
+    frame = test_frame.copy()
+    frame.loc[[4, 90], "mean_area"] = np.nan  # rejects, so the reject file has bytes to lose
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    score_file(predictor, tmp_path / "in.csv", tmp_path / f"ref{suffix}", chunk_size=30)
+    out = tmp_path / f"out{suffix}"
+    real_replace, real_rmtree = os.replace, score.shutil.rmtree
+
+    def replace(src, dst):  # type: ignore[no-untyped-def]
+        if crash_at == "output" and Path(dst) == out:  # the reject file has just been moved into place
+            raise KeyboardInterrupt("power cut")
+        return real_replace(src, dst)
+
+    def rmtree(path, **kw):  # type: ignore[no-untyped-def]
+        if crash_at == "cleanup" and out.exists():  # both files are in place, the work directory is not gone
+            raise KeyboardInterrupt("power cut")
+        return real_rmtree(path, **kw)
+
+    monkeypatch.setattr(score.os, "replace", replace)
+    monkeypatch.setattr(score.shutil, "rmtree", rmtree)
+    with pytest.raises(KeyboardInterrupt):
+        score_file(predictor, tmp_path / "in.csv", out, chunk_size=30)
+    monkeypatch.undo()
+    summary = score_file(predictor, tmp_path / "in.csv", out, chunk_size=30)
+    assert out.read_bytes() == (tmp_path / f"ref{suffix}").read_bytes()
+    assert (
+        Path(f"{out}.rejects.jsonl").read_bytes()
+        == Path(f"{tmp_path / f'ref{suffix}'}.rejects.jsonl").read_bytes()
+    )
+    assert (summary.rows, summary.rejected) == (143, 2)
