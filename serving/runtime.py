@@ -156,6 +156,7 @@ class LocalRuntime:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._retiring: list[PredictorProcess] = []  # removed from routing, draining, not yet stopped
 
     # events --------------------------------------------------------------------------------------------
     def _emit(self, level: int, message: str, converged: bool = False) -> None:
@@ -239,8 +240,9 @@ class LocalRuntime:
         for t in list(self._background):
             t.cancel()
         self.gateway.swap(None)
-        procs = list(self.processes.values())
+        procs = list(self.processes.values()) + self._retiring
         self.processes.clear()
+        self._retiring = []
         await asyncio.gather(*(self._terminate(p) for p in procs))
         await self.gateway.mirror.stop()
 
@@ -270,6 +272,7 @@ class LocalRuntime:
             for proc in removed:
                 del self.processes[proc.spec.process_key]
                 proc.upstream.ready = False  # not even a retry goes there any more
+                self._retiring.append(proc)
                 self._in_background(self._retire(proc))
             self.spec = spec
             weights = ", ".join(
@@ -290,6 +293,8 @@ class LocalRuntime:
         if proc.spec.shadow:
             await self.gateway.mirror.join(min(self.drain_timeout, 2.0))
         await self._terminate(proc)
+        if proc in self._retiring:
+            self._retiring.remove(proc)
         note = "" if drained else f" ({proc.upstream.in_flight} requests still in flight after drain timeout)"
         self._emit(logging.INFO, f"stopped {proc.spec.name}{note}")
 

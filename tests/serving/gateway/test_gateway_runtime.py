@@ -132,3 +132,22 @@ def test_a_shadow_runs_at_low_priority_and_its_promotion_starts_a_fresh_process(
     live_b = next(p for p in rt.runtime.processes.values() if p.spec.name == "m-b")
     assert live_b.pid != shadow_pid and _niceness(live_b.pid) == _niceness(procs["m-a"].pid)
     assert procs["m-a"].pid == next(p.pid for p in rt.runtime.processes.values() if p.spec.name == "m-a")
+
+
+def test_stopping_while_a_removed_predictor_drains_still_ends_it(tmp_path: Path, fake_uri: Path) -> None:
+    env = tmp_path / "env"
+    env.mkdir()
+    write_manifest(env, [predictor("m-slow", 100, fake_uri), predictor("m-fast", 0, fake_uri)])
+    command = FakeCommand()
+    command.behaviour["m-slow"] = ["--delay", "2.0"]
+    rt = RunningRuntime(env, command=command).start()
+    slow = next(p.popen for p in rt.runtime.processes.values() if p.spec.name == "m-slow")
+    caller = threading.Thread(target=lambda: httpx.post(rt.url + PREDICT, json=v1_body(), timeout=10))
+    caller.start()
+    time.sleep(0.3)
+    write_manifest(env, [predictor("m-fast", 100, fake_uri)])
+    rt.wait_for(lambda: names(rt) == {"m-fast": 100}, what="m-slow removed from routing")
+    assert slow is not None and slow.poll() is None  # draining: its request is still in flight
+    rt.stop()
+    caller.join(10)
+    assert slow.poll() is not None
