@@ -130,7 +130,12 @@ class Predictor:
         """
         if type(rows) is dict or (type(rows) is not list and isinstance(rows, Mapping)):
             return self._from_columns(rows)
-        if isinstance(rows, list | tuple) and rows and isinstance(rows[0], Mapping):
+        if (
+            isinstance(rows, list | tuple)
+            and rows
+            and type(rows[0]) is not list
+            and isinstance(rows[0], Mapping)
+        ):
             return self._from_records(rows)
         X = self._as_matrix(rows)
         if names is not None:
@@ -155,7 +160,7 @@ class Predictor:
         if isinstance(rows, np.ndarray):
             X = rows
         else:
-            if isinstance(rows, str | bytes) or not isinstance(rows, Sequence):
+            if type(rows) is not list and (isinstance(rows, str | bytes) or not isinstance(rows, Sequence)):
                 raise RequestError(f"expected a list of rows, records or columns, got {type(rows).__name__}")
             try:
                 X = np.asarray(rows)
@@ -240,6 +245,10 @@ class Predictor:
             raise RequestError(f"{where}missing feature {missing[0]!r} ({len(missing)} missing in all)")
 
     def _check_finite(self, X: np.ndarray) -> None:
+        # One reduction on the hot path: a finite sum means finite values (an overflowing sum of huge
+        # finite values falls through to the exact check, which then passes).
+        if math.isfinite(X.sum()):
+            return
         if not np.isfinite(X).all():
             r, c = np.argwhere(~np.isfinite(X))[0]
             raise RequestError(

@@ -9,6 +9,7 @@ Feedback (`request`, `response`, `truth`, `reward`) is turned into a reward: the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -77,9 +78,9 @@ def _tensor_rows(tensor: Any) -> np.ndarray:
         raise RequestError("data.tensor.shape: expected a list of non-negative integers")
     if not isinstance(values, list):
         raise RequestError("data.tensor.values: expected a list of numbers")
-    if int(np.prod(shape)) != len(values):
+    if math.prod(shape) != len(values):
         raise RequestError(
-            f"data.tensor: shape {shape} holds {int(np.prod(shape))} values but {len(values)} were given"
+            f"data.tensor: shape {shape} holds {math.prod(shape)} values but {len(values)} were given"
         )
     array = np.asarray(values)
     if array.dtype.kind not in "fiu":

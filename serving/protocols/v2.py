@@ -8,6 +8,7 @@ or the subset the request names. Plain JSON only (tritonclient with `binary_data
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -93,7 +94,7 @@ def _tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
         flat = np.asarray(data).reshape(-1) if data else np.asarray([], dtype=np.float64)
     except ValueError:
         raise RequestError(f"{where}: data is ragged (nested lists of different lengths)") from None
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape) if shape else 1
     if flat.size != expected:
         raise RequestError(f"{where}: shape {shape} needs {expected} values, data holds {flat.size}")
     if expected == 0:
@@ -104,7 +105,7 @@ def _tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
     if datatype.startswith("INT") and kind == "f":
         raise RequestError(f"{where}: datatype {datatype} but data holds non-integer numbers")
     try:
-        typed = flat.astype(DATATYPES[datatype])
+        typed = flat.astype(DATATYPES[datatype], copy=False)
     except OverflowError:
         raise RequestError(f"{where}: value out of range for {datatype}") from None
     if datatype.startswith("INT") and not np.array_equal(typed, flat):
