@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -60,7 +61,10 @@ def start(parameters: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int
         "1",
     ]
     log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # its own session: the gunicorn master and workers are stopped together, by this group's id
+    process = subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     return process, http
 
 
@@ -70,11 +74,11 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for process in started:
         if process.poll() is None:
-            process.terminate()
+            os.killpg(process.pid, signal.SIGQUIT)  # gunicorn: quick shutdown
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
 
 
