@@ -191,14 +191,11 @@ def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: di
                 "duration_seconds": round(a.duration, 2),
                 "decisions": [
                     {
-                        "at": s.at,
-                        "commit": s.sha,
-                        "kind": s.kind,
-                        "message": s.subject,
-                        "weights": s.weights,
-                        "shadow": s.shadow,
+                        **asdict(d),
+                        "weights": next((s.weights for s in a.steps if s.sha == d.commit), None),
+                        "message": next((s.subject for s in a.steps if s.sha == d.commit), None),
                     }
-                    for s in a.steps
+                    for d in a.decisions
                 ],
             }
             for a in acts
