@@ -99,3 +99,49 @@ def test_request_body_is_accepted_by_the_serving_component(tmp_path: Path, bundl
     component.load()
     probabilities = component.predict(body["data"]["ndarray"], body["data"]["names"])
     assert len(probabilities[0]) == len(bundle.signature.classes)
+
+
+def jq(program: str, name: str, document: object) -> bool:
+    result = subprocess.run(
+        ["jq", "-e", "--arg", "p", name, program], input=json.dumps(document), capture_output=True, text=True
+    )
+    assert result.returncode in (0, 1), result.stderr  # 5 would be a jq error (a broken program)
+    return result.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (GitHub's runners have it)")
+def test_e2e_predicates_on_real_status_output(tmp_path: Path) -> None:
+    """The workflow's jq checks, on `sluice rollout status --json` of a real repository and on the manifest."""
+    env = yaml.safe_load(E2E.read_text())["env"]
+    repo = tmp_path / "repo"
+    manifest = REPO / "gitops" / "environments" / "staging" / "seldondeployment.yaml"
+    (repo / "gitops" / "environments" / "staging").mkdir(parents=True)
+    shutil.copy(manifest, repo / "gitops" / "environments" / "staging" / manifest.name)
+    (repo / "policies").mkdir()
+    (repo / "policies" / "staging.yaml").write_text(env["E2E_POLICY"])
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "staging"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "sluice"), "rollout", "status", "--env", "staging", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    sdep = yaml.safe_load(manifest.read_text())
+    stable = sdep["spec"]["predictors"][0]["name"]
+    assert jq(env["ONLY_IN_GIT"], stable, document)
+    assert not jq(env["ONLY_IN_GIT"], "m-000000000000", document)
+    two = {
+        **document,
+        "predictors": [*document["predictors"], {**document["predictors"][0], "name": "m-1", "traffic": 0}],
+    }
+    assert not jq(env["ONLY_IN_GIT"], stable, two)
+    assert jq(env["ONLY_IN_CLUSTER"], stable, sdep)
+    assert not jq(
+        env["ONLY_IN_CLUSTER"],
+        stable,
+        {"spec": {"predictors": [*sdep["spec"]["predictors"], {"name": "m-1"}]}},
+    )
