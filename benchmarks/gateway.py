@@ -283,6 +283,7 @@ def best(points: list[Point], scenario: str) -> Point:
 
 def main(results_dir: Path) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sluice-bench-gateway-") as tmp:
         work = Path(tmp)
         bundle = _bundle(work)
@@ -323,7 +324,8 @@ def main(results_dir: Path) -> None:
     lines = [
         "# Gateway hop (`sluice up`), single-row Seldon v1 requests, wrk on loopback",
         "",
-        f"Best of {ROUNDS} interleaved rounds, {DURATION} s per point, {os.cpu_count()} CPUs. "
+        f"Best of {ROUNDS} interleaved rounds, {DURATION} s per point, {os.cpu_count()} CPUs, "
+        f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run. "
         "CPU µs per request measured at c=16.",
         "",
         "| scenario | req/s c=16 | p50 ms c=1 | p99 ms c=1 | gateway CPU µs/req | predictors CPU µs/req | errors |",
