@@ -313,6 +313,8 @@ def main(results_dir: Path) -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            # Other work on the machine shifts every number; the 1-minute load average says how much there was.
+            "load_average_1m": {"before": load_before, "after": os.getloadavg()[0]},
         },
         "settings": {"duration_s": DURATION, "rounds": ROUNDS, "concurrency": CONCURRENCY, "tool": "wrk -t1"},
         "summary": [asdict(p) for p in summary],
