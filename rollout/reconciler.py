@@ -25,7 +25,7 @@ from pathlib import Path
 from rollout.decision import Action, Decision, current_step, decide
 from rollout.decision import abort as abort_decision
 from rollout.guardrails import check_manifest
-from rollout.metrics import MetricProvider
+from rollout.metrics import MetricProvider, MetricsError
 from rollout.observations import Observations
 from rollout.policy import Policy
 from rollout.scm import SCM, Kind, Outcome, Proposal
@@ -162,7 +162,12 @@ def tick(env: Environment) -> TickResult:
 
         now = env.clock()
         t0 = time.perf_counter()
-        obs = observe(env, state, env.policy, now)
+        try:
+            obs = observe(env, state, env.policy, now)
+        except MetricsError as e:
+            # An unreachable metric source is no data: each gate's no-data rule applies (never a promotion).
+            obs = Observations(window=env.policy.window, source=f"unavailable: {e}")
+            notes.append(f"metrics unavailable, treated as no data: {e}")
         t1 = time.perf_counter()
         now = env.clock()  # the observation window has passed
         decision = decide(state, env.policy, obs, now)

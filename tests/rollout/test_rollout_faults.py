@@ -205,3 +205,23 @@ def test_a_start_that_needs_approval_waits_on_its_branch(setup, exporter: Export
         if tick(env).wrote:
             break
     assert weights(repo) == {cand: (100, False)}
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_metrics_are_no_data(setup) -> None:  # type: ignore[no-untyped-def]
+    from rollout_exporter import free_port
+
+    repo, stable, *_ = setup
+    gates = [
+        {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.5}
+    ]
+    env = make_env(repo, fast_policy("canary", gates=gates), f"http://127.0.0.1:{free_port()}/metrics")
+    begin(env, setup)
+    first = tick(env)
+    assert first.decision.action == Action.HOLD and any("metrics unavailable" in n for n in first.notes)
+    import time
+
+    time.sleep(0.6)
+    res = tick(env)
+    assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
+    assert weights(repo) == {stable: (100, False)}
