@@ -106,9 +106,12 @@ class ShadowSpec(_Strict):
 
 
 class ABSpec(_Strict):
-    """A/B: `split` percent of users (pinned by key) get the candidate. A two-sided two-proportion z-test on
-    `metric` decides once each arm has `min_sample` observations: p < `significance` and a difference of at
-    least `min_effect` picks the winner; no winner by `max_duration` keeps the stable model."""
+    """A/B: `split` percent of users (pinned by key) get the candidate. A two-sided test on `metric` decides
+    once each arm has `min_sample` observations: p < `significance` and a difference of at least `min_effect`
+    picks the winner; no winner by `max_duration` keeps the stable model. `test: z` is the classic
+    two-proportion z-test (its error rate grows when read at every tick); `test: msprt` is a mixture
+    sequential probability ratio test whose p-value stays valid however often it is read (`msprt_tau`: the
+    scale of effects expected, as a difference of proportions)."""
 
     split: int = Field(default=50, ge=1, le=99)
     metric: Literal["success_rate", "accuracy"] = "accuracy"
@@ -116,6 +119,8 @@ class ABSpec(_Strict):
     significance: float = Field(default=0.05, gt=0, lt=0.5)
     min_effect: float = Field(default=0.0, ge=0, lt=1)
     max_duration: Duration = 86400.0
+    test: Literal["z", "msprt"] = "z"
+    msprt_tau: float = Field(default=0.05, gt=0, le=1)
     sticky_key: str = "x-sluice-user"
 
 

@@ -6,8 +6,13 @@ once both arms have `min_sample` observations. With p < `significance` and an ab
 `min_effect`, the better arm wins: the candidate is promoted, or the stable model kept (a rollback). With no
 winner by `max_duration`, the stable model is kept (a tie never changes the model).
 
-Reading the test at every tick ("peeking") raises the false-positive rate above `significance`; a minimum
-sample and a small significance level (0.01 in production) limit it. A sequential test would remove it.
+Reading a fixed-horizon z-test at every tick ("peeking") raises its false-positive rate well above
+`significance`; a minimum sample and a small significance level limit that. `test: msprt` removes it: the
+mixture sequential probability ratio test (Johari, Pekelis and Walsh, "Always valid inference", 2017) with a
+normal mixing distribution N(0, tau^2) over the difference of proportions gives a p-value that is valid at
+every look, computed from the current totals alone (the engine keeps no history; using the current value
+rather than the running minimum only makes it more conservative). tests/rollout checks both claims by
+simulation.
 """
 
 from __future__ import annotations
@@ -48,6 +53,18 @@ def two_proportion_z(s1: float, n1: float, s2: float, n2: float) -> tuple[float,
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
+def msprt_p(s1: float, n1: float, s2: float, n2: float, tau: float) -> tuple[float, float]:
+    """(difference p1 - p2, always-valid p-value) of the mixture SPRT for H0: p1 == p2."""
+    p1, p2 = s1 / n1, s2 / n2
+    diff = p1 - p2
+    v = p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+    if v == 0:
+        return diff, (1.0 if diff == 0 else 0.0)
+    t2 = tau * tau
+    log_lr = 0.5 * math.log(v / (v + t2)) + diff * diff * t2 / (2 * v * (v + t2))
+    return diff, 1.0 if log_lr <= 0 else math.exp(-log_lr)
+
+
 def _arm(metric: str, s: PredictorStats) -> tuple[float, float]:
     if metric == "success_rate":
         return max(s.requests - s.errors, 0.0), s.requests
@@ -70,7 +87,14 @@ def judge(spec: ABSpec, candidate: PredictorStats, stable: PredictorStats) -> AB
         )
     z, p = two_proportion_z(cs, cn, ss, sn)
     diff = cs / cn - ss / sn
-    base = f"{spec.metric}: candidate {cs / cn:.4f} (n={cn:g}) vs stable {ss / sn:.4f} (n={sn:g}), z={z:.2f}, p={p:.4g}"
+    name = "z-test"
+    if spec.test == "msprt":
+        _, p = msprt_p(cs, cn, ss, sn, spec.msprt_tau)
+        name = "mSPRT"
+    base = (
+        f"{spec.metric}: candidate {cs / cn:.4f} (n={cn:g}) vs stable {ss / sn:.4f} (n={sn:g}), "
+        f"{name} z={z:.2f}, p={p:.4g}"
+    )
     if p < spec.significance and abs(diff) >= spec.min_effect:
         winner: Literal["candidate", "stable"] = "candidate" if diff > 0 else "stable"
         return ABResult(winner, cs / cn, ss / sn, cn, sn, z, p, f"{base}: {winner} wins")

@@ -157,3 +157,48 @@ def test_abort_from_anywhere() -> None:
     pol = policy("canary")
     d = abort(state_for(pol, 1, status="paused"), T0)
     assert d.action == Action.ROLLBACK and d.layout == (Slot(STABLE, 100),)
+
+
+def _peeking_false_positive_rate(test: str, runs: int = 400, looks: int = 40, batch: int = 50) -> float:
+    """Both arms identical (p = 0.8); the test is read after every batch, as the reconciler reads it each tick.
+    The share of runs in which it ever declares a winner is its false-positive rate under peeking."""
+    import numpy as np
+
+    from rollout.strategies.ab import msprt_p
+
+    rng = np.random.default_rng(7)
+    a = rng.binomial(batch, 0.8, size=(runs, looks)).cumsum(axis=1)
+    b = rng.binomial(batch, 0.8, size=(runs, looks)).cumsum(axis=1)
+    ever = 0
+    for r in range(runs):
+        for k in range(looks):
+            n = batch * (k + 1)
+            p = (
+                two_proportion_z(a[r, k], n, b[r, k], n)[1]
+                if test == "z"
+                else msprt_p(a[r, k], n, b[r, k], n, 0.05)[1]
+            )
+            if p < 0.05:
+                ever += 1
+                break
+    return ever / runs
+
+
+def test_peeking_inflates_the_z_test_but_not_msprt() -> None:
+    z_rate = _peeking_false_positive_rate("z")
+    m_rate = _peeking_false_positive_rate("msprt")
+    assert z_rate > 0.12, z_rate  # far above the nominal 5 %
+    assert m_rate <= 0.05, m_rate
+
+
+def test_msprt_still_finds_a_real_difference() -> None:
+    from rollout.strategies.ab import msprt_p
+
+    assert msprt_p(900, 1000, 800, 1000, 0.05)[1] < 0.001
+    assert msprt_p(800, 1000, 800, 1000, 0.05)[1] == 1.0
+    pol = policy("ab", gates=[], ab={"min_sample": 100, "test": "msprt", "max_duration": 600})
+    win = obs(
+        cand=PredictorStats(feedback=1000, reward=900), stable=PredictorStats(feedback=1000, reward=800)
+    )
+    d = decide(state_for(pol, 0), pol, win, T0 + 10)
+    assert d.action == Action.PROMOTE and "mSPRT" in d.reason
