@@ -136,6 +136,10 @@ class LocalRuntime:
         poll_interval: float = 0.5,
         ready_timeout: float = 90.0,
         drain_timeout: float = 15.0,
+        health_interval: float = 1.0,
+        health_timeout: float = 2.0,
+        health_failures: int = 3,
+        request_timeout: float = 30.0,
         log_dir: Path | None = None,
         on_event: Callable[[RuntimeEvent], None] | None = None,
     ):
@@ -146,9 +150,12 @@ class LocalRuntime:
         self.poll_interval = poll_interval
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.health_failures = health_failures
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="sluice-up-"))
         self.on_event = on_event
-        self.gateway = Gateway()
+        self.gateway = Gateway(timeout=request_timeout)
         self.spec: DeploymentSpec | None = None
         self.processes: dict[tuple[str, str, str, bool], PredictorProcess] = {}
         self.manifest_path: Path | None = None
@@ -207,13 +214,14 @@ class LocalRuntime:
             await server.start(sock)
             watcher = asyncio.create_task(self._watch())
             supervisor = asyncio.create_task(self._supervise())
+            prober = asyncio.create_task(self._probe())
             self._emit(logging.INFO, f"gateway listening on http://{self.host}:{self.port}")
             try:
                 await self._stop.wait()
             finally:
-                for t in (watcher, supervisor):
+                for t in (watcher, supervisor, prober):
                     t.cancel()
-                for t in (watcher, supervisor):
+                for t in (watcher, supervisor, prober):
                     with contextlib.suppress(asyncio.CancelledError):
                         await t
                 await server.shutdown()
@@ -381,6 +389,49 @@ class LocalRuntime:
                     f"predictor {proc.spec.name} (pid {proc.popen.pid}) exited with code {code}; restarting",
                 )
                 self._in_background(self._restart(proc))
+
+    async def _probe(self) -> None:
+        """Take a predictor that stops answering its readiness probe out of routing until it answers again.
+
+        A hung process (alive, not answering) would otherwise hold each request it gets until the request
+        timeout; a crashed one is handled by `_supervise`. Conservative on purpose: `health_failures`
+        probes in a row, each allowed `health_timeout` seconds, so that a busy machine is not mistaken
+        for a hung predictor.
+        """
+        failures: dict[int, int] = {}
+        while True:
+            await asyncio.sleep(self.health_interval)
+            procs = [
+                p
+                for p in self.processes.values()
+                if not (p.stopping or p.restarting or p.popen is None or p.popen.poll() is not None)
+            ]
+            results = await asyncio.gather(*(self._answers(p) for p in procs))
+            for proc, ok in zip(procs, results, strict=True):
+                key = id(proc)
+                if ok:
+                    if failures.pop(key, 0) >= self.health_failures and not proc.stopping:
+                        proc.upstream.ready = True
+                        self._emit(logging.INFO, f"predictor {proc.spec.name} answers again: routed")
+                    continue
+                failures[key] = failures.get(key, 0) + 1
+                if failures[key] == self.health_failures and proc.upstream.ready:
+                    proc.upstream.ready = False
+                    self._emit(
+                        logging.WARNING,
+                        f"predictor {proc.spec.name} (pid {proc.pid}) has not answered {READY_PATH} "
+                        f"{self.health_failures} times: out of routing until it does",
+                    )
+
+    async def _answers(self, proc: PredictorProcess) -> bool:
+        probe = Upstream(self.host, proc.port, max_idle=1)
+        try:
+            response = await probe.request("GET", READY_PATH, [], b"", timeout=self.health_timeout)
+            return response.status == 200
+        except UpstreamError:
+            return False
+        finally:
+            probe.close()
 
     async def _restart(self, proc: PredictorProcess) -> None:
         try:

@@ -1,6 +1,7 @@
 """A small real HTTP predictor for gateway tests: speaks the paths the gateway forwards, answers as itself.
 
-`python fake_predictor.py --port N --name NAME [--label 0|1] [--delay S] [--status 500] [--exit-after N]`
+`python fake_predictor.py --port N --name NAME [--label 0|1] [--delay S] [--status 500] [--exit-after N]
+[--hang-after N]` (`--hang-after`: after N predictions the process stops answering anything, health included).
 Answers Seldon v1 predictions with a probability row that names class `--label`, v2 infer with a label
 output, feedback with an empty answer; counts requests per path at `GET /fake/stats`.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,7 +20,7 @@ import orjson
 import uvicorn
 
 
-def make_app(name: str, label: int, delay: float, status: int, exit_after: int) -> Any:
+def make_app(name: str, label: int, delay: float, status: int, exit_after: int, hang_after: int = 0) -> Any:
     counts: Counter[str] = Counter()
     bodies: list[Any] = []
 
@@ -64,11 +67,12 @@ def make_app(name: str, label: int, delay: float, status: int, exit_after: int) 
             }
         )
         await send({"type": "http.response.body", "body": data})
-        if (
-            exit_after
-            and sum(v for k, v in counts.items() if k.startswith(("/api", "/v2/models"))) >= exit_after
-        ):
+        served = sum(v for k, v in counts.items() if k.startswith(("/api", "/v2/models")))
+        if exit_after and served >= exit_after:
             os._exit(3)
+        if hang_after and served >= hang_after:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # still stoppable at once
+            time.sleep(3600)  # blocks the event loop: alive, but answers nothing
 
     return app
 
@@ -82,9 +86,10 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--exit-after", type=int, default=0)
+    parser.add_argument("--hang-after", type=int, default=0)
     a, _ = parser.parse_known_args()
     uvicorn.run(
-        make_app(a.name, a.label, a.delay, a.status, a.exit_after),
+        make_app(a.name, a.label, a.delay, a.status, a.exit_after, a.hang_after),
         host=a.host,
         port=a.port,
         log_level="warning",

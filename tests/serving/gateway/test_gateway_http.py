@@ -267,3 +267,30 @@ def test_no_live_predictor_is_a_clear_503(up: Callable[..., RunningRuntime], fak
     assert r.status_code == 503 and "no live predictor" in r.json()["error"]
     r = httpx.post(rt.url + PREDICT, content=b"x" * (9 << 20))
     assert r.status_code == 413
+
+
+def test_a_hung_predictor_is_taken_out_of_routing(up: Callable[..., RunningRuntime], fake_uri: Path) -> None:
+    command = FakeCommand()
+    command.behaviour["m-hung"] = ["--hang-after", "3"]
+    rt = up(
+        [predictor("m-ok", 50, fake_uri), predictor("m-hung", 50, fake_uri)],
+        command=command,
+        health_interval=0.2,
+        health_timeout=0.5,
+        health_failures=2,
+        request_timeout=2.0,
+    )
+    with httpx.Client(base_url=rt.url, timeout=10) as c:
+        # Until m-hung is noticed, a request that lands on it waits for the request timeout (504).
+        rt.wait_for(
+            lambda: (
+                c.post(PREDICT, json=v1_body()).status_code == 504
+                or any("out of routing" in e.message for e in rt.events)
+            ),
+            what="m-hung hangs",
+        )
+        rt.wait_for(lambda: any("m-hung" in e.message and "out of routing" in e.message for e in rt.events))
+        answered = Counter(c.post(PREDICT, json=v1_body()).headers["x-sluice-predictor"] for _ in range(40))
+    assert answered == Counter({"m-ok": 40})
+    alive = {q["name"]: q["alive"] for q in rt.routes()["predictors"]}
+    assert alive == {"m-ok": True, "m-hung": False}
