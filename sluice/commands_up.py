@@ -21,6 +21,9 @@ def up(
         Path | None, typer.Option(help="where predictor processes write their logs (default: a temp dir)")
     ] = None,
     ready_timeout: Annotated[float, typer.Option(help="seconds a predictor may take to become ready")] = 90.0,
+    request_timeout: Annotated[
+        float, typer.Option(help="seconds the gateway waits for a predictor's answer (then 504)")
+    ] = 30.0,
 ) -> None:
     """Start one predictor process per predictor, then the gateway; follow the manifest as it changes.
 
@@ -49,7 +52,13 @@ def up(
             _table(runtime)
 
     runtime = LocalRuntime(
-        directory, host=host, port=port, log_dir=log_dir, ready_timeout=ready_timeout, on_event=show
+        directory,
+        host=host,
+        port=port,
+        log_dir=log_dir,
+        ready_timeout=ready_timeout,
+        request_timeout=request_timeout,
+        on_event=show,
     )
     console.print(f"sluice up {directory} (predictor logs in {runtime.log_dir})", highlight=False)
     try:
