@@ -409,6 +409,8 @@ class LocalRuntime:
             results = await asyncio.gather(*(self._answers(p) for p in procs))
             for proc, ok in zip(procs, results, strict=True):
                 key = id(proc)
+                if self.processes.get(proc.spec.process_key) is not proc:
+                    continue  # retired while the probe ran
                 if ok:
                     if failures.pop(key, 0) >= self.health_failures and not proc.stopping:
                         proc.upstream.ready = True
