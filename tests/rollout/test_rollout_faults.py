@@ -225,3 +225,49 @@ def test_unreachable_metrics_are_no_data(setup) -> None:  # type: ignore[no-unty
     res = tick(env)
     assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
     assert weights(repo) == {stable: (100, False)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_two_reconcilers_racing_write_each_step_once(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    repo, stable, cand, *_ = setup
+    exporter.set(stable, requests=5)
+    exporter.set(cand, requests=5)
+    policy = fast_policy("canary", window=0.05, stages=[{"weight": w, "bake": 0} for w in (10, 20, 40, 60)])
+    envs = [make_env(repo, policy, exporter.url) for _ in range(2)]
+    begin(envs[0], setup)
+    conflicts = [0, 0]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            for _ in range(300):
+                try:
+                    res = tick(envs[i])
+                except Conflict:
+                    conflicts[i] += 1
+                    time.sleep(0.01)  # as a real reconciler would wait for its next interval
+                    continue
+                if res.wrote and res.decision.action == Action.PROMOTE:
+                    return
+                r = envs[i].target.state(envs[i].scm.read("local").text).rollout
+                if r is not None and not r.active:
+                    return
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert weights(repo) == {cand: (100, False)}
+    steps = [s for s in log(repo) if s.startswith("rollout(local):")]
+    advances = sorted(s.split("[")[-1] for s in steps if ": advance" in s)
+    assert advances == sorted(["canary 20%]", "canary 40%]", "canary 60%]"]), steps  # each stage once
+    assert sum(": promote" in s for s in steps) == 1
+    assert sum(conflicts) > 0  # they did collide, and the loser stood back
