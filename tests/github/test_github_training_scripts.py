@@ -1,0 +1,168 @@
+"""The training scripts of train.yml and of the Argo templates, run for real on one temporary git repository
+with a local DVC remote: the PR step (`dvc repro` on main and on a branch, `dvc metrics diff`, plots), the
+runner path, the `train` template's steps (dvc pull, repro, push, register in MLflow, outputs) and
+`build-serving-image`'s bundle check. Only Argo itself (git artifact, volumes, output collection) is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.bundle import Bundle
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.xdist_group("training-repo")]
+
+
+@dataclass
+class Trained:
+    work: Path
+    base_dir: Path
+    env: dict[str, str]
+    head: str
+    diff: subprocess.CompletedProcess[str]
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def bash(script: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def workflow_step(workflow: str, job: str, name: str) -> str:
+    doc = yaml.safe_load((REPO / ".github" / "workflows" / workflow).read_text())
+    (step,) = [s for s in doc["jobs"][job]["steps"] if s.get("name") == name]
+    return str(step["run"]).replace(".venv/bin/", f"{BIN}/")
+
+
+def template_source(rendered: str, template: str, trained: Trained, **parameters: str) -> str:
+    doc = yaml.safe_load((REPO / "pipelines" / "rendered" / rendered).read_text())
+    (t,) = [t for t in doc["spec"]["templates"] if t["name"] == template]
+    source = str(t["script"]["source"])
+    for key, value in parameters.items():
+        source = source.replace(f"{{{{workflow.parameters.{key}}}}}", value)
+    assert "{{" not in source, source
+    outputs = trained.base_dir / "outputs"
+    return source.replace("/workspace/src", str(trained.work)).replace("/tmp/outputs", str(outputs))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    base = tmp_path_factory.mktemp("training")
+    origin = base / "origin"
+    for item in PROJECT:
+        (origin / item).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / item, origin / item)
+    # the stages' code dependencies (dvc.yaml deps); the code that runs is the installed package's
+    shutil.copytree(REPO / "model", origin / "model", ignore=shutil.ignore_patterns("__pycache__"))
+    git(origin, "init", "-q", "-b", "main")
+    subprocess.run(
+        [str(BIN / "dvc"), "remote", "add", "-d", "storage", str(base / "dvc-remote")], cwd=origin, check=True
+    )
+    git(origin, "add", ".")
+    git(origin, "commit", "-qm", "main")
+    work = base / "work"
+    git(base, "clone", "-q", str(origin), str(work))
+    params = work / "params.yaml"
+    params.write_text(params.read_text().replace("    C: 1.0", "    C: 0.05"))
+    git(work, "commit", "-qam", "pr: stronger regularisation")
+    env = {
+        **os.environ,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": "sluice-ml/sluice",
+        "GITHUB_RUN_ID": "1",
+        "GITHUB_STEP_SUMMARY": str(base / "summary.md"),
+        "GITHUB_OUTPUT": str(base / "github_output"),
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
+        "GX_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "true",
+    }
+    head = git(work, "rev-parse", "HEAD")
+    script = workflow_step("train.yml", "metrics-diff", "dvc repro on main and on this branch, then diff")
+    diff = bash(script, work, {**env, "BASE_REF": "main", "HEAD_SHA": head})
+    return Trained(work, base, env, head, diff)
+
+
+def test_pr_step_compares_the_branch_with_main(trained: Trained) -> None:
+    assert trained.diff.returncode == 0, trained.diff.stdout[-2000:] + trained.diff.stderr[-2000:]
+    comment = (trained.work / "comment.md").read_text()
+    assert comment.startswith("## Model metrics: this PR vs `main`")
+    rows = {
+        line.split("|")[2].strip(): line for line in comment.splitlines() if line.startswith("| reports/")
+    }
+    assert "roc_auc" in rows and "accuracy" in rows
+    header = next(line for line in comment.splitlines() if line.startswith("| Path"))
+    assert "| main " in header and "workspace" in header  # the throwaway commit is shown as main
+    assert float(rows["log_loss"].split("|")[5]) != 0  # C changed, so the held-out log loss did
+    assert (trained.work / "dvc_plots" / "index.html").is_file()
+    assert comment in Path(trained.env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert git(trained.work, "rev-parse", "HEAD") == trained.head  # the branch is what ends up checked out
+
+
+def test_runner_path_outputs_the_bundle_digest_and_pushes(trained: Trained) -> None:
+    result = bash(
+        workflow_step("train.yml", "pipeline", "dvc repro on the runner"), trained.work, trained.env
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    digest = Bundle.open(trained.work / "artifacts" / "model").digest
+    assert f"bundle-digest={digest}\n" in Path(trained.env["GITHUB_OUTPUT"]).read_text()
+    assert any((trained.base_dir / "dvc-remote").rglob("*")), "dvc push put nothing in the remote"
+
+
+def test_train_template_steps_and_outputs(trained: Trained) -> None:
+    for step in ("dvc-pull", "dvc-repro", "dvc-push", "register"):
+        result = bash(
+            template_source("train.workflowtemplate.yaml", step, trained), trained.work, trained.env
+        )
+        assert result.returncode == 0, f"{step}: " + result.stdout[-2000:] + result.stderr[-2000:]
+    outputs = trained.base_dir / "outputs"
+    bundle = Bundle.open(trained.work / "artifacts" / "model")
+    assert (outputs / "bundle-digest").read_text() == bundle.digest
+    assert json.loads((outputs / "metrics.json").read_text())["roc_auc"] == bundle.metrics["roc_auc"]
+    assert "@challenger" in (outputs / "registry.txt").read_text()
+
+
+def test_build_template_fetches_the_bundle_and_checks_its_digest(trained: Trained) -> None:
+    digest = Bundle.open(trained.work / "artifacts" / "model").digest
+    shutil.rmtree(trained.work / "artifacts" / "model")
+    fetch = template_source(
+        "build-serving-image.workflowtemplate.yaml",
+        "fetch-bundle",
+        trained,
+        revision="abc",
+        **{"bundle-digest": digest},
+    )
+    result = bash(fetch, trained.work, trained.env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert Bundle.open(trained.work / "artifacts" / "model").digest == digest
+    wrong = "sha256:" + "0" * 64
+    fetch = template_source(
+        "build-serving-image.workflowtemplate.yaml",
+        "fetch-bundle",
+        trained,
+        revision="abc",
+        **{"bundle-digest": wrong},
+    )
+    result = bash(fetch, trained.work, trained.env)
+    assert result.returncode == 1 and f"expected {wrong}" in result.stderr
