@@ -6,6 +6,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from serving.gateway.comparison import decisions, disagree
 from serving.gateway.routing import RoutingTable, Target, UnknownPredictor, key_point
@@ -122,3 +124,39 @@ def test_disagreement_compares_classes_not_probabilities() -> None:
     assert disagree(live, b'{"data": {"ndarray": [[0.6, 0.4]]}}') is False
     assert disagree(live, b'{"data": {"ndarray": [[0.4, 0.6]]}}') is True
     assert disagree(live, b"{}") is None
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> tuple[RoutingTable, set[str]]:
+    n = draw(st.integers(1, 5))
+    cuts = sorted(draw(st.lists(st.integers(0, 100), min_size=n - 1, max_size=n - 1)))
+    weights = [b - a for a, b in zip([0, *cuts], [*cuts, 100], strict=True)]
+    if n == 1:
+        weights = [draw(st.sampled_from([0, 100]))]
+    targets = [Target(f"p{i}", w) for i, w in enumerate(weights)]
+    if draw(st.booleans()):
+        targets.append(Target("s", draw(st.integers(0, 100)), shadow=True))
+    dead = set(draw(st.lists(st.sampled_from([t.name for t in targets]), unique=True)))
+    return RoutingTable(targets), dead
+
+
+@given(tables(), st.floats(0, 100, exclude_max=True), st.text(min_size=1, max_size=20))
+def test_pick_answers_with_an_alive_live_predictor_whenever_there_is_one(
+    case: tuple[RoutingTable, set[str]], point: float, user: str
+) -> None:
+    t, dead = case
+
+    def alive(name: str) -> bool:
+        return name not in dead
+
+    for p in (point, key_point(user)):
+        chosen = t.pick(p, alive)
+        live_alive = [x.name for x in t.live if alive(x.name)]
+        if not live_alive:
+            assert chosen is None
+            continue
+        assert chosen in live_alive  # never the shadow, never a dead one
+        assert t.pick(p, alive) == chosen  # deterministic for a point: sticky
+        if not dead:
+            weight = t.by_name[chosen].traffic
+            assert weight > 0 or all(x.traffic == 0 for x in t.live)
