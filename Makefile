@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## create .venv (Python 3.12) and install the project with its test extras
 
-demo: setup ## the main job: train, package and show the bundle (dvc repro)
+demo: setup ## the main job: train, serve, promote by canary, roll back, all four strategies; report in reports/demo
 	$(BIN)/python -m sluice demo
 
 test: setup ## the whole suite (starts what the tests need; slow end-to-end tests included)
@@ -47,4 +47,4 @@ render: setup ## render the hera pipelines to pipelines/rendered/
 	$(BIN)/sluice pipelines render
 
 clean: ## remove pipeline outputs (keeps .venv)
-	rm -rf artifacts data/raw data/prepared reports/metrics reports/plots mlflow.db mlartifacts
+	rm -rf artifacts data/raw data/prepared reports/metrics reports/plots reports/demo mlflow.db mlartifacts
