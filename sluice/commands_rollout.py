@@ -274,7 +274,10 @@ def reconcile(
             except Conflict as e:
                 fail(f"skipped: {e}", code=3)
             return
-        _watch(environment, max_ticks)
+        try:
+            _watch(environment, max_ticks)
+        except KeyboardInterrupt:
+            console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
 
 def _watch(environment: Environment, max_ticks: int) -> None:
