@@ -15,6 +15,7 @@ ANNOTATION = "sluice.dev/rollout"
 
 Status = Literal["progressing", "paused", "frozen", "promoted", "rolled-back"]
 ACTIVE: frozenset[str] = frozenset({"progressing", "paused", "frozen"})
+STATUSES: tuple[str, ...] = ("progressing", "paused", "frozen", "promoted", "rolled-back")
 
 
 class StateError(ValueError):
@@ -59,6 +60,8 @@ class Rollout:
     def from_json(cls, text: str) -> Rollout:
         try:
             d = json.loads(text)
+            if d.get("status", "progressing") not in STATUSES:
+                raise ValueError(f"status {d.get('status')!r} is not one of {', '.join(STATUSES)}")
             return cls(
                 strategy=str(d["strategy"]),
                 candidate=str(d["candidate"]),

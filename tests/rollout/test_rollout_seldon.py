@@ -106,6 +106,12 @@ def test_annotation_round_trip(two: str) -> None:
             "spec:\n  predictors:\n    - name: a\n",
             "sluice.dev/rollout",
         ),
+        (
+            'kind: SeldonDeployment\nmetadata:\n  annotations:\n    sluice.dev/rollout: \'{"strategy": "canary", '
+            '"candidate": "b", "stable": "a", "stage": 0, "entered_at": "2026-01-01T00:00:00Z", '
+            '"status": "sleeping"}\'\nspec:\n  predictors:\n    - name: a\n',
+            "sleeping",
+        ),
     ],
 )
 def test_bad_manifests_name_the_field(text: str, match: str) -> None:
