@@ -6,11 +6,14 @@ cannot be reached or answers 5xx, tells the caller who answered, mirrors a copy 
 waiting for it, and records Seldon's executor metrics (see `metrics`).
 
 Headers (requests):
-    x-sluice-predictor: NAME    send to this predictor (also `x-seldon-route: :NAME:`); no retry, no mirror
+    x-sluice-predictor: NAME    send to this predictor, whatever its weight; no retry, no mirror; 404 if unknown
+    x-seldon-route: :NAME:      Seldon v2's pin: prefer NAME while it is a live, non-shadow predictor (retried
+                                and mirrored like any request); otherwise routed as if absent
     x-sluice-user: KEY          sticky key: the same KEY gets the same predictor while the weights allow
     seldon-puid: ID             request id for Seldon v1 (generated when absent), echoed in `meta.puid`
 Headers (responses):
     x-sluice-predictor: NAME    the predictor that answered
+    x-seldon-route: :NAME:      the same, in Seldon v2's form (send it back to stay on NAME)
     x-sluice-retried-from: NAME present when the first predictor failed and NAME's request was retried
     seldon-puid: ID             on Seldon v1 predictions
 Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predictor`. Feedback
@@ -55,7 +58,7 @@ V1_PREDICT = "/api/v1.0/predictions"
 V1_FEEDBACK = "/api/v1.0/feedback"
 MAX_BODY = 8 << 20
 PUID_MEMORY = 100_000
-_DROP_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", b"x-sluice-predictor"}
+_DROP_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", b"x-sluice-predictor", b"x-seldon-route"}
 
 
 @dataclass
@@ -94,6 +97,7 @@ class _Call:
     sticky: str | None = None
     puid: str | None = None
     started: float = 0.0
+    pin: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -190,6 +194,7 @@ class Gateway:
         body = response.body
         headers = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE_HEADERS]
         headers.append((OVERRIDE_HEADER, backend.name.encode()))
+        headers.append((SELDON_ROUTE_HEADER, b":" + backend.name.encode() + b":"))
         if retried_from is not None:
             headers.append((RETRIED_HEADER, retried_from.encode()))
         if kind == "predict" and service != "other" and not path.startswith("/v2/"):
@@ -213,10 +218,13 @@ class Gateway:
         self, scope: Scope, receive: Receive, method: str, path: str, service: str, kind: str
     ) -> _Call:
         forward: list[tuple[bytes, bytes]] = []
-        override = sticky = puid = None
+        override = sticky = puid = pin = None
         for k, v in scope["headers"]:
-            if k in (OVERRIDE_HEADER, SELDON_ROUTE_HEADER):
+            if k == OVERRIDE_HEADER:
                 override = v.decode("latin-1")
+                continue
+            if k == SELDON_ROUTE_HEADER:
+                pin = v.decode("latin-1")
                 continue
             if k == STICKY_HEADER:
                 sticky = v.decode("latin-1")
@@ -251,6 +259,7 @@ class Gateway:
             sticky,
             puid,
             time.perf_counter(),
+            pin,
         )
         if kind == "predict" and not path.startswith("/v2/") and call.puid is None:
             call.puid = f"{self._puid_prefix}{next(self._puid_seq):x}"
@@ -313,6 +322,13 @@ class Gateway:
             ) from None
 
     def _pick(self, routes: Routes, call: _Call) -> str | None:
+        if call.pin is not None:
+            try:
+                pinned = routes.table.resolve_override(call.pin)
+            except UnknownPredictor:
+                pinned = None
+            if pinned is not None and not routes.table.by_name[pinned].shadow and routes.alive(pinned):
+                return pinned
         point = key_point(call.sticky) if call.sticky else self.rng() * 100.0
         return routes.table.pick(point, routes.alive)
 

@@ -132,9 +132,13 @@ def test_override_header_picks_the_predictor(up: Callable[..., RunningRuntime], 
             for _ in range(5):
                 r = c.post(PREDICT, json=v1_body(), headers=header)
                 assert r.headers["x-sluice-predictor"] == "m-b" == r.headers["x-fake-name"]
+        assert r.headers["x-seldon-route"] == ":m-b:"  # what a Seldon v2 client sends back to stay
         r = c.post(INFER, json=V2_BODY, headers={"x-sluice-predictor": "m-zzz"})
         assert r.status_code == 404
         assert "unknown predictor 'm-zzz'" in r.json()["error"]
+        # A stale Seldon v2 pin is a preference, not a command: routed as if absent.
+        r = c.post(INFER, json=V2_BODY, headers={"x-seldon-route": ":m-gone:"})
+        assert r.status_code == 200 and r.headers["x-sluice-predictor"] == "m-a"
         assert c.post(PREDICT, json=v1_body()).headers["x-sluice-predictor"] == "m-a"
 
 
