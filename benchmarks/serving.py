@@ -315,6 +315,7 @@ def _in_process(bundle: Path, row: list[float], body_v1: bytes) -> dict[str, flo
 
     onnx = Predictor.load(str(bundle))
     app = PredictorApp(onnx)
+    sklearn = Predictor.load(str(bundle), backend="sklearn")
     estimator = Bundle.open(bundle).load_sklearn()
     frame = pd.DataFrame([row], columns=onnx.feature_names)
     X = np.asarray([row])
@@ -331,7 +332,8 @@ def _in_process(bundle: Path, row: list[float], body_v1: bytes) -> dict[str, flo
         "onnx_predict_us": lambda: onnx.predict(X),
         "onnx_validate_predict_us": lambda: onnx.predict(onnx.validate([row])),
         "seldon_codec_validate_predict_us": codec_path,
-        "sklearn_predict_proba_us": lambda: estimator.predict_proba(frame),
+        "sklearn_backend_predict_us": lambda: sklearn.predict(X),
+        "sklearn_predict_proba_on_a_frame_us": lambda: estimator.predict_proba(frame),
     }
     results = {}
     for name, fn in cases.items():

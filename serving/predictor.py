@@ -108,15 +108,17 @@ class Predictor:
         return run
 
     def _sklearn_runner(self) -> Any:
-        import pandas as pd
+        import warnings
 
         estimator = self.bundle.load_sklearn()
         model_classes = np.asarray(estimator.classes_)
-        columns = self.feature_names
 
         def run(X: np.ndarray) -> Prediction:
-            # The estimator was fitted on a named frame: give it one (and no warning per call).
-            probabilities = estimator.predict_proba(pd.DataFrame(X, columns=columns))
+            # Columns are already in signature order (validate saw to it); building a named frame per call
+            # costs more than the model, so the fitted-with-names warning is silenced instead.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                probabilities = estimator.predict_proba(X)
             return Prediction(model_classes[probabilities.argmax(axis=1)], probabilities)
 
         return run
