@@ -157,27 +157,35 @@ class PredictorApp:
             self.metrics.observe(endpoint, response.status, time.perf_counter() - start)
 
     async def _body(self, scope: Scope, receive: Receive) -> bytes:
-        too_large = HTTPError(
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                raise self._too_large()  # before reading a byte of it
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and message["type"] == "http.request":
+            if len(body) > self.max_body_bytes:
+                raise self._too_large()
+            return body  # the common case: the whole body in one message
+        chunks = [body]
+        size = len(body)
+        while True:
+            if message["type"] == "http.disconnect":
+                raise HTTPError(400, "client disconnected before sending the whole body")
+            if size > self.max_body_bytes:
+                raise self._too_large()
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+
+    def _too_large(self) -> HTTPError:
+        return HTTPError(
             413,
             f"request body too large: the limit is {self.max_body_bytes} bytes",
             [(b"connection", b"close")],
         )
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                raise too_large
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HTTPError(400, "client disconnected before sending the whole body")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise too_large
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _error(self, path: str, status: int, message: str) -> Response:
         if path.startswith("/v2"):
