@@ -137,7 +137,25 @@ def _table_chunk(index: int, start: int, table: pa.Table, features: list[str]) -
     return Chunk(index, start, table.num_rows, X, problems, table=table)
 
 
-def read_csv_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+@dataclass(frozen=True)
+class MalformedLine:
+    """A CSV line that does not split into the header's columns (it cannot become a row at all)."""
+
+    line: int | None
+    text: str
+    expected: int
+    actual: int
+
+    def reject(self) -> dict[str, Any]:
+        reason = f"CSV line {self.line}: {self.actual} fields, the header has {self.expected}"
+        return {"line": self.line, "reason": reason, "text": self.text}
+
+
+def read_csv_chunks(
+    path: Path, chunk_size: int, features: list[str], malformed: list[MalformedLine] | None = None
+) -> Iterator[Chunk]:
+    """CSV in chunks of text cells. Lines with the wrong number of fields are skipped and reported through
+    `malformed` (in file order: parsing is single-threaded so that line numbers are known)."""
     import pyarrow.csv as pacsv
 
     with path.open(newline="") as f:
@@ -145,15 +163,26 @@ def read_csv_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterato
     if not header:
         raise BatchError(f"{path}: empty file (expected a header row of column names)")
     _check_columns(path, header, features)
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(block_size=1 << 22),
-        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
-    )
-    start = 0
-    for index, table in enumerate(_rechunk(iter(reader), chunk_size)):
-        yield _table_chunk(index, start, table, features)
-        start += table.num_rows
+
+    def skip(row: Any) -> str:
+        if malformed is None:
+            return "error"
+        malformed.append(MalformedLine(row.number, row.text, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
+            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
+        )
+        start = 0
+        for index, table in enumerate(_rechunk(iter(reader), chunk_size)):
+            yield _table_chunk(index, start, table, features)
+            start += table.num_rows
+    except pa.ArrowInvalid as e:
+        raise BatchError(f"{path}: {e}") from None
 
 
 def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
@@ -203,15 +232,24 @@ def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Itera
             start += len(lines)
 
 
-def read_chunks(path: Path, fmt: Format, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+def read_chunks(
+    path: Path,
+    fmt: Format,
+    chunk_size: int,
+    features: list[str],
+    malformed: list[MalformedLine] | None = None,
+) -> Iterator[Chunk]:
+    """Chunks of `path`; CSV lines that cannot be split into fields go to `malformed` (others raise)."""
     if not path.is_file():
         raise BatchError(f"{path}: no such file")
-    readers = {"csv": read_csv_chunks, "parquet": read_parquet_chunks, "jsonl": read_jsonl_chunks}
-    return readers[fmt](path, chunk_size, features)
+    if fmt == "csv":
+        return read_csv_chunks(path, chunk_size, features, malformed)
+    if fmt == "parquet":
+        return read_parquet_chunks(path, chunk_size, features)
+    return read_jsonl_chunks(path, chunk_size, features)
 
 
 # writing ------------------------------------------------------------------------------------------
-OUTPUT_COLUMNS = ("prediction", "model_digest")
 
 
 def output_columns(classes: list[int]) -> list[str]:

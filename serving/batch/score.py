@@ -31,6 +31,7 @@ from serving.batch.formats import (
     BatchError,
     Chunk,
     Format,
+    MalformedLine,
     detect_format,
     read_chunks,
     reject_lines,
@@ -40,7 +41,11 @@ from serving.batch.output import AppendFile, ParquetOutput, fsync_dir
 from serving.predictor import Predictor, RequestError
 
 DEFAULT_CHUNK_SIZE = 50_000
-PART_SUFFIX: dict[str, str] = {"csv": ".csv", "parquet": ".parquet", "jsonl": ".jsonl"}  # of the output file
+OUTPUT_SUFFIX: dict[str, str] = {
+    "csv": ".csv",
+    "parquet": ".parquet",
+    "jsonl": ".jsonl",
+}  # of the output file
 Progress = Callable[[int], None]
 
 
@@ -77,6 +82,7 @@ class Checkpoint:
     chunk_size: int
     output_format: str
     done: int = 0
+    malformed_written: bool = False  # CSV lines that could not be split, appended to the rejects at the end
     output_bytes: int = 0
     rejects_bytes: int = 0
     rows: int = 0
@@ -234,7 +240,7 @@ def score_file(
         state.save(work / "checkpoint.json")
     resumed = state.done
     classes = predictor.signature.classes
-    out_tmp = work / f"output{PART_SUFFIX[out_fmt]}"
+    out_tmp = work / f"output{OUTPUT_SUFFIX[out_fmt]}"
     rejects_out = AppendFile(work / "rejects.jsonl", state.rejects_bytes)
     text_out = AppendFile(out_tmp, state.output_bytes) if out_fmt != "parquet" else None
     parquet_out = ParquetOutput(out_tmp, work, state.done) if out_fmt == "parquet" else None
@@ -265,8 +271,9 @@ def score_file(
     # two chunks wait to be written.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
     pending: deque[Future[None]] = deque()
+    malformed: list[MalformedLine] = []
     try:
-        for chunk in _prefetch(read_chunks(input, in_fmt, chunk_size, predictor.feature_names)):
+        for chunk in _prefetch(read_chunks(input, in_fmt, chunk_size, predictor.feature_names, malformed)):
             chunks += 1
             if chunk.index < state.done:
                 continue
@@ -292,6 +299,14 @@ def score_file(
                 pending.popleft().result()
         while pending:
             pending.popleft().result()
+        if not state.malformed_written:
+            # The whole file has been parsed (on a resume too), so this list is complete and in file order.
+            lines = "".join(json.dumps(m.reject()) + "\n" for m in malformed).encode()
+            state.rejects_bytes = rejects_out.append(lines)
+            state.rows += len(malformed)
+            state.rejected += len(malformed)
+            state.malformed_written = True
+            state.save(work / "checkpoint.json")
         if state.rows != state.scored + state.rejected:  # a bug, never an input problem: refuse to finish
             raise RuntimeError(
                 f"row accounting broken: {state.rows} rows, {state.scored} scored, {state.rejected} rejected"
@@ -349,7 +364,7 @@ def _partial_files_intact(work: Path, state: Checkpoint, out_fmt: str) -> bool:
         return False
     if out_fmt == "parquet":
         return all((work / f"part-{i:06d}.arrow").exists() for i in range(state.done))
-    return size(work / f"output{PART_SUFFIX[out_fmt]}") >= state.output_bytes
+    return size(work / f"output{OUTPUT_SUFFIX[out_fmt]}") >= state.output_bytes
 
 
 def _empty_chunk(predictor: Predictor, fmt: Format) -> Chunk:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
+MALFORMED_AT = (10, 50_000, 120_000)
 
 
 def _big_input(test_frame: pd.DataFrame, path: Path, copies: int) -> None:
@@ -23,6 +24,10 @@ def _big_input(test_frame: pd.DataFrame, path: Path, copies: int) -> None:
     frame.loc[::997, "mean_radius"] = np.nan  # some rejects, spread over many chunks
     if path.suffix == ".csv":
         frame.to_csv(path, index=False)
+        lines = path.read_text().splitlines(keepends=True)
+        for at in MALFORMED_AT:  # lines that do not split into the header's columns
+            lines.insert(at, "r-bad,1.0,2.0\n")
+        path.write_text("".join(lines))
     else:
         frame.to_parquet(path, index=False, row_group_size=5000)
 
@@ -78,5 +83,8 @@ def test_killed_run_resumes_to_identical_output(
     assert out.read_bytes() == (tmp_path / f"ref{suffix}").read_bytes()
     rejects = Path(f"{out}.rejects.jsonl").read_bytes()
     assert rejects == Path(f"{tmp_path / f'ref{suffix}'}.rejects.jsonl").read_bytes()
-    assert len(rejects.splitlines()) == len(range(0, 143_000, 997))
+    malformed = len(MALFORMED_AT) if suffix == ".csv" else 0
+    assert len(rejects.splitlines()) == len(range(0, 143_000, 997)) + malformed
+    if malformed:
+        assert rejects.splitlines()[-1].startswith(b'{"line": 120001, "reason": "CSV line 120001: 3 fields')
     assert not checkpoint.parent.exists()

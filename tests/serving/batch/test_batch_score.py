@@ -227,3 +227,20 @@ def test_crash_while_moving_results_into_place_is_recovered(
         == Path(f"{tmp_path / f'ref{suffix}'}.rejects.jsonl").read_bytes()
     )
     assert (summary.rows, summary.rejected) == (143, 2)
+
+
+def test_csv_lines_that_do_not_split_are_rejected_not_fatal(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    test_frame.to_csv(tmp_path / "in.csv", index=False)
+    lines = (tmp_path / "in.csv").read_text().splitlines(keepends=True)
+    lines.insert(5, "r-short,1.0\n")
+    lines.insert(60, ",".join(["9"] * 40) + "\n")
+    (tmp_path / "in.csv").write_text("".join(lines))
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", chunk_size=25)
+    assert (summary.rows, summary.scored, summary.rejected) == (145, 143, 2)
+    rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [6, 61]
+    assert rejects[0]["reason"] == "CSV line 6: 2 fields, the header has 31"
+    assert rejects[0]["text"] == "r-short,1.0"
+    assert pd.read_csv(tmp_path / "out.csv")["id"].tolist() == test_frame["id"].tolist()
