@@ -21,7 +21,7 @@ from model.bundle import Bundle
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(400), pytest.mark.xdist_group("training-repo")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @dataclass
@@ -66,9 +66,8 @@ def template_source(rendered: str, template: str, trained: Trained, **parameters
     return source.replace("/workspace/src", str(trained.work)).replace("/tmp/outputs", str(outputs))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    base = tmp_path_factory.mktemp("training")
+def train_repository(base: Path) -> Trained:
+    """main with a local DVC remote, a branch changing a parameter, and the PR step run on it (two repros)."""
     origin = base / "origin"
     for item in PROJECT:
         (origin / item).parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +103,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return Trained(work, base, env, head, diff)
 
 
-def test_pr_step_compares_the_branch_with_main(trained: Trained) -> None:
+def pr_step_compares_the_branch_with_main(trained: Trained) -> None:
     assert trained.diff.returncode == 0, trained.diff.stdout[-2000:] + trained.diff.stderr[-2000:]
     comment = (trained.work / "comment.md").read_text()
     assert comment.startswith("## Model metrics: this PR vs `main`")
@@ -120,7 +119,7 @@ def test_pr_step_compares_the_branch_with_main(trained: Trained) -> None:
     assert git(trained.work, "rev-parse", "HEAD") == trained.head  # the branch is what ends up checked out
 
 
-def test_runner_path_outputs_the_bundle_digest_and_pushes(trained: Trained) -> None:
+def runner_path_outputs_the_bundle_digest_and_pushes(trained: Trained) -> None:
     result = bash(
         workflow_step("train.yml", "pipeline", "dvc repro on the runner"), trained.work, trained.env
     )
@@ -130,7 +129,7 @@ def test_runner_path_outputs_the_bundle_digest_and_pushes(trained: Trained) -> N
     assert any((trained.base_dir / "dvc-remote").rglob("*")), "dvc push put nothing in the remote"
 
 
-def test_train_template_steps_and_outputs(trained: Trained) -> None:
+def train_template_steps_and_outputs(trained: Trained) -> None:
     for step in ("dvc-pull", "dvc-repro", "dvc-push", "register"):
         result = bash(
             template_source("train.workflowtemplate.yaml", step, trained), trained.work, trained.env
@@ -143,7 +142,7 @@ def test_train_template_steps_and_outputs(trained: Trained) -> None:
     assert "@challenger" in (outputs / "registry.txt").read_text()
 
 
-def test_build_template_fetches_the_bundle_and_checks_its_digest(trained: Trained) -> None:
+def build_template_fetches_the_bundle_and_checks_its_digest(trained: Trained) -> None:
     digest = Bundle.open(trained.work / "artifacts" / "model").digest
     shutil.rmtree(trained.work / "artifacts" / "model")
     fetch = template_source(
@@ -166,3 +165,13 @@ def test_build_template_fetches_the_bundle_and_checks_its_digest(trained: Traine
     )
     result = bash(fetch, trained.work, trained.env)
     assert result.returncode == 1 and f"expected {wrong}" in result.stderr
+
+
+def test_training_scripts_on_one_repository(tmp_path: Path) -> None:
+    # One test, because each check builds on the repository the previous ones left (as the jobs would), and
+    # the two `dvc repro` runs are the expensive part.
+    trained = train_repository(tmp_path)
+    pr_step_compares_the_branch_with_main(trained)
+    runner_path_outputs_the_bundle_digest_and_pushes(trained)
+    train_template_steps_and_outputs(trained)
+    build_template_fetches_the_bundle_and_checks_its_digest(trained)
