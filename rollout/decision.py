@@ -46,7 +46,7 @@ class Decision:
     def summary(self, env: str) -> str:
         what = self.then.value if self.then else self.action.value
         if self.action == Action.HOLD and self.rollout is not None:
-            what = {"frozen": "freeze", "paused": "pause"}.get(self.rollout.status, "resume")
+            what = {"frozen": "freeze", "paused": "pause"}.get(self.rollout.status, "update")
         head = f"rollout({env}): {what}"
         if self.rollout is not None:
             head += f" {self.rollout.candidate}"
@@ -140,6 +140,14 @@ def decide(state: RolloutState, policy: Policy, obs: Observations, now: float) -
             step=step.name,
         )
 
+    if r.approval:
+        # A human merged the step (e.g. on GitHub) some time after it was proposed: its stage starts now.
+        return Decision(
+            Action.HOLD,
+            f"approved step merged: {step.name} starts now",
+            rollout=r.evolve(approval=False, entered_at=now),
+            step=step.name,
+        )
     in_stage = max(0.0, now - r.entered_at)
     ctx = GateContext(
         candidate=r.candidate,
@@ -204,7 +212,13 @@ def decide(state: RolloutState, policy: Policy, obs: Observations, now: float) -
     reason = f"{step.name} passed; next: {nxt.name}"
     if nxt.approval:
         return Decision(
-            Action.AWAIT_APPROVAL, reason, results, layout, new, then=Action.ADVANCE, step=nxt.name
+            Action.AWAIT_APPROVAL,
+            reason,
+            results,
+            layout,
+            new.evolve(approval=True),
+            then=Action.ADVANCE,
+            step=nxt.name,
         )
     return Decision(Action.ADVANCE, reason, results, layout, new, step=nxt.name)
 

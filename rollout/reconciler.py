@@ -255,7 +255,9 @@ def start(
         text = env.target.add_candidate(base_text, name, model_uri, digest)
         first = steps(policy)[0]
         sticky = policy.ab.sticky_key if policy.strategy == "ab" else None
-        rollout = Rollout(policy.strategy, name, stable, 0, now, "progressing", "", now, sticky)
+        rollout = Rollout(
+            policy.strategy, name, stable, 0, now, "progressing", "", now, sticky, first.approval
+        )
         action = Action.AWAIT_APPROVAL if first.approval else Action.ADVANCE
         decision = Decision(
             action,
@@ -281,7 +283,9 @@ def approve(env: Environment, who: str = "sluice rollout approve") -> TickResult
         text = env.scm.read_proposal(p)
         state = env.target.state(text)
         if state.rollout is not None:
-            stamped = env.target.apply(text, None, state.rollout.evolve(entered_at=env.clock()))
+            stamped = env.target.apply(
+                text, None, state.rollout.evolve(entered_at=env.clock(), approval=False)
+            )
             env.scm.update_proposal(p, stamped, f"approved by {who}")
         outcome = env.scm.merge(p)
         notes: list[str] = []

@@ -43,6 +43,7 @@ class Rollout:
     message: str = ""
     started_at: float | None = None
     sticky_key: str | None = None  # A/B: the request header that pins a user to one arm (for the gateway)
+    approval: bool = False  # written by a step that waits for a human: its clock starts once it is merged
 
     @property
     def active(self) -> bool:
@@ -54,6 +55,8 @@ class Rollout:
         d["started_at"] = iso(self.started_at) if self.started_at is not None else None
         if self.sticky_key is None:
             del d["sticky_key"]
+        if not self.approval:
+            del d["approval"]
         return json.dumps(d, sort_keys=False, separators=(", ", ": "))
 
     @classmethod
@@ -72,6 +75,7 @@ class Rollout:
                 message=str(d.get("message", "")),
                 started_at=parse_iso(d["started_at"]) if d.get("started_at") else None,
                 sticky_key=d.get("sticky_key"),
+                approval=bool(d.get("approval", False)),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise StateError(f"annotation {ANNOTATION}: cannot read {text!r} ({e})") from e

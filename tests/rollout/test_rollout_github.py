@@ -289,3 +289,21 @@ def test_abort(double: GitHubDouble) -> None:
 def test_bad_repository_name() -> None:
     with pytest.raises(Exception, match="owner/name"):
         GitHub("not a repo")
+
+
+def test_a_human_merge_on_github_starts_the_stage_clock(double: GitHubDouble) -> None:
+    env, metrics = environment(double)
+    clock = [1_900_000_000.0]
+    env.clock = lambda: clock[0]
+    start(env, "models:/m/2", "models:/m/2", CAND_DIGEST)
+    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    assert tick(env).decision.action == Action.AWAIT_APPROVAL
+    clock[0] += 3600  # the reviewer merges an hour later, in GitHub's UI (no `sluice rollout approve`)
+    (pending,) = env.scm.pending(ENV)
+    env.scm.merge(pending)
+    r = SeldonDeploymentV1().state(double.main_text()).rollout
+    assert r is not None and r.approval and r.entered_at < clock[0] - 3000
+    res = tick(env)
+    assert res.wrote and "starts now" in res.decision.reason and weights(double) == {STABLE: 40, CAND: 60}
+    r = SeldonDeploymentV1().state(double.main_text()).rollout
+    assert r is not None and not r.approval and r.entered_at == clock[0]
