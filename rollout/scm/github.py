@@ -12,6 +12,7 @@ before writing and again before merging, is what keeps two reconcilers from both
 from __future__ import annotations
 
 import base64
+import hashlib
 import contextlib
 import os
 import re
@@ -116,7 +117,9 @@ class GitHub:
             raise Conflict(
                 f"{self.base} moved from {base[:12]} to {head[:12]} since the decision; not writing"
             )
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        stamp = (
+            time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + hashlib.sha1(text.encode()).hexdigest()[:7]
+        )
         branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
         self._call("POST", "/git/refs", json={"ref": f"refs/heads/{branch}", "sha": base})
         _, blob = self._file(env, base)
