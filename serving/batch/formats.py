@@ -188,12 +188,15 @@ def read_csv_chunks(
 def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
     import pyarrow.parquet as pq
 
-    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering reads row groups far ahead: memory
-    _check_columns(path, source.schema_arrow.names, features)
-    start = 0
-    for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
-        yield _table_chunk(index, start, table, features)
-        start += table.num_rows
+    try:
+        source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering reads row groups far ahead: memory
+        _check_columns(path, source.schema_arrow.names, features)
+        start = 0
+        for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
+            yield _table_chunk(index, start, table, features)
+            start += table.num_rows
+    except (pa.ArrowException, OSError) as e:
+        raise BatchError(f"{path}: cannot read it as Parquet ({e})") from None
 
 
 def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:

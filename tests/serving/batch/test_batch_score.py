@@ -244,3 +244,9 @@ def test_csv_lines_that_do_not_split_are_rejected_not_fatal(
     assert rejects[0]["reason"] == "CSV line 6: 2 fields, the header has 31"
     assert rejects[0]["text"] == "r-short,1.0"
     assert pd.read_csv(tmp_path / "out.csv")["id"].tolist() == test_frame["id"].tolist()
+
+
+def test_a_corrupt_parquet_file_is_named(predictor, tmp_path: Path) -> None:
+    (tmp_path / "in.parquet").write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(BatchError, match=r"in\.parquet: cannot read it as Parquet"):
+        score_file(predictor, tmp_path / "in.parquet", tmp_path / "out.parquet")
