@@ -12,8 +12,8 @@ before writing and again before merging, is what keeps two reconcilers from both
 from __future__ import annotations
 
 import base64
-import hashlib
 import contextlib
+import hashlib
 import os
 import re
 import time
