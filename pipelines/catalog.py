@@ -77,6 +77,26 @@ def render_all(directory: Path = RENDERED_DIR) -> dict[Path, str]:
     return {directory / p.filename: to_yaml(p) for p in catalog()}
 
 
+def stale(directory: Path = RENDERED_DIR) -> list[Path]:
+    """Files that are missing, extra, or whose content differs from what the Python renders.
+
+    Content, not text: the same object dumped by another PyYAML or hera release (key order, line width) is
+    not stale; a changed field, a missing header or a hand edit is.
+    """
+    files = render_all(directory)
+    out = sorted(set(directory.glob("*.yaml")) - set(files))
+    for path, text in files.items():
+        if not path.exists():
+            out.append(path)
+            continue
+        on_disk = path.read_text()
+        if on_disk.splitlines()[:1] != text.splitlines()[:1] or yaml.safe_load(on_disk) != yaml.safe_load(
+            text
+        ):
+            out.append(path)
+    return out
+
+
 def write_all(directory: Path = RENDERED_DIR) -> list[Path]:
     """Write every rendered file and remove stale ones; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)

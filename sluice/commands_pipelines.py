@@ -29,7 +29,7 @@ def render(
     ] = False,
 ) -> None:
     """Render every pipeline to YAML (one file per object), validated against Argo's schema first."""
-    from pipelines.catalog import RENDERED_DIR, catalog, render_all, write_all
+    from pipelines.catalog import RENDERED_DIR, catalog, stale, write_all
     from pipelines.schemas import validate_document
 
     directory = out or RENDERED_DIR
@@ -37,13 +37,9 @@ def render(
     if problems:
         fail("rendered objects are not valid:\n  " + "\n  ".join(problems))
     if check:
-        stale = [
-            str(path)
-            for path, text in render_all(directory).items()
-            if not path.exists() or path.read_text() != text
-        ]
-        if stale:
-            fail("out of date (run `sluice pipelines render`): " + ", ".join(stale))
+        out_of_date = stale(directory)
+        if out_of_date:
+            fail("out of date (run `sluice pipelines render`): " + ", ".join(map(str, out_of_date)))
         console.print(f"{directory}: up to date", highlight=False)
         return
     for path in write_all(directory):
