@@ -197,7 +197,7 @@ class PredictorApp:
         request = seldon.decode_predict(_loads(body))
         X = self.predictor.validate(request.rows, request.names)
         prediction = self.predictor.predict(X)
-        self.metrics.rows.inc(len(X))
+        self.metrics.add_rows(len(X))
         return json_response(
             seldon.encode_predict(request, prediction, self.classes, self.name, self.predictor.digest)
         )
@@ -268,7 +268,7 @@ class PredictorApp:
         request = v2.decode_infer(_loads(body), self.predictor.feature_names)
         X = self.predictor.validate(request.rows)
         prediction = self.predictor.predict(X)
-        self.metrics.rows.inc(len(X))
+        self.metrics.add_rows(len(X))
         return json_response(v2.encode_infer(request, prediction, self.name, self.version))
 
     # operations ------------------------------------------------------------------------------------
