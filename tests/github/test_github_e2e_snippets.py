@@ -145,3 +145,52 @@ def test_e2e_predicates_on_real_status_output(tmp_path: Path) -> None:
         stable,
         {"spec": {"predictors": [*sdep["spec"]["predictors"], {"name": "m-1"}]}},
     )
+
+
+def test_e2e_rollout_commands_start_and_hold_before_traffic(tmp_path: Path, rf_bundle_dir: Path) -> None:
+    """The e2e job's `sluice rollout start` / `reconcile --once` on the staging manifest with its policy: the
+    canary opens at the policy's first weight, and a tick before any metrics exist holds (no rollback)."""
+    import socket
+
+    env = yaml.safe_load(E2E.read_text())["env"]
+    repo = tmp_path / "repo"
+    manifest = REPO / "gitops" / "environments" / "staging" / "seldondeployment.yaml"
+    (repo / "gitops" / "environments" / "staging").mkdir(parents=True)
+    shutil.copy(manifest, repo / "gitops" / "environments" / "staging" / manifest.name)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "staging.yaml").write_text(env["E2E_POLICY"])
+    for args in (["init", "-q", "-b", "main"], ["add", "."], ["commit", "-qm", "staging"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    sluice = str(Path(sys.executable).parent / "sluice")
+    common = ["--env", "staging", "--policies", str(policies)]
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    for args in (
+        ["rollout", "start", *common, "--candidate", rf_bundle_dir.as_uri(), "--strategy", "canary"],
+        ["rollout", "reconcile", *common, "--once", "--prometheus", f"http://127.0.0.1:{closed}"],
+    ):
+        result = subprocess.run(
+            [sluice, *args], cwd=repo, env=git_env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-1500:]
+    status = subprocess.run(
+        [sluice, "rollout", "status", *common, "--json"], cwd=repo, capture_output=True, text=True, timeout=60
+    )
+    document = json.loads(status.stdout)
+    candidate = "m-" + Bundle.open(rf_bundle_dir).digest.split(":")[1][:12]
+    weights = {p["name"]: p["traffic"] for p in document["predictors"]}
+    first_stage = yaml.safe_load(env["E2E_POLICY"])["stages"][0]["weight"]
+    assert candidate in weights, f"the candidate was rolled back before any traffic: {document['rollout']}"
+    assert weights[candidate] == first_stage and sum(weights.values()) == 100
+    assert document["rollout"]["status"] == "progressing"
+    check = validate_file(repo / "gitops" / "environments" / "staging" / manifest.name)
+    assert check == []  # what Argo CD would be handed

@@ -204,7 +204,8 @@ def test_e2e_policy_is_a_valid_policy() -> None:
     policy_text = load(WORKFLOWS / "e2e-kind.yml")["env"]["E2E_POLICY"]
     policy = parse_policy(yaml.safe_load(policy_text), "e2e-kind.yml env.E2E_POLICY")
     assert policy.strategy == "canary" and policy.on_failure == "rollback"
-    assert any(g.no_data == "fail" for g in policy.gates), "a candidate that never serves must be rolled back"
+    # before traffic reaches it the candidate has no data: hold; one that never serves fails at the deadline
+    assert all(g.no_data == "hold" and g.no_data_deadline <= 300 for g in policy.gates)
 
 
 def test_gitops_check_workflow_steps_run_here(tmp_path: Path) -> None:
