@@ -77,6 +77,7 @@ class PredictorApp:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics or ServingMetrics(model_name=self.name, model_digest=predictor.digest)
         self.classes = list(predictor.signature.classes)
+        self._feature_set = frozenset(predictor.feature_names)
         self.platform = f"sluice-{predictor.backend}"
         self._openapi = orjson.dumps(openapi.document(self))
         self._metadata = orjson.dumps(
@@ -265,7 +266,7 @@ class PredictorApp:
         return "", Response(200, self._metadata)
 
     def v2_infer(self, body: bytes) -> Response:
-        request = v2.decode_infer(_loads(body), self.predictor.feature_names)
+        request = v2.decode_infer(_loads(body), self._feature_set)
         X = self.predictor.validate(request.rows)
         prediction = self.predictor.predict(X)
         self.metrics.add_rows(len(X))
