@@ -71,7 +71,7 @@ def _errors() -> Iterator[None]:
         fail(str(e))
 
 
-def _environment(
+def build_environment(
     env: str,
     repo: Path,
     policies: Path | None,
@@ -79,6 +79,10 @@ def _environment(
     prometheus: str | None,
     github: str | None = None,
 ) -> Environment:
+    """Wire one environment's adapters (SCM, Seldon target, metric provider, registry hook) from CLI options.
+
+    Also used by `sluice demo`, which runs the reconciler in its own process.
+    """
     from rollout.metrics import MetricProvider
     from rollout.policy import load_policy
     from rollout.reconciler import Environment, registry_hook
@@ -114,7 +118,7 @@ def _environment(
     )
 
 
-def _candidate(uri: str, repo: Path) -> tuple[str, str]:
+def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
     """(model_uri to write in the manifest, bundle digest) of a bundle path, file:// or models:/ URI."""
     from model.bundle import Bundle
     from model.registry import resolve_bundle_path
@@ -210,7 +214,7 @@ def init(
         from rollout.scm.local import LocalGit
         from rollout.targets.seldon import DEFAULT_IMAGE, initial_manifest
 
-        model_uri, digest = _candidate(model, repo)
+        model_uri, digest = candidate_model(model, repo)
         text = initial_manifest(env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE)
         problems = check_manifest(text)
         if problems:
@@ -241,8 +245,8 @@ def start_cmd(
     with _errors():
         from rollout.reconciler import start
 
-        environment = _environment(env, repo, policies, None, None, github)
-        model_uri, digest = _candidate(candidate, repo)
+        environment = build_environment(env, repo, policies, None, None, github)
+        model_uri, digest = candidate_model(candidate, repo)
         _show(start(environment, candidate, model_uri, digest, strategy))
 
 
@@ -267,7 +271,7 @@ def reconcile(
         from rollout.reconciler import tick
         from rollout.scm import Conflict
 
-        environment = _environment(env, repo, policies, metrics_url, prometheus, github)
+        environment = build_environment(env, repo, policies, metrics_url, prometheus, github)
         if not watch:
             try:
                 _show(tick(environment))
@@ -338,7 +342,7 @@ def status(
         from rollout.observations import Observations
         from rollout.reconciler import TickResult, observe
 
-        environment = _environment(env, repo, policies, metrics_url, prometheus, github)
+        environment = build_environment(env, repo, policies, metrics_url, prometheus, github)
         snap = environment.scm.read(env)
         state = environment.target.state(snap.text)
         now = environment.clock()
@@ -387,7 +391,7 @@ def approve_cmd(
     with _errors():
         from rollout.reconciler import approve
 
-        _show(approve(_environment(env, repo, policies, None, None, github)))
+        _show(approve(build_environment(env, repo, policies, None, None, github)))
 
 
 @rollout_app.command("abort")
@@ -396,7 +400,7 @@ def abort_cmd(env: Env, repo: Repo = Path("."), policies: Policies = None, githu
     with _errors():
         from rollout.reconciler import abort
 
-        _show(abort(_environment(env, repo, policies, None, None, github)))
+        _show(abort(build_environment(env, repo, policies, None, None, github)))
 
 
 def register(app: typer.Typer) -> None:

@@ -270,12 +270,12 @@ class Demo:
     # one rollout, reconciled in this process ---------------------------------------------------------------
     def rollout_act(self, name: str, strategy: str, candidate_uri: str, expected: str) -> ActResult:
         from rollout.reconciler import RolloutError, abort, start, tick
-        from sluice.commands_rollout import _candidate, _environment
+        from sluice.commands_rollout import build_environment, candidate_model
 
         assert self.traffic is not None
         self.console.rule(f"{name} · {strategy}")
-        env = _environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
-        model_uri, digest = _candidate(candidate_uri, self.scratch.root)
+        env = build_environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
+        model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
         state = env.target.state(env.scm.read(ENV).text)
         stable = state.stable_name()
         act = ActResult(name, strategy, "m-" + digest.split(":", 1)[-1][:12], stable, expected)
@@ -285,7 +285,9 @@ class Demo:
         self.live = LiveState(act=name, strategy=strategy)
         if self._write_policy(self.scratch, strategy):
             self.scratch.git("commit", "-qm", f"policies/{ENV}.yaml: the demo's {strategy} policy")
-            env = _environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
+            env = build_environment(
+                ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None
+            )
         result = start(env, candidate_uri, model_uri, digest, strategy)
         self._note(result, act, act.started)
         if strategy == "bluegreen":
