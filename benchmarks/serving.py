@@ -229,6 +229,55 @@ def _measure(running: Running, round_: int) -> Point:
     return point
 
 
+# What limits throughput: py-spy samples of `sluice serve` under the c=16 load, grouped by stage.
+PROFILE_STAGES = {
+    "uvicorn send (socket writes)": "RequestResponseCycle.send",
+    "uvicorn parse (data_received)": "HttpToolsProtocol.data_received",
+    "app: whole request": "PredictorApp._http",
+    "app: read body": "PredictorApp._body",
+    "app: Seldon v1 handler": "PredictorApp.seldon_predict",
+    "core: validate": "Predictor.validate",
+    "core: predict (ONNX Runtime)": "Predictor.predict",
+    "codec: decode": "decode_predict",
+    "codec: encode": "encode_predict",
+    "JSON (orjson)": "json_response",
+    "metrics": "ServingMetrics.observe",
+}
+
+
+def _profile(running: Running, seconds: int = 5) -> dict[str, float] | None:
+    """Share of samples (inclusive, %) per stage; None when py-spy is missing or may not attach."""
+    py_spy = BIN / "py-spy"
+    if not py_spy.exists():
+        return None
+    out = WORK / "profile.txt"
+    load = subprocess.Popen(
+        ["wrk", "-t2", f"-c{CONCURRENCY}", f"-d{seconds + 2}s", "-s", str(running.script), running.url],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1)
+        done = subprocess.run(
+            [str(py_spy), "record", "-p", str(running.process.pid), "-d", str(seconds), "-r", "250",
+             "-f", "raw", "-o", str(out), "--native"],
+            capture_output=True,
+            timeout=seconds + 30,
+        )  # fmt: skip
+    finally:
+        load.wait(seconds + 30)
+    if done.returncode != 0 or not out.exists():
+        return None
+    total, hits = 0, dict.fromkeys(PROFILE_STAGES, 0)
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        for stage, function in PROFILE_STAGES.items():
+            if f";{function} (" in f";{stack}":
+                hits[stage] += n
+    return {stage: round(100 * n / total, 1) for stage, n in hits.items()} if total else None
+
+
 # setup ------------------------------------------------------------------------------------------------
 def _bundle() -> Path:
     from model.pipeline import train_bundle
@@ -488,7 +537,11 @@ def _summary(points: list[Point]) -> list[dict[str, Any]]:
 
 
 def _markdown(
-    rows: list[dict[str, Any]], in_process: dict[str, float], goals: dict[str, Any], meta: dict[str, Any]
+    rows: list[dict[str, Any]],
+    in_process: dict[str, float],
+    goals: dict[str, Any],
+    meta: dict[str, Any],
+    profile: dict[str, float] | None,
 ) -> str:
     lines = [
         "# Real-time serving: single-row requests",
@@ -515,6 +568,15 @@ def _markdown(
         "|---|---:|",
     ]
     lines += [f"| {k.removesuffix('_us')} | {v:.1f} |" for k, v in in_process.items()]
+    if profile:
+        lines += [
+            "",
+            "Where `sluice serve` spends its time under the c=16 load (py-spy, share of samples, inclusive):",
+            "",
+            "| stage | % |",
+            "|---|---:|",
+        ]
+        lines += [f"| {stage} | {share} |" for stage, share in profile.items()]
     lines += ["", "Goals:", ""]
     lines += [
         f"- {k}: {v['value']} (goal {v['goal']}): {'met' if v['met'] else 'NOT met'}"
@@ -562,6 +624,7 @@ def main(results_dir: Path) -> None:
     loadavg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     points: list[Point] = []
     running: list[Running] = []
+    profile: dict[str, float] | None = None
     try:
         # All servers up at once (idle ones cost nothing), measured in turns, the order rotated each round:
         # a swing in CPU speed or in the machine's other load then hits every server alike.
@@ -572,6 +635,8 @@ def main(results_dir: Path) -> None:
             shift = round_ % len(running)
             for r in running[shift:] + running[:shift]:
                 points.append(_measure(r, round_))
+        print("  profiling sluice serve ...", flush=True)
+        profile = _profile(next(r for r in running if r.target.name == "sluice serve (Seldon v1)"))
     finally:
         for r in running:
             _stop(r.process)
@@ -594,6 +659,7 @@ def main(results_dir: Path) -> None:
                 "meta": meta,
                 "summary": rows,
                 "in_process_us": in_process,
+                "profile_percent": profile,
                 "goals": goals,
                 "points": [asdict(p) for p in points],
             },
@@ -601,7 +667,7 @@ def main(results_dir: Path) -> None:
         )
         + "\n"
     )
-    markdown = _markdown(rows, in_process, goals, meta)
+    markdown = _markdown(rows, in_process, goals, meta, profile)
     (results_dir / "serving.md").write_text(markdown)
     print(markdown)
 
