@@ -78,6 +78,7 @@ class PredictorApp:
         self.metrics = metrics or ServingMetrics(model_name=self.name, model_digest=predictor.digest)
         self.classes = list(predictor.signature.classes)
         self._feature_set = frozenset(predictor.feature_names)
+        self._seldon_encoder = seldon.PredictEncoder(self.classes, self.name, predictor.digest)
         self.platform = f"sluice-{predictor.backend}"
         self._openapi = orjson.dumps(openapi.document(self))
         self._metadata = orjson.dumps(
@@ -199,9 +200,7 @@ class PredictorApp:
         X = self.predictor.validate(request.rows, request.names)
         prediction = self.predictor.predict(X)
         self.metrics.add_rows(len(X))
-        return json_response(
-            seldon.encode_predict(request, prediction, self.classes, self.name, self.predictor.digest)
-        )
+        return Response(200, self._seldon_encoder.encode(request, prediction))
 
     def seldon_feedback(self, body: bytes) -> Response:
         feedback = seldon.decode_feedback(_loads(body), self.classes)
