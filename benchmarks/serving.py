@@ -239,8 +239,7 @@ PROFILE_STAGES = {
     "core: validate": "Predictor.validate",
     "core: predict (ONNX Runtime)": "Predictor.predict",
     "codec: decode": "decode_predict",
-    "codec: encode": "encode_predict",
-    "JSON (orjson)": "json_response",
+    "codec: encode (to JSON bytes)": "PredictEncoder.encode",
     "metrics": "ServingMetrics.observe",
 }
 
