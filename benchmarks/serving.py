@@ -53,6 +53,24 @@ async def noop_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
+def fastapi_noop() -> Any:
+    """The stack not chosen: FastAPI (pydantic body model, JSON response) with a no-op POST route."""
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    class Body(BaseModel):
+        data: dict[str, Any] | None = None
+
+    async def predict(body: Body) -> dict[str, Any]:
+        return {}
+
+    # This module postpones annotations; FastAPI reads them, and `Body` is local: hand over the objects.
+    predict.__annotations__ = {"body": Body, "return": dict[str, Any]}
+    app = FastAPI()
+    app.add_api_route("/", predict, methods=["POST"])
+    return app
+
+
 @dataclass
 class Target:
     name: str
@@ -464,6 +482,15 @@ def targets(bundle: Path, row: list[float], mlserver: Path | None) -> list[Targe
             "/",
             body_v1,
             "/",
+        ),
+        Target(
+            "FastAPI no-op (same uvicorn flags)",
+            [str(BIN / "python"), "-m", "uvicorn", "benchmarks.serving:fastapi_noop", "--factory", "--port",
+             "{port}", "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+             "--lifespan", "off", "--no-server-header", "--no-date-header", "--no-proxy-headers"],
+            "/",
+            body_v1,
+            "/docs",
         ),
         Target("sluice serve (Seldon v1)", serve, "/api/v1.0/predictions", body_v1, "/health/ping", check=has_probabilities),
         Target("sluice serve (OIP v2)", serve, "/v2/models/sluice-classifier/infer", body_v2, "/v2/health/ready"),
