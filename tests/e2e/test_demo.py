@@ -16,7 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "gitops/environments/local/seldondeployment.yaml"
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# One demo run serves all three tests: keep them on one xdist worker (make test uses --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("demo")]
 
 
 @pytest.fixture(scope="module")
