@@ -305,11 +305,13 @@ class Demo:
                     self.traffic.smoke_target = None
                     if result.decision.action.value == "rollback":
                         act.stable_at = self._wait_gone(act.candidate)
-                    act.decided_by += [
-                        f"{g.gate} {g.verdict}"
-                        for g in result.decision.gates
-                        if g.verdict in ("fail", "pass")
-                    ] or [result.decision.reason]
+                    # The reason names the failing gate or the A/B test's verdict; a promotion lists its gates.
+                    passed = [g.gate for g in result.decision.gates if g.verdict == "pass"]
+                    promoted = result.decision.action.value == "promote"
+                    act.decided_by.append(
+                        result.decision.reason
+                        + (f" (passing: {', '.join(passed)})" if promoted and passed else "")
+                    )
                 final = env.target.state(env.scm.read(ENV).text).rollout
                 if final is not None and not final.active:
                     act.outcome = {"promoted": "promoted", "rolled-back": "rolled back"}.get(
