@@ -223,6 +223,10 @@ def plot(
     )
     names = sorted({n for s in steps for n in s.weights} | {r.predictor for r in records if r.predictor})
     colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    roles: dict[str, str] = {}
+    for a in acts:
+        roles.setdefault(a.stable, "stable")
+        roles.setdefault(a.candidate, f"candidate, {a.name}")
     end = max([r.at for r in records] + [s.at for s in steps] + [t0 + 1])
     for name in names:
         xs, ys = [], []
@@ -234,7 +238,14 @@ def plot(
             xs += [s.at - t0, t1 - t0]
             ys += [w if s.shadow != name else -5, w if s.shadow != name else -5]
         if xs:
-            ax_w.plot(xs, ys, drawstyle="steps-post", color=colors[name], lw=2, label=name)
+            ax_w.plot(
+                xs,
+                ys,
+                drawstyle="steps-post",
+                color=colors[name],
+                lw=2,
+                label=f"{name} ({roles.get(name, '')})",
+            )
     marks = {
         "rollback": ("v", "red"),
         "promote": ("*", "green"),
