@@ -10,6 +10,7 @@ clean. A lock file in .git keeps two reconcilers from acting on one environment 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import subprocess
@@ -34,10 +35,9 @@ def _slug(text: str) -> str:
 
 
 class LocalGit:
-    def __init__(self, repo: str | Path = ".", main: str = "main", lock_stale_after: float = 600.0):
+    def __init__(self, repo: str | Path = ".", main: str = "main"):
         self.repo = Path(repo).resolve()
         self.main = main
-        self.lock_stale_after = lock_stale_after
         if not (self.repo / ".git").exists():
             raise SCMError(f"{self.repo}: not a git repository (the GitOps repo; see --repo)")
 
@@ -227,40 +227,35 @@ class LocalGit:
     # lock ------------------------------------------------------------------------------------------
     @contextmanager
     def lock(self, env: str) -> Iterator[None]:
+        """One reconciler per environment: an flock on a file in .git, released by the kernel if we die."""
         path = Path(self.git("rev-parse", "--git-common-dir").strip())
         path = (path if path.is_absolute() else self.repo / path) / f"sluice-rollout-{env}.lock"
-        self._take(path)
+        fd = self._take(path)
         try:
             yield
         finally:
-            path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the inode it locked
+            os.close(fd)
 
-    def _take(self, path: Path) -> None:
-        for _ in range(2):
+    def _take(self, path: Path) -> int:
+        # A lock file's contents decide nothing (a file left by a killed run is free to take): the kernel's
+        # flock does. Reading "pid time" from the file to judge staleness raced with a holder that had
+        # created but not yet written it, and two reconcilers could both act.
+        for _ in range(5):
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._stale(path):
-                    path.unlink(missing_ok=True)
-                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 raise Conflict(f"another reconciler is acting on this environment (lock {path})") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()} {time.time():.3f}\n")
-            return
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its previous holder unlinked it between our open and our flock: take the new file
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
+            return fd
         raise Conflict(f"could not take the lock {path}")
-
-    def _stale(self, path: Path) -> bool:
-        try:
-            pid_text, ts_text = path.read_text().split()
-            pid, ts = int(pid_text), float(ts_text)
-        except (OSError, ValueError):
-            return True
-        if time.time() - ts > self.lock_stale_after:
-            return True
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True  # its owner died (a crash): the next run takes over
-        except PermissionError:
-            return False
-        return False
