@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from rollout.decision import Action, Decision, current_step, decide
+from rollout import quarantine
+from rollout.decision import Action, Decision, decide
 from rollout.decision import abort as abort_decision
+from rollout.gates import custom_queries
 from rollout.guardrails import check_manifest
 from rollout.metrics import MetricProvider, MetricsError
 from rollout.observations import Observations
@@ -76,9 +78,9 @@ def observe(env: Environment, state: RolloutState, policy: Policy, now: float) -
     r = state.rollout
     if r is None or r.status != "progressing" or env.metrics is None:
         return Observations(window=0.0, source="none")
-    _, step = current_step(policy, r)
-    since = max(1.0, now - r.entered_at) if step is not None and step.judge == "ab" else None
-    custom = {g.name: g.query for g in policy.gates if g.metric == "promql" and g.query}
+    # Gates, A/B tests and bandits judge every observation since the stage (or the test) began.
+    since = max(0.0, now - r.entered_at)
+    custom = custom_queries(policy.gates)
     return env.metrics.observe(state.deployment, [r.stable, r.candidate], policy.window, custom, since)
 
 
@@ -86,6 +88,8 @@ def _write(
     env: Environment, base_text: str, base: str, decision: Decision, title: str | None = None
 ) -> Outcome:
     text = env.target.apply(base_text, decision.layout, decision.rollout)
+    if decision.quarantine is not None:  # recorded in the rollback's own commit
+        text = quarantine.record(env.target, text, replace(decision.quarantine, after=base))
     violations = check_manifest(text)
     if violations:
         raise RolloutError(
@@ -226,9 +230,16 @@ def tick(env: Environment) -> TickResult:
 
 
 def start(
-    env: Environment, candidate_uri: str, model_uri: str, digest: str, strategy: str | None = None
+    env: Environment,
+    candidate_uri: str,
+    model_uri: str,
+    digest: str,
+    strategy: str | None = None,
+    force: bool = False,
 ) -> TickResult:
-    """Add the candidate predictor `m-<short digest>` and open the first step of the rollout."""
+    """Add the candidate predictor `m-<short digest>` and open the first step of the rollout.
+
+    A model the gates rolled back before is quarantined: refused unless `force`."""
     policy = env.policy.with_strategy(strategy) if strategy else env.policy
     with env.scm.lock(env.name):
         snap = env.scm.read(env.name)
@@ -243,6 +254,14 @@ def start(
         name = "m-" + digest.split(":", 1)[-1][:12]
         if name == stable:
             raise RolloutError(f"{env.name}: {name} is already the stable model")
+        if not force:
+            try:
+                refused = quarantine.find(env.target, snap.text, digest, name)
+            except quarantine.QuarantineError as e:
+                raise RolloutError(f"{env.name}: {e}; fix the record, or start with --force") from e
+            if refused is not None:
+                commit = quarantine.rollback_commit(env.scm, refused)
+                raise RolloutError(quarantine.refusal(refused, env.name, commit))
         for p in env.scm.pending(env.name):
             env.scm.discard(p, "a new rollout starts")
         leftovers = [p.name for p in state.predictors if p.name != stable]

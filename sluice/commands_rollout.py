@@ -129,16 +129,28 @@ def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
 
 
 def _gate_table(result: TickResult) -> Any:
+    """Each gate's verdict and evidence: sample per predictor, estimate and interval against its limit."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="gates", show_lines=False)
-    for col in ("gate", "metric", "value", "baseline", "threshold", "verdict"):
-        table.add_column(col)
+    table = Table(title="gates (n: candidate / stable)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("gate", overflow="fold", min_width=14)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("n", no_wrap=True)
+    table.add_column("estimate", no_wrap=True)
+    table.add_column("interval", overflow="fold")
+    table.add_column("limit", no_wrap=True)
     colours = {"pass": "green", "fail": "red", "hold": "yellow", "no-data-pass": "yellow", "skip": "dim"}
     for g in result.decision.gates:
-        row = list(g.row())
-        row[-1] = f"[{colours.get(g.verdict, 'white')}]{g.verdict}[/]"
-        table.add_row(*row)
+        name, metric, n, estimate, interval, limit, verdict = g.row()
+        table.add_row(
+            f"{name}\n[dim]{metric}[/]",
+            f"[{colours.get(verdict, 'white')}]{verdict}[/]",
+            n,
+            estimate,
+            interval,
+            limit,
+        )
     return table
 
 
@@ -152,6 +164,22 @@ def _show(result: TickResult) -> None:
         console.print(f"  git: {result.outcome.detail}", highlight=False)
     for note in result.notes:
         console.print(f"  {note}", highlight=False)
+
+
+def evidence_json(g: Any) -> dict[str, Any]:
+    """A gate result's evidence: sample per arm, estimate, interval, limit, margin, confidence, method."""
+    return {
+        "compare": g.compare,
+        "n_candidate": g.n_candidate,
+        "n_stable": g.n_stable,
+        "estimate": g.estimate,
+        "interval": None if g.low is None else [g.low, g.high],
+        "limit": g.limit,
+        "better": g.better,
+        "margin": g.margin,
+        "confidence": g.confidence,
+        "method": g.method,
+    }
 
 
 def _result_json(result: TickResult) -> dict[str, Any]:
@@ -188,6 +216,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
                     "verdict": g.verdict,
                     "sample": g.sample,
                     "detail": g.detail,
+                    **evidence_json(g),
                 }
                 for g in d.gates
             ],

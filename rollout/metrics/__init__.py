@@ -4,6 +4,10 @@ Both providers read the metric names and labels of Seldon's executor, which the 
 `seldon_api_executor_server_requests_seconds_{bucket,count,sum}` and `seldon_api_model_feedback_total`,
 `seldon_api_model_feedback_reward_total` (labels deployment_name, predictor_name, model_name, code), plus
 `sluice_shadow_comparisons_total` / `sluice_shadow_disagreements_total` (label predictor_name).
+
+Only prediction requests count toward request totals, errors and latency: the server-request histogram's
+`service` label tells them from feedback (Seldon's executor labels predictions `predictions` and feedback
+`feedback`; the local gateway has labelled each path). A series without the label counts as predictions.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ REWARD = "seldon_api_model_feedback_reward_total"
 COMPARISONS = "sluice_shadow_comparisons_total"
 DISAGREEMENTS = "sluice_shadow_disagreements_total"
 
+PREDICTION_SERVICES: frozenset[str] = frozenset(
+    {
+        "predictions",  # Seldon's executor, for every protocol's prediction path
+        "/api/v1.0/predictions",
+        "/api/v0.1/predictions",
+        "/predict",
+        "/v2/models/{model_name}/infer",
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+    }
+)
+
+
+def is_prediction(service: str | None) -> bool:
+    """Whether a server-request series with this `service` label counts as predictions."""
+    return service is None or service in PREDICTION_SERVICES
+
 
 class MetricsError(RuntimeError):
     """A metric source that cannot be reached or answers something unreadable."""
@@ -33,6 +53,7 @@ class MetricProvider(Protocol):
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
     ) -> Observations:
-        """Counts per predictor over the last `window` seconds; with `since`, also totals over that many
-        seconds (Observations.stage, for A/B tests); `custom` maps gate names to PromQL templates."""
+        """Counts per predictor over the last `window` seconds; with `since`, also totals over the last `since`
+        seconds, the time in the stage (Observations.stage, which the gates judge); `custom` maps names to
+        PromQL templates (a promql gate's value and its sample)."""
         ...

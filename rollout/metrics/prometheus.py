@@ -13,7 +13,15 @@ from typing import Any
 
 import httpx
 
-from rollout.metrics import COMPARISONS, DISAGREEMENTS, FEEDBACK, REQUESTS, REWARD, MetricsError
+from rollout.metrics import (
+    COMPARISONS,
+    DISAGREEMENTS,
+    FEEDBACK,
+    PREDICTION_SERVICES,
+    REQUESTS,
+    REWARD,
+    MetricsError,
+)
 from rollout.observations import Observations, PredictorStats
 
 
@@ -27,6 +35,10 @@ _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
 def _names(predictors: Sequence[str]) -> str:
     """A PromQL regex alternation matching exactly these names (backslashes doubled inside the string)."""
     return "|".join("".join("\\\\" + c if c in _REGEX_SPECIAL else c for c in p) for p in predictors)
+
+
+# The `service` values of prediction requests; the empty alternative keeps series without the label.
+_PREDICTIONS = "|" + _names(sorted(PREDICTION_SERVICES))
 
 
 class PrometheusProvider:
@@ -65,13 +77,14 @@ class PrometheusProvider:
 
     def _stats(self, deployment: str, predictors: Sequence[str], seconds: float) -> dict[str, PredictorStats]:
         sel = f'deployment_name="{deployment}",predictor_name=~"{_names(predictors)}"'
+        rsel = f'{sel},service=~"{_PREDICTIONS}"'  # prediction requests only: never feedback
         w = _range(seconds)
-        requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{sel}}}[{w}]))")
+        requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{rsel}}}[{w}]))")
         errors = self._per_predictor(
-            f'sum by (predictor_name) (increase({REQUESTS}_count{{{sel},code=~"5.."}}[{w}]))'
+            f'sum by (predictor_name) (increase({REQUESTS}_count{{{rsel},code=~"5.."}}[{w}]))'
         )
         buckets: dict[str, list[tuple[float, float]]] = {}
-        for s in self.query(f"sum by (predictor_name, le) (increase({REQUESTS}_bucket{{{sel}}}[{w}]))"):
+        for s in self.query(f"sum by (predictor_name, le) (increase({REQUESTS}_bucket{{{rsel}}}[{w}]))"):
             buckets.setdefault(s["metric"].get("predictor_name", ""), []).append(
                 (float(s["metric"]["le"]), float(s["value"][1]))
             )
@@ -106,9 +119,8 @@ class PrometheusProvider:
         values: dict[str, dict[str, float]] = {}
         for gate, template in (custom or {}).items():
             for p in predictors:
-                q = template.format(
-                    predictor=p, deployment=deployment, window=_range(window), stable=predictors[0]
-                )
+                span = _range(since if since is not None else window)  # the time in the stage
+                q = template.format(predictor=p, deployment=deployment, window=span, stable=predictors[0])
                 v = self.value(q)
                 if v is not None:
                     values.setdefault(gate, {})[p] = v
@@ -116,6 +128,6 @@ class PrometheusProvider:
             window=window,
             predictors=self._stats(deployment, predictors, window),
             custom=values,
-            stage=self._stats(deployment, predictors, since) if since else None,
+            stage=self._stats(deployment, predictors, since) if since is not None else None,
             source=f"prometheus {self.url}",
         )

@@ -1,22 +1,37 @@
 """Observations from a direct scrape of a gateway's /metrics (the embedded default: no Prometheus needed).
 
-The engine keeps no state between ticks, so a window is measured inside one tick: scrape, wait `window`
-seconds, scrape again, and take the difference (a counter that went down was reset: the second value is
-then the increase, as Prometheus does). Totals since a stage began (A/B tests) cannot be computed this way;
-for them the cumulative counters are used, which count from the gateway's start: for a candidate added at the
-stage's start that is the stage. Custom PromQL gates get no data from a scrape (their no-data rule applies).
+Each tick scrapes twice, `window` seconds apart, and the difference is the window's counts (a counter that
+went down was reset: the second value is then the increase, as Prometheus does). Every scrape is also kept, in
+memory, with its time: the counts since a stage began are the sum of the increases between the scrapes taken
+since then, as Prometheus' increase() would compute them from its samples. A reconciler that restarts mid-stage
+counts from its first scrape on (never from before the stage); one that runs a single tick per process
+(`sluice rollout reconcile --once`) sees only its window: run `--watch`, or read Prometheus. Custom PromQL
+gates get no data from a scrape (their no-data rule applies). Only prediction requests count (feedback
+requests are told apart by the `service` label).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 
-from rollout.metrics import COMPARISONS, DISAGREEMENTS, FEEDBACK, REQUESTS, REWARD, MetricsError
+from rollout.metrics import (
+    COMPARISONS,
+    DISAGREEMENTS,
+    FEEDBACK,
+    REQUESTS,
+    REWARD,
+    MetricsError,
+    is_prediction,
+)
 from rollout.observations import Observations, PredictorStats
+
+HISTORY = 20_000  # scrapes kept per predictor (at two per tick, hours of stage at a 1 s interval)
 
 
 @dataclass
@@ -42,7 +57,7 @@ class _Acc:
 
 
 def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
-    """Cumulative per-predictor totals from Prometheus text exposition format."""
+    """Cumulative per-predictor totals from Prometheus text exposition format (prediction requests only)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     acc = {p: _Acc() for p in predictors}
@@ -57,6 +72,10 @@ def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> d
                 continue
             a = acc[pred]
             in_deployment = s.labels.get("deployment_name") == deployment
+            if s.name in (f"{REQUESTS}_count", f"{REQUESTS}_bucket") and not is_prediction(
+                s.labels.get("service")
+            ):
+                continue  # feedback, status, metadata: not a prediction a user waited for
             if s.name == f"{REQUESTS}_count" and in_deployment:
                 a.requests += s.value
                 if s.labels.get("code", "").startswith("5"):
@@ -92,6 +111,30 @@ def delta(before: PredictorStats, after: PredictorStats) -> PredictorStats:
     )
 
 
+def add(a: PredictorStats, b: PredictorStats) -> PredictorStats:
+    buckets = dict(a.buckets)
+    for le, c in b.buckets:
+        buckets[le] = buckets.get(le, 0.0) + c
+    return PredictorStats(
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        buckets=tuple(sorted(buckets.items())),
+        feedback=a.feedback + b.feedback,
+        reward=a.reward + b.reward,
+        comparisons=a.comparisons + b.comparisons,
+        disagreements=a.disagreements + b.disagreements,
+    )
+
+
+def increase(snapshots: Sequence[tuple[float, PredictorStats]], since: float) -> PredictorStats:
+    """The counts between the scrapes taken at or after `since` (a timestamp), resets handled."""
+    kept = [s for t, s in snapshots if t >= since]
+    total = PredictorStats()
+    for before, after in itertools.pairwise(kept):
+        total = add(total, delta(before, after))
+    return total
+
+
 class ScrapeProvider:
     def __init__(
         self,
@@ -99,10 +142,13 @@ class ScrapeProvider:
         client: httpx.Client | None = None,
         timeout: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ):
         self.url = url
         self.client = client or httpx.Client(timeout=timeout)
         self.sleep = sleep
+        self.clock = clock
+        self._history: dict[tuple[str, str], deque[tuple[float, PredictorStats]]] = {}
 
     def scrape(self) -> str:
         try:
@@ -113,6 +159,13 @@ class ScrapeProvider:
             raise MetricsError(f"scrape {self.url}: HTTP {r.status_code}")
         return r.text
 
+    def _snapshot(self, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
+        at = self.clock()
+        stats = parse_exposition(self.scrape(), deployment, predictors)
+        for p in predictors:
+            self._history.setdefault((deployment, p), deque(maxlen=HISTORY)).append((at, stats[p]))
+        return stats
+
     def observe(
         self,
         deployment: str,
@@ -121,12 +174,16 @@ class ScrapeProvider:
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
     ) -> Observations:
-        first = parse_exposition(self.scrape(), deployment, predictors)
+        start = None if since is None else self.clock() - since
+        first = self._snapshot(deployment, predictors)
         self.sleep(window)
-        second = parse_exposition(self.scrape(), deployment, predictors)
+        second = self._snapshot(deployment, predictors)
+        stage = None
+        if start is not None:
+            stage = {p: increase(self._history[(deployment, p)], start) for p in predictors}
         return Observations(
             window=window,
             predictors={p: delta(first[p], second[p]) for p in predictors},
-            stage=second if since else None,
+            stage=stage,
             source=f"scrape {self.url}",
         )

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 import httpx
 
+from rollout.evidence import parse_trailers, render_trailers, with_trailers
 from rollout.scm import Conflict, Kind, Outcome, Proposal, SCMError, Snapshot, branch_prefix, manifest_path
 
 API = "https://api.github.com"
@@ -123,7 +124,7 @@ class GitHub:
         branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
         self._call("POST", "/git/refs", json={"ref": f"refs/heads/{branch}", "sha": base})
         _, blob = self._file(env, base)
-        self._put(env, branch, text, blob, title)
+        self._put(env, branch, text, blob, with_trailers(title, parse_trailers(body)))
         pr = self._call(
             "POST", "/pulls", json={"title": title, "head": branch, "base": self.base, "body": body}
         ).json()
@@ -154,6 +155,8 @@ class GitHub:
             ok=(200, 405),
             json={
                 "commit_title": f"{proposal.title} ({proposal.name})",
+                # the merge commit on main carries the evidence trailers of the pull request's body
+                "commit_message": render_trailers(parse_trailers(pr.get("body") or "")),
                 "sha": pr["head"]["sha"],
                 "merge_method": "merge",
             },

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from rollout.evidence import parse_trailers, with_trailers
 from rollout.scm import Conflict, Kind, Outcome, Proposal, SCMError, Snapshot, branch_prefix, manifest_path
 
 _IDENTITY = {
@@ -190,7 +191,10 @@ class LocalGit:
             )
         text = self.show(tip, path)
         title = self.git("log", "-1", "--format=%s", tip).strip()
-        merge = self._commit_file(head, path, text, f"Merge {proposal.branch}: {title}", extra_parent=tip)
+        # The merge on main's first-parent line carries the proposal's trailers (its evidence) too.
+        trailers = parse_trailers(self.git("log", "-1", "--format=%B", tip))
+        message = with_trailers(f"Merge {proposal.branch}: {title}", trailers)
+        merge = self._commit_file(head, path, text, message, extra_parent=tip)
         try:
             self.git("update-ref", f"refs/heads/{self.main}", merge, head)
         except SCMError as e:

@@ -32,8 +32,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from sluice.demo.report import (
+    GATE_COLUMNS,
     ActResult,
     DecisionRecord,
+    gate_record,
     manifest_history,
     measure,
     plot,
@@ -343,12 +345,7 @@ class Demo:
         self.live.step = d.step or self.live.step
         self.live.gates = [g.row() for g in d.gates]
         if result.wrote:
-            gates = [
-                dict(
-                    zip(("gate", "metric", "value", "baseline", "threshold", "verdict"), g.row(), strict=True)
-                )
-                for g in d.gates
-            ]
+            gates = [gate_record(g) for g in d.gates]
             act.decisions.append(
                 DecisionRecord(
                     at=time.time(),
@@ -375,9 +372,7 @@ class Demo:
         for p in routes:
             weight = "shadow" if p.get("shadow") else f"{p.get('traffic')}%"
             table.add_row(p["name"], weight, str(recent.by_predictor.get(p["name"], 0)))
-        gates = Table(
-            "gate", "metric", "value", "baseline", "threshold", "verdict", title="gates (last tick)"
-        )
+        gates = Table(*GATE_COLUMNS, title="gates (last tick)")
         for row in self.live.gates:
             gates.add_row(*row)
         total = self.traffic.stats()

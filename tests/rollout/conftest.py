@@ -16,12 +16,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_exporter import Exporter, free_port
+from rollout_exporter import PERIOD, Exporter, free_port
 
 
 @pytest.fixture
 def exporter() -> Iterator[Exporter]:
-    """A real exporter; a background thread adds each predictor's profile every 50 ms until the test ends."""
+    """A real exporter; a background thread adds each predictor's profile every `PERIOD` seconds until the test
+    ends (5 requests per period is 250 requests/s: enough for the gates to decide within a tick or two)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
     reg = CollectorRegistry()
@@ -40,7 +41,7 @@ def exporter() -> Iterator[Exporter]:
     stop = threading.Event()
 
     def drive() -> None:
-        while not stop.wait(0.05):
+        while not stop.wait(PERIOD):
             exp.tick()
 
     driver = threading.Thread(target=drive, daemon=True)

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 DEPLOYMENT = "sluice-classifier"
+PERIOD = 0.02  # seconds between two traffic ticks of the exporter fixture
 
 
 @dataclass

@@ -166,7 +166,7 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
     repo, stable, _cand, *_ = setup
     exporter.set(stable, requests=5)  # the candidate gets nothing
     gates = [
-        {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.8}
+        {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 2}
     ]
     env = make_env(repo, fast_policy("canary", gates=gates), exporter.url)
     begin(env, setup)
@@ -176,11 +176,12 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
         and "waiting for data" in first.decision.reason
         and not first.wrote
     )
-    for _ in range(10):
+    for _ in range(20):
         res = tick(env)
         if res.wrote:
             break
     assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
+    assert res.decision.quarantine is None  # no evidence against the candidate: not quarantined
     assert weights(repo) == {stable: (100, False)}
 
 

@@ -226,17 +226,31 @@ def test_steps_become_pull_requests(double: GitHubDouble) -> None:
     assert ("PUT", f"/contents/{manifest_path(ENV)}") in calls and ("PUT", "/pulls/1/merge") in calls
     merge_body = next(b for m, r, b in double.requests if r == "/pulls/1/merge")
     assert merge_body["sha"] == first["head"]["sha"] and merge_body["merge_method"] == "merge"
+    assert merge_body["commit_message"] == ""  # a start has no gate evidence yet
 
-    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    metrics.stats = {STABLE: PredictorStats(requests=2000), CAND: PredictorStats(requests=2000)}
     res = tick(env)
     assert res.decision.action == Action.AWAIT_APPROVAL
     pr = double.pulls[2]
-    assert pr["state"] == "open" and not pr["merged"] and "| success | success_rate | 1 |" in pr["body"]
+    assert pr["state"] == "open" and not pr["merged"]
+    assert "| success | success_rate (absolute) | 2000 | 1 | [0.998" in pr["body"]
+    assert (
+        "\n\nSluice-Gate: success; n=2000; estimate=1; interval=[0.998" in pr["body"]
+    )  # trailers close the body
     assert weights(double) == {STABLE: 80, CAND: 20}
     again = tick(env)
     assert "waiting for approval of #2" in again.decision.reason and len(double.pulls) == 2
     approve(env, who="octocat")
     assert weights(double) == {STABLE: 40, CAND: 60} and double.pulls[2]["merged"]
+    # the evidence is in the branch's commit and in the merge commit on main, as trailers
+    branch_commit = next(
+        b
+        for m, r, b in double.requests
+        if m == "PUT" and r.startswith("/contents/") and "advance" in b["message"]
+    )
+    assert branch_commit["message"].split("\n\n")[-1].startswith("Sluice-Gate: success; n=2000")
+    merge_body = next(b for m, r, b in double.requests if r == "/pulls/2/merge")
+    assert merge_body["commit_message"].startswith("Sluice-Gate: success; n=2000;")
     assert tick(env).decision.action == Action.PROMOTE and weights(double) == {CAND: 100}
     assert sorted(double.refs) == ["main"]  # merged branches deleted
 
@@ -244,9 +258,9 @@ def test_steps_become_pull_requests(double: GitHubDouble) -> None:
 def test_rollback_merges_at_once_and_closes_pending(double: GitHubDouble) -> None:
     env, metrics = environment(double)
     start(env, "models:/m/2", "models:/m/2", CAND_DIGEST)
-    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    metrics.stats = {STABLE: PredictorStats(requests=2000), CAND: PredictorStats(requests=2000)}
     tick(env)  # opens the approval PR #2
-    metrics.stats[CAND] = PredictorStats(requests=100, errors=20)
+    metrics.stats[CAND] = PredictorStats(requests=2000, errors=400)
     res = tick(env)
     assert res.decision.action == Action.ROLLBACK and weights(double) == {STABLE: 100}
     assert double.pulls[2]["state"] == "closed" and not double.pulls[2]["merged"]
@@ -257,7 +271,7 @@ def test_rollback_merges_at_once_and_closes_pending(double: GitHubDouble) -> Non
 def test_refused_merge_is_retried_by_the_next_tick(double: GitHubDouble) -> None:
     env, metrics = environment(double, stages=[{"weight": 20, "bake": 0}, {"weight": 60, "bake": 0}])
     start(env, "models:/m/2", "models:/m/2", CAND_DIGEST)
-    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    metrics.stats = {STABLE: PredictorStats(requests=2000), CAND: PredictorStats(requests=2000)}
     double.refuse_merges = True  # e.g. required checks still running
     res = tick(env)
     assert res.outcome is not None and not res.outcome.merged and "not mergeable" in res.outcome.detail
@@ -296,7 +310,7 @@ def test_a_human_merge_on_github_starts_the_stage_clock(double: GitHubDouble) ->
     clock = [1_900_000_000.0]
     env.clock = lambda: clock[0]
     start(env, "models:/m/2", "models:/m/2", CAND_DIGEST)
-    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    metrics.stats = {STABLE: PredictorStats(requests=2000), CAND: PredictorStats(requests=2000)}
     assert tick(env).decision.action == Action.AWAIT_APPROVAL
     clock[0] += 3600  # the reviewer merges an hour later, in GitHub's UI (no `sluice rollout approve`)
     (pending,) = env.scm.pending(ENV)

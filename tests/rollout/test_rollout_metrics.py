@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from rollout_exporter import DEPLOYMENT, Exporter
+from rollout_exporter import DEPLOYMENT, PERIOD, Exporter
 
 from rollout.metrics import MetricsError
 from rollout.metrics.prometheus import PrometheusProvider
@@ -25,7 +25,8 @@ def test_scrape_window_counts_only_the_window(exporter: Exporter) -> None:
     before = parse_exposition(httpx.get(exporter.url).text, DEPLOYMENT, [A, B])
     obs = ScrapeProvider(exporter.url).observe(DEPLOYMENT, [A, B], window=0.5)
     a, b = obs.of(A), obs.of(B)
-    assert 50 <= a.requests <= 150 and a.errors == 0  # ~10 per 50 ms over 0.5 s
+    expected = 10 * 0.5 / PERIOD  # 10 per traffic tick over 0.5 s
+    assert expected / 2 <= a.requests <= expected * 1.5 and a.errors == 0
     assert a.requests < before[A].requests + a.requests  # window, not totals
     assert b.errors == pytest.approx(b.requests / 2)
     assert a.accuracy() == pytest.approx(0.8)
