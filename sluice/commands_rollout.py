@@ -264,19 +264,25 @@ def start_cmd(
     env: Env,
     candidate: Annotated[str, typer.Option("--candidate", help="Bundle path, file:// or models:/ URI.")],
     strategy: Annotated[
-        str | None, typer.Option(help="canary, shadow, ab or bluegreen (default: policy's).")
+        str | None, typer.Option(help="canary, shadow, ab, bluegreen or bandit (default: policy's).")
     ] = None,
     repo: Repo = Path("."),
     policies: Policies = None,
     github: GitHubRepo = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start a model even if an earlier rollout of it was rolled back.")
+    ] = False,
 ) -> None:
-    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch)."""
+    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch).
+
+    A model the gates rolled back before is quarantined: refused, with the reason and the rollback commit,
+    unless --force."""
     with _errors():
         from rollout.reconciler import start
 
         environment = build_environment(env, repo, policies, None, None, github)
         model_uri, digest = candidate_model(candidate, repo)
-        _show(start(environment, candidate, model_uri, digest, strategy))
+        _show(start(environment, candidate, model_uri, digest, strategy, force=force))
 
 
 @rollout_app.command("reconcile")

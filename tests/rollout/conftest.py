@@ -26,7 +26,7 @@ def exporter() -> Iterator[Exporter]:
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
     reg = CollectorRegistry()
-    labels = ["deployment_name", "predictor_name", "model_name", "code"]
+    labels = ["deployment_name", "predictor_name", "model_name", "service", "code"]
     hist = Histogram("seldon_api_executor_server_requests_seconds", "requests", labels, registry=reg)
     fb_labels = ["deployment_name", "predictor_name", "model_name"]
     feedback = Counter("seldon_api_model_feedback", "feedback", fb_labels, registry=reg)

@@ -43,8 +43,12 @@ class Exporter:
         labels = {"deployment_name": DEPLOYMENT, "predictor_name": predictor, "model_name": "classifier"}
         for i in range(p.requests):
             code = "500" if i < errors else "200"
-            self.hist.labels(**labels, code=code).observe(p.latency)  # type: ignore[attr-defined]
+            self.hist.labels(**labels, service="predictions", code=code).observe(p.latency)  # type: ignore[attr-defined]
         if p.feedback:
+            # Feedback POSTs are server requests too, as the gateway and Seldon's executor count them
+            feedback_requests = self.hist.labels(**labels, service="feedback", code="200")  # type: ignore[attr-defined]
+            for _ in range(p.feedback):
+                feedback_requests.observe(0.001)
             self.feedback.labels(**labels).inc(p.feedback)  # type: ignore[attr-defined]
             self.reward.labels(**labels).inc(p.feedback * p.reward_ratio)  # type: ignore[attr-defined]
         if p.comparisons:

@@ -66,7 +66,9 @@ def test_scrape_errors_are_clear() -> None:
 @pytest.mark.timeout(60)
 def test_prometheus_provider_against_real_prometheus(exporter: Exporter, prometheus: str) -> None:
     exporter.set(A, requests=4, feedback=2, reward_ratio=1.0)
-    exporter.set(B, requests=4, error_ratio=0.25, latency=0.3, comparisons=4, disagreement_ratio=0.5)
+    exporter.set(
+        B, requests=4, error_ratio=0.25, latency=0.3, comparisons=4, disagreement_ratio=0.5, feedback=4
+    )
     provider = PrometheusProvider(prometheus)
     deadline = time.monotonic() + 30
     while True:
@@ -85,7 +87,7 @@ def test_prometheus_provider_against_real_prometheus(exporter: Exporter, prometh
         time.sleep(1)
     a, b = obs.of(A), obs.of(B)
     assert a.errors == 0 and a.accuracy() == pytest.approx(1.0, abs=0.02)
-    assert b.success_rate() == pytest.approx(0.75, abs=0.05)
+    assert b.success_rate() == pytest.approx(0.75, abs=0.05)  # feedback POSTs would make it 0.875
     assert b.disagreement() == pytest.approx(0.5, abs=0.05)
     p99 = b.latency_quantile(0.99)
     assert p99 is not None and 0.25 <= p99 <= 0.5
@@ -100,3 +102,107 @@ def test_prometheus_errors_are_clear() -> None:
     p = PrometheusProvider("http://prom", client=httpx.Client(transport=httpx.MockTransport(bad)))
     with pytest.raises(MetricsError, match="parse error"):
         p.observe(DEPLOYMENT, [A], 60)
+
+
+# Feedback out of the serving figures --------------------------------------------------------------------------
+def _gateway_exposition(service_predict: str, service_feedback: str) -> str:
+    """The repro, through the gateway's own metric registry: a 50 % split, a candidate failing 1.5 % of its
+    predictions, and one feedback POST (answered 200) per prediction on both predictors."""
+    from serving.gateway.metrics import GatewayMetrics, PredictorLabels
+
+    m = GatewayMetrics()
+    labels = {p: PredictorLabels(DEPLOYMENT, p, model_name="classifier") for p in (A, B)}
+    for p, failing in ((A, 0), (B, 150)):
+        for i in range(10_000):
+            m.observe_server(labels[p], service_predict, "POST", 500 if i < failing else 200, 0.002)
+            m.observe_server(labels[p], service_feedback, "POST", 200, 0.001)
+            m.count_feedback(labels[p], 1.0)
+    return m.exposition().decode()
+
+
+@pytest.mark.parametrize(
+    ("predict", "feedback"),
+    [("/api/v1.0/predictions", "/api/v1.0/feedback"), ("predictions", "feedback")],  # the gateway's, Seldon's
+)
+def test_feedback_requests_never_count_as_served_requests(predict: str, feedback: str) -> None:
+    from rollout.gates import GateContext, evaluate
+    from rollout.observations import Observations
+    from rollout.policy import Gate
+
+    stats = parse_exposition(_gateway_exposition(predict, feedback), DEPLOYMENT, [A, B])
+    assert stats[B].requests == 10_000 and stats[B].errors == 150  # not 20,000 requests
+    assert stats[B].success_rate() == pytest.approx(0.985)  # counting feedback read 0.9925
+    assert stats[B].buckets[-1][1] == 10_000 and stats[B].feedback == 10_000
+    ctx = GateContext(B, A, False, True, 0.0)
+    observed = Observations(10, stats)
+    absolute = Gate.model_validate({"name": "sr", "metric": "success_rate", "min": 0.99})
+    relative = Gate.model_validate({"name": "sr", "metric": "success_rate", "margin": 0.005})
+    assert evaluate(absolute, observed, ctx).verdict == "fail"
+    assert evaluate(relative, observed, ctx).verdict == "fail"
+
+
+# Counts since the stage began ---------------------------------------------------------------------------------
+def test_increase_sums_the_scrapes_inside_the_stage_across_a_reset() -> None:
+    from rollout.metrics.scrape import increase
+
+    snaps = [
+        (t, PredictorStats(requests=r, errors=e))
+        for t, r, e in [(1, 100, 1), (5, 150, 2), (6, 20, 0), (9, 50, 3)]
+    ]
+    assert increase(snaps, 5).requests == 20 + 30 and increase(snaps, 5).errors == 0 + 3  # reset at t=6
+    assert increase(snaps, 0).requests == 50 + 20 + 30
+    assert increase(snaps, 10) == PredictorStats()
+
+
+@pytest.mark.timeout(30)
+def test_the_stage_counts_every_request_since_it_began_and_none_before(exporter: Exporter) -> None:
+    exporter.set(A, requests=5)
+    exporter.set(B, requests=5, error_ratio=0.2)
+    time.sleep(0.5)  # traffic before the stage: never counted
+    provider = ScrapeProvider(exporter.url)
+    began = time.time()
+    first = provider.observe(DEPLOYMENT, [A, B], window=0.3, since=0.0)
+    assert first.stage is not None and first.stage[B].requests == first.of(B).requests
+    time.sleep(0.3)
+    second = provider.observe(DEPLOYMENT, [A, B], window=0.3, since=time.time() - began)
+    assert second.stage is not None
+    stage_b = second.stage[B]
+    # the stage spans both windows and the gap between the ticks
+    assert stage_b.requests >= first.of(B).requests + second.of(B).requests
+    total = parse_exposition(httpx.get(exporter.url).text, DEPLOYMENT, [B])[B].requests
+    assert stage_b.requests < total * 0.8  # the half second before the stage is not in it
+    assert stage_b.errors == pytest.approx(0.2 * stage_b.requests, abs=5)
+    # a new stage starts from nothing
+    third = provider.observe(DEPLOYMENT, [A, B], window=0.3, since=0.0)
+    assert third.stage is not None and third.stage[B].requests == third.of(B).requests
+
+
+@pytest.mark.timeout(60)
+def test_ab_arms_count_from_the_start_of_the_test(
+    exporter: Exporter,
+    tmp_path,
+    bundle_dir,
+    rf_bundle_dir,  # type: ignore[no-untyped-def]
+) -> None:
+    """The stable model's counter has run long before the test: only what it served since counts."""
+    from rollout_gitops import fast_policy, make_env, make_repo
+
+    from model.bundle import Bundle
+    from rollout.reconciler import start, tick
+
+    stable_b, cand_b = Bundle.open(bundle_dir), Bundle.open(rf_bundle_dir)
+    stable, cand = "m-" + stable_b.short_digest, "m-" + cand_b.short_digest
+    exporter.set(stable, requests=5, feedback=5)
+    time.sleep(1.0)  # about 1,250 requests and feedbacks before the test
+    repo = make_repo(tmp_path, stable_b.digest)
+    env = make_env(repo, fast_policy("ab", gates=[]), exporter.url)
+    exporter.set(cand, requests=5, feedback=5)
+    start(env, str(rf_bundle_dir), rf_bundle_dir.as_uri(), cand_b.digest)
+    began = time.time()
+    res = tick(env)
+    elapsed = time.time() - began
+    ab = next(g for g in res.decision.gates if g.gate == "a/b test")
+    assert ab.n_stable is not None
+    per_second = 5 / 0.02
+    assert ab.n_stable <= per_second * elapsed * 1.5  # since the start only, not since the exporter began
+    assert ab.n_stable == pytest.approx(ab.n_candidate, rel=0.5)
