@@ -92,6 +92,13 @@ def current_step(policy: Policy, rollout: Rollout) -> tuple[list[Step], Step | N
     return plan, step
 
 
+def counted_seconds(policy: Policy, rollout: Rollout, now: float) -> float | None:
+    """How many seconds back the gates' counts reach: the stage (or the A/B test, or the bandit) since it
+    began, less the policy's warm-up; None while the stage is still warming up."""
+    counted = now - rollout.entered_at - policy.warmup
+    return None if counted <= 0 and policy.warmup > 0 else max(0.0, counted)
+
+
 def expected_layout(policy: Policy, rollout: Rollout) -> Layout | None:
     _, step = current_step(policy, rollout)
     return None if step is None else step.layout(rollout.stable, rollout.candidate)

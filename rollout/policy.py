@@ -2,7 +2,9 @@
 
 A policy says how a candidate reaches users in one environment: the strategy, its stages (weight, bake time,
 whether a human approves entering the stage), the metric gates every stage must pass, what a failure does
-(`rollback`, or `freeze` for changes that cannot be undone) and how often the reconciler ticks.
+(`rollback`, or `freeze` for changes that cannot be undone) and how often the reconciler ticks. The gates judge
+every observation since a stage began, except its first `warmup` seconds: a new predictor's cold start and the
+router picking up new weights are left out.
 Durations are seconds or strings such as `30s`, `5m`, `2h`, `1d`.
 """
 
@@ -315,6 +317,7 @@ class Policy(_Strict):
     strategy: Strategy
     interval: Duration = 30.0
     window: Duration = 60.0
+    warmup: Duration = 0.0
     on_failure: Literal["rollback", "freeze"] = "rollback"
     approve_promotion: bool = False
     stages: list[Stage] = Field(default_factory=list)

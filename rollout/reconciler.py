@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rollout import quarantine
-from rollout.decision import Action, Decision, decide
+from rollout.decision import Action, Decision, counted_seconds, decide
 from rollout.decision import abort as abort_decision
 from rollout.gates import custom_queries
 from rollout.guardrails import check_manifest
@@ -79,7 +79,9 @@ def observe(env: Environment, state: RolloutState, policy: Policy, now: float) -
     if r is None or r.status != "progressing" or env.metrics is None:
         return Observations(window=0.0, source="none")
     # Gates, A/B tests and bandits judge every observation since the stage (or the test) began.
-    since = max(0.0, now - r.entered_at)
+    since = counted_seconds(policy, r, now)
+    if since is None:  # warming up: nothing is judged yet
+        return Observations(window=policy.window, stage={}, source="warm-up")
     custom = custom_queries(policy.gates)
     return env.metrics.observe(state.deployment, [r.stable, r.candidate], policy.window, custom, since)
 

@@ -12,7 +12,8 @@ P(the truth is ever outside the interval) <= 1 - confidence. Three constructions
   normal (Waudby-Smith et al., "Time-uniform central limit theory", 2021). The variance of each arm is bounded
   with the Bhatia-Davis inequality (mean - lo)(hi - mean), the mean taken with one pseudo-observation at each
   end of the range (the Agresti-Caffo adjustment for proportions), so that a run of all-successes does not
-  read as zero variance.
+  read as zero variance; the candidate's variance is the one it has at the margin's edge (the score test of
+  Farrington and Manning), which keeps the error at the margin within its level (tests/rollout checks it).
 - `proportion_cs`: one arm's mean of observations in [0, 1] (disagreement rate, an absolute bound). The
   beta-binomial mixture martingale: for each p, the Bernoulli likelihood ratio mixed over a Beta prior centred
   on p is a nonnegative supermartingale under p (for any [0, 1] observations, by convexity), so by Ville's
@@ -31,6 +32,7 @@ not depend on them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,15 +125,18 @@ def difference_cs(
 ) -> Interval:
     """Confidence sequence for mean1 - mean2 (arm 1 the candidate), observations in [lo, hi].
 
-    `at`: the difference the decision is about (the margin's edge). Arm 1's variance is then taken as the
-    larger of its own and the one it would have at mean2 + at, as the Farrington-Manning test of
-    non-inferiority does: near 0 or 1 the variance at the estimate is too small where the estimate is lucky.
+    `at`: the difference the decision is about (the margin's edge). Arm 1's variance is then the one it has
+    when the difference is exactly `at` (mean2 + at), as in the Farrington-Manning score test of
+    non-inferiority: the variance under the hypothesis being tested, not at the estimate, which near 0 or 1
+    looks smallest exactly where the estimate is lucky. (One pseudo-observation keeps it off 0.)
     `one_sided`: each bound holds with 1 - alpha (the pair is a 1 - 2 alpha interval, as in equivalence
     testing); otherwise the interval as a whole holds with 1 - alpha."""
     estimate = s1 / n1 - s2 / n2
     var1 = mean_variance(s1, n1, lo, hi)
     if at is not None:
-        var1 = max(var1, bounded_variance(s2 / n2 + at, lo, hi))
+        edge = (hi - lo) / (n1 + 2)
+        null_mean = (s2 + lo + hi) / (n2 + 2) + at
+        var1 = bounded_variance(min(max(null_mean, lo + edge), hi - edge), lo, hi)
     v = var1 / n1 + mean_variance(s2, n2, lo, hi) / n2
     r = normal_mixture_bound(v, tau, alpha) if one_sided else normal_mixture_radius(v, tau, alpha)
     span = hi - lo
@@ -153,9 +158,9 @@ def log_beta_binomial_martingale(s: float, n: float, p: float, strength: float) 
     return _lbeta(a + s, b + n - s) - _lbeta(a, b) - s * math.log(p) - (n - s) * math.log1p(-p)
 
 
-def _edge(f: Callable[[float], bool], inside: float, outside: float, iterations: int = 60) -> float:
-    """Bisection for the boundary between `inside` (f true) and `outside` (f false)."""
-    for _ in range(iterations):
+def _edge(f: Callable[[float], bool], inside: float, outside: float, tolerance: float) -> float:
+    """Bisection for the boundary between `inside` (f true) and `outside` (f false), to `tolerance`."""
+    while abs(outside - inside) > tolerance:
         mid = (inside + outside) / 2
         if f(mid):
             inside = mid
@@ -177,11 +182,12 @@ def proportion_cs(s: float, n: float, alpha: float, strength: float = PROPORTION
         return log_beta_binomial_martingale(s, n, p, k) < limit
 
     centre = min(max(estimate, 1e-12), 1 - 1e-12)
-    low = 0.0 if inside(1e-12) else _edge(inside, centre, 0.0)
-    high = 1.0 if inside(1 - 1e-12) else _edge(inside, centre, 1.0)
+    low = 0.0 if inside(1e-12) else _edge(inside, centre, 0.0, 1e-9)
+    high = 1.0 if inside(1 - 1e-12) else _edge(inside, centre, 1.0, 1e-9)
     return Interval(estimate, min(low, estimate), max(high, estimate))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def rank_band(n: float, q: float, alpha: float, strength: float) -> tuple[float, float]:
     """The ranks [r_lo, r_hi] the count at or below the true q-quantile stays within, at every n."""
     limit = math.log(1 / alpha)
@@ -189,12 +195,54 @@ def rank_band(n: float, q: float, alpha: float, strength: float) -> tuple[float,
     def inside(s: float) -> bool:
         return log_beta_binomial_martingale(s, n, q, strength) < limit
 
+    def excess(s: float) -> float:
+        return log_beta_binomial_martingale(s, n, q, strength) - limit
+
     centre = n * q
     if not inside(centre):  # cannot happen for a prior centred on q, but never return an empty band
         return centre, centre
-    low = 0.0 if inside(0.0) else _edge(inside, centre, 0.0)
-    high = n if inside(n) else _edge(inside, centre, n)
+    sd = math.sqrt(n * q * (1 - q)) or 1.0
+    low = 0.0 if inside(0.0) else _root(excess, *_bracket(excess, centre, -sd, 0.0), 1e-3)
+    high = n if inside(n) else _root(excess, *_bracket(excess, centre, sd, n), 1e-3)
     return low, high
+
+
+def _bracket(f: Callable[[float], float], centre: float, step: float, end: float) -> tuple[float, float]:
+    """A tight (inside, outside) pair around the crossing, starting from the normal approximation's
+    1 and 4 standard deviations out (the crossing is usually between), widening towards `end` if not."""
+    inside = centre
+    for k in (1.0, 2.0, 4.0, 8.0, 16.0):
+        x = centre + k * step
+        if (x - end) * step >= 0:
+            return inside, end
+        if f(x) < 0:
+            inside = x
+        else:
+            return inside, x
+    return inside, end
+
+
+def _root(f: Callable[[float], float], inside: float, outside: float, tolerance: float) -> float:
+    """The point where f, negative at `inside` and not at `outside`, crosses 0 (the Illinois method: the
+    secant, with the stale end's value halved so it never stalls); the inside end of the final bracket."""
+    fi, fo = f(inside), f(outside)
+    stale = 0
+    while abs(outside - inside) > tolerance:
+        x = outside - fo * (outside - inside) / (fo - fi) if fo != fi else (inside + outside) / 2
+        if not min(inside, outside) < x < max(inside, outside):
+            x = (inside + outside) / 2
+        fx = f(x)
+        if fx < 0:
+            inside, fi = x, fx
+            if stale == -1:
+                fo /= 2
+            stale = -1
+        else:
+            outside, fo = x, fx
+            if stale == 1:
+                fi /= 2
+            stale = 1
+    return inside
 
 
 def quantile_strength(q: float) -> float:

@@ -107,7 +107,7 @@ def build_environment(
     elif metrics_url:
         from rollout.metrics.scrape import ScrapeProvider
 
-        metrics = ScrapeProvider(metrics_url)
+        metrics = ScrapeProvider(metrics_url, history=scrape_history(repo, env))
     return Environment(
         name=env,
         scm=scm,
@@ -116,6 +116,16 @@ def build_environment(
         metrics=metrics,
         on_promote=registry_hook(repo),
     )
+
+
+def scrape_history(repo: Path, env: str) -> Path | None:
+    """Where a scrape provider keeps its scrapes between runs (so `reconcile --once` ticks add up): in the
+    repository's .git, never in its files."""
+    git = repo / ".git"
+    if git.is_file():  # a worktree: .git names the real directory
+        text = git.read_text().strip()
+        git = (repo / text.removeprefix("gitdir:").strip()).resolve() if text.startswith("gitdir:") else git
+    return git / f"sluice-scrapes-{env}.json" if git.is_dir() else None
 
 
 def candidate_model(uri: str, repo: Path) -> tuple[str, str]:

@@ -2,21 +2,25 @@
 
 Each tick scrapes twice, `window` seconds apart, and the difference is the window's counts (a counter that
 went down was reset: the second value is then the increase, as Prometheus does). Every scrape is also kept, in
-memory, with its time: the counts since a stage began are the sum of the increases between the scrapes taken
-since then, as Prometheus' increase() would compute them from its samples. A reconciler that restarts mid-stage
-counts from its first scrape on (never from before the stage); one that runs a single tick per process
-(`sluice rollout reconcile --once`) sees only its window: run `--watch`, or read Prometheus. Custom PromQL
-gates get no data from a scrape (their no-data rule applies). Only prediction requests count (feedback
-requests are told apart by the `service` label).
+memory and, given a `history` file, on disk, with its time: the counts since a stage began are the sum of the
+increases between the scrapes taken since then, as Prometheus' increase() would compute them from its
+samples. With the file, ticks run one per process (`sluice rollout reconcile --once`, from cron) add up
+like ticks of one `--watch`; without it, or if the file is lost, counting starts again from the next scrape
+(never from before the stage). The file is a cache of metrics, not rollout state: an unreadable one is
+ignored. Custom PromQL gates get no data from a scrape (their no-data rule applies). Only prediction requests
+count (feedback requests are told apart by the `service` label).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -32,6 +36,7 @@ from rollout.metrics import (
 from rollout.observations import Observations, PredictorStats
 
 HISTORY = 20_000  # scrapes kept per predictor (at two per tick, hours of stage at a 1 s interval)
+KEEP = 2 * 86400.0  # seconds of scrapes the history file keeps
 
 
 @dataclass
@@ -143,12 +148,15 @@ class ScrapeProvider:
         timeout: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        history: Path | None = None,
     ):
         self.url = url
         self.client = client or httpx.Client(timeout=timeout)
         self.sleep = sleep
         self.clock = clock
+        self.history_file = history
         self._history: dict[tuple[str, str], deque[tuple[float, PredictorStats]]] = {}
+        self._loaded = False
 
     def scrape(self) -> str:
         try:
@@ -158,6 +166,63 @@ class ScrapeProvider:
         if r.status_code != 200:
             raise MetricsError(f"scrape {self.url}: HTTP {r.status_code}")
         return r.text
+
+    def _load(self) -> None:
+        if self._loaded or self.history_file is None:
+            return
+        self._loaded = True
+        try:
+            data = json.loads(self.history_file.read_text())
+            for entry in data["series"]:
+                key = (str(entry["deployment"]), str(entry["predictor"]))
+                rows: deque[tuple[float, PredictorStats]] = deque(maxlen=HISTORY)
+                for t, r, e, b, f, w, c, d in entry["scrapes"]:
+                    buckets = tuple((float(le), float(n)) for le, n in b)
+                    rows.append(
+                        (
+                            float(t),
+                            PredictorStats(
+                                float(r), float(e), buckets, float(f), float(w), float(c), float(d)
+                            ),
+                        )
+                    )
+                self._history[key] = rows
+        except (OSError, ValueError, KeyError, TypeError):
+            self._history = {}  # no file yet, or an unreadable one: count from the next scrape
+
+    def _save(self, oldest: float) -> None:
+        if self.history_file is None:
+            return
+        series = []
+        for (deployment, predictor), rows in self._history.items():
+            kept = [(t, s) for t, s in rows if t >= oldest]
+            if not kept:
+                continue
+            series.append(
+                {
+                    "deployment": deployment,
+                    "predictor": predictor,
+                    "scrapes": [
+                        [
+                            t,
+                            s.requests,
+                            s.errors,
+                            [[le, n] for le, n in s.buckets],
+                            s.feedback,
+                            s.reward,
+                            s.comparisons,
+                            s.disagreements,
+                        ]
+                        for t, s in kept
+                    ],
+                }
+            )
+        tmp = self.history_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"series": series}))
+            os.replace(tmp, self.history_file)
+        except OSError:
+            pass  # a cache: losing it costs resolution, never correctness
 
     def _snapshot(self, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
         at = self.clock()
@@ -174,6 +239,7 @@ class ScrapeProvider:
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
     ) -> Observations:
+        self._load()
         start = None if since is None else self.clock() - since
         first = self._snapshot(deployment, predictors)
         self.sleep(window)
@@ -181,6 +247,7 @@ class ScrapeProvider:
         stage = None
         if start is not None:
             stage = {p: increase(self._history[(deployment, p)], start) for p in predictors}
+        self._save(oldest=self.clock() - KEEP)
         return Observations(
             window=window,
             predictors={p: delta(first[p], second[p]) for p in predictors},

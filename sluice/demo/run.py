@@ -73,7 +73,8 @@ class Settings:
 
     @property
     def act_timeout(self) -> float:
-        return 90.0 if self.fast else 150.0
+        # a promotion needs enough evidence at every stage: about a minute at 50 requests/s (fast)
+        return 150.0 if self.fast else 240.0
 
 
 def demo_policy(s: Settings, strategy: str = "canary") -> dict[str, Any]:
@@ -102,6 +103,7 @@ def demo_policy(s: Settings, strategy: str = "canary") -> dict[str, Any]:
         "strategy": strategy,
         "interval": 0.5,
         "window": s.window,
+        "warmup": 1.0,
         "on_failure": "rollback",
         "stages": [{"weight": 20, "bake": s.bake}, {"weight": 50, "bake": s.bake}],
         "gates": health + judges[strategy],

@@ -206,3 +206,40 @@ def test_ab_arms_count_from_the_start_of_the_test(
     per_second = 5 / 0.02
     assert ab.n_stable <= per_second * elapsed * 1.5  # since the start only, not since the exporter began
     assert ab.n_stable == pytest.approx(ab.n_candidate, rel=0.5)
+
+
+@pytest.mark.timeout(30)
+def test_ticks_in_separate_processes_add_up_through_the_history_file(exporter: Exporter, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`reconcile --once` from cron: each tick is a new provider; the history file carries the stage."""
+    exporter.set(A, requests=5)
+    history = tmp_path / "scrapes.json"
+    began = time.time()
+    first = ScrapeProvider(exporter.url, history=history).observe(DEPLOYMENT, [A], 0.3, since=0.0)
+    time.sleep(0.3)
+    second = ScrapeProvider(exporter.url, history=history).observe(
+        DEPLOYMENT, [A], 0.3, since=time.time() - began
+    )
+    assert first.stage is not None and second.stage is not None
+    assert second.stage[A].requests >= first.of(A).requests + second.of(A).requests
+    alone = ScrapeProvider(exporter.url).observe(DEPLOYMENT, [A], 0.3, since=time.time() - began)
+    assert (
+        alone.stage is not None and alone.stage[A].requests < second.stage[A].requests
+    )  # no memory: window only
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",
+        '{"series": [{"deployment": 1}]}',
+        "[]",
+        '{"series": [{"deployment": "d", "predictor": "p", "scrapes": [[1, "x"]]}]}',
+    ],
+)
+def test_an_unreadable_history_file_is_ignored(exporter: Exporter, tmp_path, content: str) -> None:  # type: ignore[no-untyped-def]
+    exporter.set(A, requests=5)
+    history = tmp_path / "scrapes.json"
+    history.write_text(content)
+    obs = ScrapeProvider(exporter.url, history=history).observe(DEPLOYMENT, [A], 0.2, since=0.0)
+    assert obs.stage is not None and obs.stage[A].requests == obs.of(A).requests
+    assert '"series"' in history.read_text()  # rewritten whole
