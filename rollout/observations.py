@@ -35,7 +35,8 @@ class PredictorStats:
 
 @dataclass(frozen=True)
 class Observations:
-    """A provider's answer for one tick. `stage` holds totals since the stage began (A/B), when available."""
+    """A provider's answer for one tick: counts over its window, and `stage`, the counts since the stage (or the
+    A/B test, or the bandit) began, less the policy's warm-up: what the gates judge."""
 
     window: float
     predictors: dict[str, PredictorStats] = field(default_factory=dict)

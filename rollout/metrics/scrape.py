@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from collections import deque
@@ -81,12 +82,19 @@ def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> d
                 s.labels.get("service")
             ):
                 continue  # feedback, status, metadata: not a prediction a user waited for
+            if not math.isfinite(s.value) or s.value < 0:
+                raise MetricsError(f"unreadable /metrics: {s.name}{s.labels} = {s.value} is not a count")
             if s.name == f"{REQUESTS}_count" and in_deployment:
                 a.requests += s.value
                 if s.labels.get("code", "").startswith("5"):
                     a.errors += s.value
             elif s.name == f"{REQUESTS}_bucket" and in_deployment:
-                le = float(s.labels["le"])
+                try:
+                    le = float(s.labels["le"])
+                except (KeyError, ValueError):
+                    raise MetricsError(
+                        f"unreadable /metrics: {s.name}{s.labels} has no numeric `le`"
+                    ) from None
                 a.buckets[le] = a.buckets.get(le, 0.0) + s.value
             elif s.name == FEEDBACK and in_deployment:
                 a.feedback += s.value

@@ -243,3 +243,19 @@ def test_an_unreadable_history_file_is_ignored(exporter: Exporter, tmp_path, con
     obs = ScrapeProvider(exporter.url, history=history).observe(DEPLOYMENT, [A], 0.2, since=0.0)
     assert obs.stage is not None and obs.stage[A].requests == obs.of(A).requests
     assert '"series"' in history.read_text()  # rewritten whole
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'seldon_api_executor_server_requests_seconds_bucket{deployment_name="d",predictor_name="x",le="soon"} 5',
+        'seldon_api_executor_server_requests_seconds_bucket{deployment_name="d",predictor_name="x"} 5',
+        'seldon_api_executor_server_requests_seconds_count{deployment_name="d",predictor_name="x",code="500"} -40',
+        'seldon_api_model_feedback_total{deployment_name="d",predictor_name="x"} NaN',
+    ],
+)
+def test_a_hostile_exposition_is_an_error_not_a_crash_or_a_count(line: str) -> None:
+    """Whatever a /metrics endpoint serves, the reconciler gets a MetricsError (no data), never a crash or a
+    negative error count that would lift a success rate above 1."""
+    with pytest.raises(MetricsError, match="unreadable /metrics"):
+        parse_exposition(line + "\n", "d", ["x"])
