@@ -58,6 +58,21 @@ class GateResult:
     detail: str = ""
     conclusive: bool = False  # the verdict came from the interval (not from a no-data or deadline rule)
 
+    def evidence(self) -> dict[str, Any]:
+        """The numbers behind the verdict, as plain data (JSON output, reports)."""
+        return {
+            "compare": self.compare,
+            "n_candidate": self.n_candidate,
+            "n_stable": self.n_stable,
+            "estimate": self.estimate,
+            "interval": None if self.low is None or self.high is None else [self.low, self.high],
+            "limit": self.limit,
+            "better": self.better,
+            "margin": self.margin,
+            "confidence": self.confidence,
+            "method": self.method,
+        }
+
     def but(self, **changes: Any) -> GateResult:
         """This result with some fields changed (a plain copy: cheaper than dataclasses.replace)."""
         fields = dict(self.__dict__)

@@ -6,7 +6,6 @@ the way PromQL's histogram_quantile does (linear interpolation inside the bucket
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 
@@ -50,23 +49,15 @@ class Observations:
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
     """Prometheus' histogram_quantile over cumulative (le, count) buckets; None when there is no sample."""
+    from rollout.stats import rank_value
+
     if not buckets:
         return None
     buckets = tuple(sorted(buckets))
     total = buckets[-1][1]
     if total <= 0:
         return None
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le  # as Prometheus: the highest finite bound
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return prev_le
+    return rank_value(q * total, buckets, beyond_last="last finite")  # as Prometheus
 
 
 def merge_buckets(

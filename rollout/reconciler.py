@@ -121,6 +121,7 @@ _ACTIONS = {
     "start": Action.ADVANCE,
     "promote": Action.PROMOTE,
     "rollback": Action.ROLLBACK,
+    "reallocate": Action.REALLOCATE,
 }
 
 

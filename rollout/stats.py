@@ -36,6 +36,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 INF = math.inf
 
@@ -268,20 +269,23 @@ def quantile_min_sample(q: float, alpha: float) -> int:
     return hi
 
 
-def rank_value(rank: float, buckets: tuple[tuple[float, float], ...]) -> float:
-    """The value at `rank` (0..total) in cumulative (le, count) buckets, interpolating inside the bucket.
+def rank_value(
+    rank: float, buckets: tuple[tuple[float, float], ...], beyond_last: Literal["inf", "last finite"] = "inf"
+) -> float:
+    """The value at `rank` (0..total) in sorted cumulative (le, count) buckets, interpolating inside the bucket.
 
-    A rank that falls into the +Inf bucket has no finite value: INF (an upper bound that does not exist)."""
+    A rank in the +Inf bucket has no finite value: INF (an upper bound that does not exist), or, as
+    Prometheus' histogram_quantile answers, the highest finite bound."""
     prev_le, prev_count = 0.0, 0.0
     for le, count in buckets:
-        if count >= rank and count > prev_count:
-            if math.isinf(le):
-                return INF
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
         if count >= rank:
-            return prev_le if count == prev_count else le
+            if math.isinf(le):
+                return INF if beyond_last == "inf" else prev_le
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
         prev_le, prev_count = le, count
-    return INF
+    return INF if beyond_last == "inf" else prev_le
 
 
 def quantile_cs(buckets: tuple[tuple[float, float], ...], q: float, alpha: float) -> Interval | None:

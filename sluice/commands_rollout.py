@@ -176,22 +176,6 @@ def _show(result: TickResult) -> None:
         console.print(f"  {note}", highlight=False)
 
 
-def evidence_json(g: Any) -> dict[str, Any]:
-    """A gate result's evidence: sample per arm, estimate, interval, limit, margin, confidence, method."""
-    return {
-        "compare": g.compare,
-        "n_candidate": g.n_candidate,
-        "n_stable": g.n_stable,
-        "estimate": g.estimate,
-        "interval": None if g.low is None else [g.low, g.high],
-        "limit": g.limit,
-        "better": g.better,
-        "margin": g.margin,
-        "confidence": g.confidence,
-        "method": g.method,
-    }
-
-
 def _result_json(result: TickResult) -> dict[str, Any]:
     d = result.decision
     state = result.state
@@ -226,7 +210,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
                     "verdict": g.verdict,
                     "sample": g.sample,
                     "detail": g.detail,
-                    **evidence_json(g),
+                    **g.evidence(),
                 }
                 for g in d.gates
             ],

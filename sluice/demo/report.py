@@ -30,19 +30,7 @@ GATE_COLUMNS = ("gate", "metric", "n (candidate / stable)", "estimate", "interva
 
 def gate_record(g: Any) -> dict[str, Any]:
     """A rollout GateResult as plain data for summary.json and the report's gate table."""
-    return {
-        **dict(zip(GATE_KEYS, g.row(), strict=True)),
-        "compare": g.compare,
-        "n_candidate": g.n_candidate,
-        "n_stable": g.n_stable,
-        "low": g.low,
-        "high": g.high,
-        "limit": g.limit,
-        "margin": g.margin,
-        "confidence": g.confidence,
-        "method": g.method,
-        "detail": g.detail,
-    }
+    return {**dict(zip(GATE_KEYS, g.row(), strict=True)), **g.evidence(), "detail": g.detail}
 
 
 @dataclass

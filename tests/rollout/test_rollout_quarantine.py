@@ -34,6 +34,18 @@ def begin(env: Environment, cand: Bundle, force: bool = False) -> None:
     start(env, uri, uri, cand.digest, force=force)
 
 
+def rolled_back(setup, exporter: Exporter) -> Environment:  # type: ignore[no-untyped-def]
+    """A canary of the candidate, failing half its requests, run until it is rolled back."""
+    repo, stable, cand, bundle = setup
+    exporter.set(stable, requests=5)
+    exporter.set(cand, requests=5, error_ratio=0.5)
+    env = make_env(repo, fast_policy("canary"), exporter.url)
+    begin(env, bundle)
+    run_until_written(env, Action.ROLLBACK)
+    assert weights(repo) == {stable: (100, False)}
+    return env
+
+
 def run_until_written(env: Environment, action: Action, ticks: int = 40) -> None:
     for _ in range(ticks):
         res = tick(env)
@@ -44,13 +56,8 @@ def run_until_written(env: Environment, action: Action, ticks: int = 40) -> None
 
 @pytest.mark.timeout(60)
 def test_a_rolled_back_model_is_refused_with_its_reason_and_commit(setup, exporter: Exporter) -> None:  # type: ignore[no-untyped-def]
-    repo, stable, cand, bundle = setup
-    exporter.set(stable, requests=5)
-    exporter.set(cand, requests=5, error_ratio=0.5)
-    env = make_env(repo, fast_policy("canary"), exporter.url)
-    begin(env, bundle)
-    run_until_written(env, Action.ROLLBACK)
-    assert weights(repo) == {stable: (100, False)}
+    repo, _stable, cand, bundle = setup
+    env = rolled_back(setup, exporter)
 
     # recorded in the very commit that rolled the model back
     rollback_commit = git(repo, "rev-parse", "main").strip()
@@ -75,12 +82,8 @@ def test_a_rolled_back_model_is_refused_with_its_reason_and_commit(setup, export
 
 @pytest.mark.timeout(60)
 def test_the_cli_refuses_unless_forced(setup, exporter: Exporter, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    repo, stable, cand, bundle = setup
-    exporter.set(stable, requests=5)
-    exporter.set(cand, requests=5, error_ratio=0.5)
-    env = make_env(repo, fast_policy("canary"), exporter.url)
-    begin(env, bundle)
-    run_until_written(env, Action.ROLLBACK)
+    repo, _stable, cand, bundle = setup
+    rolled_back(setup, exporter)
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "local.yaml").write_text(json.dumps(fast_policy("canary")))
