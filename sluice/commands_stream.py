@@ -57,7 +57,7 @@ def run(
     """Consume INPUT as GROUP, predict, publish to OUTPUT keyed by input id, ack after the write (at-least-once)."""
     from model.bundle import BundleError
     from model.registry import RegistryError
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
     from serving.stream.broker import Broker
     from serving.stream.worker import StreamWorker
 
