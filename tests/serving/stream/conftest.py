@@ -18,8 +18,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on a free port; returns the process and its URL. The caller stops it."""
+def start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Start redis-server on a free port (with `extra` arguments); returns the process and its URL (without
+    credentials). The caller stops it."""
     import redis
 
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -38,6 +39,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
                 "no",
                 "--dir",
                 str(workdir),
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -47,6 +49,9 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 client.ping()
+                client.close()
+                return proc, f"redis://127.0.0.1:{port}/0"
+            except redis.AuthenticationError:  # up, and asking for the password it was given
                 client.close()
                 return proc, f"redis://127.0.0.1:{port}/0"
             except redis.ConnectionError:
