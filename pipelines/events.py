@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from pipelines.batch import BUCKET, BUCKET_ENDPOINT
 from pipelines.batch import NAME as BATCH_TEMPLATE
 from pipelines.conventions import (
+    BUCKET,
     BUCKET_ACCESS_KEY,
+    BUCKET_ENDPOINT,
     BUCKET_SECRET_KEY,
     EVENTS_SERVICE_ACCOUNT,
     NAMESPACE,

@@ -141,8 +141,9 @@ def test_kaniko_pushes_by_digest_and_checks_the_bundle() -> None:
     assert "--dockerfile=serving/Dockerfile" in args
     assert any(a.startswith("--digest-file=") for a in args)
     assert kaniko["outputs"]["parameters"][0]["globalName"] == "image-digest"
-    fetch = next(t for t in _templates(doc) if t["name"] == "fetch-bundle")["script"]["source"]
-    assert "{{workflow.parameters.bundle-digest}}" in fetch and "exit 1" in fetch
+    fetch = next(t for t in _templates(doc) if t["name"] == "fetch-bundle")["script"]
+    assert {"name": "BUNDLE_DIGEST", "value": "{{workflow.parameters.bundle-digest}}"} in fetch["env"]
+    assert '"$actual" != "$BUNDLE_DIGEST"' in fetch["source"] and "exit 1" in fetch["source"]
 
 
 def test_sensor_submits_the_batch_template_with_the_new_object_key() -> None:

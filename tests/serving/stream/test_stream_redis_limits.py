@@ -203,4 +203,3 @@ def test_a_worker_whose_redis_stops_answering_exits_with_a_redacted_error(
         proc.wait()
     assert worker.returncode == 1, output
     assert "Timeout" in output and "pw-s3cr3t" not in output and ":***@" in output
-
