@@ -120,7 +120,12 @@ def test_secrets_are_referenced_never_inlined(pipe: Any) -> None:
     doc = pipe.build()
     walk(doc)
     secret_refs = re.findall(r"secretKeyRef|Secret:|secretName|accessKey|secretKey", text)
-    assert secret_refs or pipe.kind in {"CronWorkflow", "Sensor"}
+    assert secret_refs or pipe.kind in {
+        "CronWorkflow",
+        "Sensor",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
 
 
 def test_train_outputs_digest_and_metrics_as_workflow_outputs() -> None:
