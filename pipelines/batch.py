@@ -33,6 +33,7 @@ from pipelines.conventions import (
     MODEL_NAME,
     NAMESPACE,
     RUNTIME_IMAGE,
+    S3_INSECURE,
     WORKFLOW_SERVICE_ACCOUNT,
     labels,
     ui_annotations,
@@ -58,7 +59,7 @@ def _s3(name: str, path: str, key: str, optional: bool = False) -> S3Artifact:
         path=path,
         bucket=BUCKET,
         endpoint=BUCKET_ENDPOINT,  # fixed: the bucket credentials go to this endpoint and no other
-        insecure=False,
+        insecure=S3_INSECURE,
         key=key,
         optional=optional or None,
         access_key_secret=SecretKeySelector(name=BUCKET_ACCESS_KEY.secret, key=BUCKET_ACCESS_KEY.key),

@@ -28,10 +28,14 @@ KANIKO_IMAGE = (
 # (pipelines/admission.py) accepts it from this repository, at the version the cluster's Argo runs.
 ARGOEXEC_REPOSITORY = "quay.io/argoproj/argoexec"
 REPO_URL = "https://github.com/sluice-ml/sluice.git"
-# The S3 store of the batch bucket (and of the DVC remote): always over TLS (see `S3_ENDPOINT_URL`).
+# The S3 store (MinIO) of the DVC remote and of the batch bucket, and the one TLS setting every S3 client
+# here takes it from: DVC in the steps (AWS_ENDPOINT_URL), Argo's S3 artifacts and the Argo Events MinIO
+# source (`insecure`). Credentials travel to it, so it is TLS unless this says otherwise.
+S3_TLS = True
 BUCKET = "sluice-batch"
 BUCKET_ENDPOINT = "minio.sluice-pipelines.svc:9000"
-S3_ENDPOINT_URL = f"https://{BUCKET_ENDPOINT}"
+S3_ENDPOINT_URL = f"{'https' if S3_TLS else 'http'}://{BUCKET_ENDPOINT}"
+S3_INSECURE = not S3_TLS
 MODEL_NAME = "sluice-classifier"
 WORKFLOW_SERVICE_ACCOUNT = "sluice-pipelines"
 EVENTS_SERVICE_ACCOUNT = "sluice-events"

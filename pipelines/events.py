@@ -19,6 +19,7 @@ from pipelines.conventions import (
     BUCKET_SECRET_KEY,
     EVENTS_SERVICE_ACCOUNT,
     NAMESPACE,
+    S3_INSECURE,
     labels,
 )
 
@@ -53,7 +54,7 @@ def minio_source() -> dict[str, Any]:
         "endpoint": BUCKET_ENDPOINT,
         "events": ["s3:ObjectCreated:Put", "s3:ObjectCreated:CompleteMultipartUpload"],
         "filter": {"prefix": INCOMING_PREFIX, "suffix": ".csv"},
-        "insecure": False,
+        "insecure": S3_INSECURE,
         "accessKey": _secret(BUCKET_ACCESS_KEY),
         "secretKey": _secret(BUCKET_SECRET_KEY),
     }

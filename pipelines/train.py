@@ -38,6 +38,7 @@ from pipelines.conventions import (
     OUTPUTS_DIR,
     REPO_URL,
     RUNTIME_IMAGE,
+    S3_ENDPOINT_URL,
     SOURCE_DIR,
     WORKFLOW_SERVICE_ACCOUNT,
     WORKSPACE,
@@ -102,7 +103,7 @@ def dvc_env() -> list[Any]:
         *steps.quiet_env(),
         steps.secret_env("AWS_ACCESS_KEY_ID", DVC_ACCESS_KEY),
         steps.secret_env("AWS_SECRET_ACCESS_KEY", DVC_SECRET_KEY),
-        steps.config_env("AWS_ENDPOINT_URL", "dvc-endpoint-url", optional=True),
+        Env(name="AWS_ENDPOINT_URL", value=S3_ENDPOINT_URL),  # the DVC remote, over TLS like every S3 client
         steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
         steps.secret_env("MLFLOW_TRACKING_TOKEN", MLFLOW_TOKEN, optional=True),
     ]
