@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,9 +20,6 @@ METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 # metadata.json carries the digest, so it cannot be part of it.
 DIGEST_EXCLUDES = frozenset({METADATA_FILE})
-
-# What a bundle digest looks like wherever it is read from outside (registry tags, manifests, parameters).
-DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 DType = Literal["float64", "float32", "int64"]
 

@@ -167,10 +167,11 @@ class Registry:
     def _fetch_bundle(self, uri: str, ref: ModelVersionRef, cache: Path | None) -> Path:
         """The bundle of `ref` in the local cache, downloaded if missing; never used unless it hashes to
         the version's digest tag. The tag names the cache entry, so it is checked before it becomes a path."""
-        from model.bundle import DIGEST_PATTERN, short_digest
+        from deployment.names import DIGEST
+        from model.bundle import short_digest
 
         digest = ref.digest or ""
-        if not DIGEST_PATTERN.fullmatch(digest):
+        if not DIGEST.fullmatch(digest):
             raise RegistryError(
                 f"{uri}: version {ref.version} has tag {TAG_DIGEST}={digest!r}, not a bundle digest "
                 "(sha256: and 64 lowercase hex digits)"

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from deployment import wire
+
 Strategy = Literal["canary", "shadow", "ab", "bluegreen"]
 STRATEGIES: tuple[str, ...] = ("canary", "shadow", "ab", "bluegreen")
 
@@ -121,7 +123,7 @@ class ABSpec(_Strict):
     max_duration: Duration = 86400.0
     test: Literal["z", "msprt"] = "z"
     msprt_tau: float = Field(default=0.05, gt=0, le=1)
-    sticky_key: str = "x-sluice-user"
+    sticky_key: str = wire.STICKY_HEADER
 
 
 class BlueGreenSpec(_Strict):

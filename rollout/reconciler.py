@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployment.names import predictor_name
 from rollout.decision import Action, Decision, current_step, decide
 from rollout.decision import abort as abort_decision
 from rollout.guardrails import check_manifest
@@ -240,7 +241,7 @@ def start(
                 f"abort it first (`sluice rollout abort --env {env.name}`)"
             )
         stable = state.stable_name()
-        name = "m-" + digest.split(":", 1)[-1][:12]
+        name = predictor_name(digest)
         if name == stable:
             raise RolloutError(f"{env.name}: {name} is already the stable model")
         for p in env.scm.pending(env.name):

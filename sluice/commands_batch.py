@@ -31,7 +31,7 @@ DigestOption = Annotated[
 def _load(model: str, digest: str | None) -> Any:
     from model.bundle import BundleError
     from model.registry import RegistryError
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
 
     try:
         return Predictor.load(model, digest)

@@ -84,7 +84,7 @@ def run(
     """
     from model.bundle import BundleError
     from model.registry import RegistryError
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
     from serving.stream.broker import Broker, redact
     from serving.stream.worker import StreamWorker
 

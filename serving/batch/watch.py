@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from serving.batch.formats import SUFFIXES, BatchError
 from serving.batch.score import RunSummary, default_rejects, score_file
-from serving.predictor import Predictor
+from serving.core.predictor import Predictor
 
 LEDGER = ".sluice-ledger.jsonl"
 QUARANTINE = "quarantine"

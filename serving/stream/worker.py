@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from serving.predictor import Predictor, RequestError
+from serving.core.predictor import Predictor, RequestError
 from serving.stream.broker import Broker, Message, Outgoing
 from serving.stream.codec import MalformedMessage, decode_input, encode_dead_letter, encode_result
 

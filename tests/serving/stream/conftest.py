@@ -87,7 +87,7 @@ def redis_client(redis_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def predictor(bundle_dir: Path):  # type: ignore[no-untyped-def]
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
 
     return Predictor.load(bundle_dir)
 
