@@ -30,7 +30,7 @@ def hwm():  # VmHWM: this process's own peak RSS (ru_maxrss would count the pare
     for line in open("/proc/self/status"):
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
-from serving.predictor import Predictor
+from serving.core.predictor import Predictor
 mode, bundle, source, target, chunk = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5])
 predictor = Predictor.load(bundle)
 base = hwm()
@@ -103,7 +103,7 @@ def main(results_dir: Path) -> None:
 
     from model.params import Params
     from model.pipeline import train_bundle
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
 
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:

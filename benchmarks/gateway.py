@@ -88,7 +88,7 @@ def _predictor_pids(ports: list[int]) -> list[int]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"serving.server" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] in wanted:
+        if b"serving.http.server" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] in wanted:
             pids.append(int(entry))
     return pids
 
@@ -166,7 +166,7 @@ class Started:
         log = (work / f"{scenario.split(',')[0]}-{self.port}.log").open("wb")
         if scenario == "direct":
             argv = [
-                sys.executable, "-m", "serving.server", "--model", str(bundle.path), "--port", str(self.port),
+                sys.executable, "-m", "serving.http.server", "--model", str(bundle.path), "--port", str(self.port),
                 "--name", "classifier", "--digest", bundle.digest,
             ]  # fmt: skip
         else:
@@ -229,7 +229,7 @@ def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
     import httpx
     import uvloop
 
-    from serving.gateway.upstream import Upstream
+    from serving.router.upstream import Upstream
 
     started = Started("direct", bundle, work)
     url = started.url + "/api/v1.0/predictions"

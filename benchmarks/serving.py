@@ -375,8 +375,8 @@ def _in_process(bundle: Path, row: list[float], body_v1: bytes) -> dict[str, flo
     import pandas as pd
 
     from model.bundle import Bundle
-    from serving.app import PredictorApp
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
+    from serving.http.app import PredictorApp
     from serving.protocols import seldon
 
     onnx = Predictor.load(str(bundle))

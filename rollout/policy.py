@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from deployment import wire
+
 Strategy = Literal["canary", "shadow", "ab", "bluegreen", "bandit"]
 STRATEGIES: tuple[str, ...] = ("canary", "shadow", "ab", "bluegreen", "bandit")
 
@@ -257,7 +259,7 @@ class ABSpec(_Strict):
     max_duration: Duration = 86400.0
     test: Literal["z", "msprt"] = "msprt"
     msprt_tau: float = Field(default=0.05, gt=0, le=1)
-    sticky_key: str = "x-sluice-user"
+    sticky_key: str = wire.STICKY_HEADER
 
 
 class BanditSpec(_Strict):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from deployment.names import predictor_name
 from rollout import quarantine
 from rollout.decision import Action, Decision, counted_seconds, decide
 from rollout.decision import abort as abort_decision
@@ -254,7 +255,7 @@ def start(
                 f"abort it first (`sluice rollout abort --env {env.name}`)"
             )
         stable = state.stable_name()
-        name = "m-" + digest.split(":", 1)[-1][:12]
+        name = predictor_name(digest)
         if name == stable:
             raise RolloutError(f"{env.name}: {name} is already the stable model")
         if not force:

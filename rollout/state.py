@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-ANNOTATION = "sluice.dev/rollout"
+from deployment.names import ANNOTATION as ANNOTATION  # the key is the contract's; the JSON in it is ours
 
 Status = Literal["progressing", "paused", "frozen", "promoted", "rolled-back"]
 ACTIVE: frozenset[str] = frozenset({"progressing", "paused", "frozen"})

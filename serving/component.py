@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from serving.predictor import Predictor, RequestError
+from serving.core.predictor import Predictor, RequestError
 
 
 class Classifier:

@@ -1,6 +1,6 @@
 """`sluice serve`: serve one model bundle over HTTP (Seldon v1 and Open Inference Protocol v2).
 
-Registered on the top-level app by sluice/cli.py. The same server runs as `python -m serving.server`.
+Registered on the top-level app by sluice/cli.py. The same server runs as `python -m serving.http.server`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def serve(
     """Serve a model bundle: Seldon v1 (/api/v1.0/predictions), OIP v2 (/v2/...), /metrics, /docs."""
     from model.bundle import BundleError
     from model.registry import RegistryError
-    from serving.predictor import BACKENDS
-    from serving.server import build_app, run
+    from serving.core.predictor import BACKENDS
+    from serving.http.server import build_app, run
 
     if backend not in BACKENDS:
         fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")

@@ -35,8 +35,8 @@ def up(
 
     import uvloop
 
-    from serving.manifest import ManifestError
-    from serving.runtime import LocalRuntime, RuntimeEvent, StartupError
+    from serving.local.spec import ManifestError
+    from serving.local.supervisor import LocalRuntime, RuntimeEvent, StartupError
 
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def up(
 def _table(runtime: object) -> None:
     from rich.table import Table
 
-    from serving.runtime import LocalRuntime
+    from serving.local.supervisor import LocalRuntime
 
     assert isinstance(runtime, LocalRuntime)
     table = Table(

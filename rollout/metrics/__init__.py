@@ -15,13 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from deployment import metric_names as names
 from rollout.observations import Observations
 
-REQUESTS = "seldon_api_executor_server_requests_seconds"
-FEEDBACK = "seldon_api_model_feedback_total"
-REWARD = "seldon_api_model_feedback_reward_total"
-COMPARISONS = "sluice_shadow_comparisons_total"
-DISAGREEMENTS = "sluice_shadow_disagreements_total"
+REQUESTS = names.SERVER_REQUESTS
+FEEDBACK = names.total(names.FEEDBACK)
+REWARD = names.total(names.FEEDBACK_REWARD)
+COMPARISONS = names.total(names.SHADOW_COMPARISONS)
+DISAGREEMENTS = names.total(names.SHADOW_DISAGREEMENTS)
 
 PREDICTION_SERVICES: frozenset[str] = frozenset(
     {

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 import io
-from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from rollout.state import ANNOTATION, Layout, PredictorState, Rollout, RolloutState, StateError
+from deployment import seldon
+from deployment.names import ANNOTATION, predictor_name
+from rollout.state import Layout, PredictorState, Rollout, RolloutState, StateError
 from rollout.targets import TargetError
 
 
@@ -21,11 +22,6 @@ def _yaml() -> YAML:
     y.width = 4096
     y.indent(mapping=2, sequence=4, offset=2)
     return y
-
-
-def _params(predictor: Any) -> dict[str, Any]:
-    graph = predictor.get("graph") or {}
-    return {str(p.get("name")): p.get("value") for p in graph.get("parameters") or [] if isinstance(p, dict)}
 
 
 class SeldonDeploymentV1:
@@ -49,31 +45,26 @@ class SeldonDeploymentV1:
         return buf.getvalue()
 
     def state(self, text: str) -> RolloutState:
-        doc = self.load(text)
-        meta = doc.get("metadata") or {}
-        name = str(meta.get("name") or (doc.get("spec") or {}).get("name") or "")
-        predictors = []
-        n = len(doc["spec"]["predictors"])
-        for i, p in enumerate(doc["spec"]["predictors"]):
-            traffic = p.get("traffic", 100 if n == 1 else 0)
-            if isinstance(traffic, bool) or not isinstance(traffic, int):
-                raise TargetError(f"spec.predictors[{i}].traffic: expected an integer, got {traffic!r}")
-            params = _params(p)
-            predictors.append(
-                PredictorState(
-                    name=str(p.get("name")),
-                    traffic=traffic,
-                    shadow=p.get("shadow") is True,
-                    model_uri=params.get("model_uri"),
-                    model_digest=params.get("model_digest"),
-                )
-            )
-        raw = (meta.get("annotations") or {}).get(ANNOTATION)
         try:
-            rollout = Rollout.from_json(str(raw)) if raw else None
+            sd = seldon.parse(self.load(text))
+        except seldon.ManifestError as e:
+            raise TargetError(str(e).removeprefix("<manifest>: ")) from e
+        predictors = tuple(
+            PredictorState(
+                name=p.name,
+                traffic=p.traffic,
+                shadow=p.shadow,
+                model_uri=p.model_uri,
+                model_digest=p.model_digest,
+            )
+            for p in sd.predictors
+        )
+        raw = sd.annotations.get(ANNOTATION)
+        try:
+            rollout = Rollout.from_json(raw) if raw else None
         except StateError as e:
             raise TargetError(f"metadata.annotations.{ANNOTATION}: {e}") from e
-        return RolloutState(name, tuple(predictors), rollout)
+        return RolloutState(sd.name, predictors, rollout)
 
     def apply(self, text: str, layout: Layout | None, rollout: Rollout | None) -> str:
         doc = self.load(text)
@@ -198,7 +189,7 @@ def initial_manifest(
     image: str = DEFAULT_IMAGE,
 ) -> str:
     """The first manifest of an environment: one stable predictor, pinned by digest, at 100 %."""
-    predictor = "m-" + digest.split(":", 1)[-1][:12]
+    predictor = predictor_name(digest)
     text = _INITIAL.format(
         env=env,
         deployment=deployment,

@@ -38,7 +38,7 @@ from serving.batch.formats import (
     scored_rows,
 )
 from serving.batch.output import AppendFile, ParquetOutput, fsync_dir
-from serving.predictor import Predictor, RequestError
+from serving.core.predictor import Predictor, RequestError
 
 DEFAULT_CHUNK_SIZE = 50_000
 OUTPUT_SUFFIX: dict[str, str] = {

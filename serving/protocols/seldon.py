@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.predictor import Prediction, RequestError
+from serving.core.predictor import Prediction, RequestError
 
 Kind = Literal["ndarray", "tensor", "json"]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.predictor import Prediction, RequestError
+from serving.core.predictor import Prediction, RequestError
 
 DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from deployment import seldon
 from sluice.demo.traffic import RequestRecord
 
 MANIFEST = "gitops/environments/local/seldondeployment.yaml"
@@ -110,18 +109,10 @@ def manifest_history(repo: Path, since: str | None = None, path: str = MANIFEST)
         text = subprocess.run(
             ["git", "show", f"{sha}:{path}"], cwd=repo, capture_output=True, text=True
         ).stdout
-        doc = yaml.safe_load(text) or {}
-        weights: dict[str, float] = {}
-        shadow = None
-        for p in (doc.get("spec") or {}).get("predictors") or []:
-            if p.get("shadow"):
-                shadow = p["name"]
-                weights[p["name"]] = 0.0
-            else:
-                weights[p["name"]] = float(
-                    p.get("traffic", 100 if len(doc["spec"]["predictors"]) == 1 else 0)
-                )
-        annotations = dict((doc.get("metadata") or {}).get("annotations") or {})
+        sd = seldon.loads(text, f"{sha}:{path}")
+        weights = {p.name: 0.0 if p.shadow else float(p.traffic) for p in sd.predictors}
+        shadow = sd.shadow.name if sd.shadow is not None else None
+        annotations = dict(sd.annotations)
         steps.append(Step(float(ts), sha, subject, body.strip(), weights, shadow, annotations))
     return steps
 

@@ -32,6 +32,8 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from deployment import seldon, wire
+from deployment.names import predictor_name
 from sluice.demo.report import (
     GATE_COLUMNS,
     ActResult,
@@ -117,7 +119,7 @@ def demo_policy(s: Settings, strategy: str = "canary") -> dict[str, Any]:
             "test": "msprt",
             "msprt_tau": 0.05,
             "max_duration": "60s",
-            "sticky_key": "x-sluice-user",
+            "sticky_key": wire.STICKY_HEADER,
         },
         "bluegreen": {"warmup": s.bake, "switch": [100], "step_bake": s.bake, "blue_bake": s.bake},
     }
@@ -265,7 +267,7 @@ class Demo:
         model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
         state = env.target.state(env.scm.read(ENV).text)
         stable = state.stable_name()
-        act = ActResult(name, strategy, "m-" + digest.split(":", 1)[-1][:12], stable, expected)
+        act = ActResult(name, strategy, predictor_name(digest), stable, expected)
         self.acts.append(act)
         self.traffic.set_act(name)
         act.started = time.time()
@@ -424,11 +426,7 @@ class Demo:
                 raise DemoError(
                     f"sluice up exited ({self.gateway.returncode}); see {self.out / 'logs' / 'sluice-up.log'}"
                 )
-            doc = yaml.safe_load(path.read_text())
-            want = {
-                p["name"]: (int(p.get("traffic", 0) or 0), bool(p.get("shadow", False)))
-                for p in doc["spec"]["predictors"]
-            }
+            want = {p.name: (p.traffic, p.shadow) for p in seldon.read(path).predictors}
             routes = self._routes()
             have = {p["name"]: (int(p["traffic"]), bool(p["shadow"])) for p in routes if p.get("alive")}
             if routes and have == want and len(routes) == len(want):

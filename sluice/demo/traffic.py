@@ -19,8 +19,10 @@ from typing import Any
 import httpx
 import numpy as np
 
-USER_HEADER = "x-sluice-user"
-PREDICTOR_HEADER = "x-sluice-predictor"
+from deployment import wire
+
+USER_HEADER = wire.STICKY_HEADER
+PREDICTOR_HEADER = wire.PREDICTOR_HEADER
 
 
 @dataclass(frozen=True)

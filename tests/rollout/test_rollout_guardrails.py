@@ -37,7 +37,12 @@ def predictor(name: str, traffic: int | None, digest: str = D1, **extra: Any) ->
 
 
 def sdep(*predictors: dict[str, Any]) -> dict[str, Any]:
-    return {"kind": "SeldonDeployment", "metadata": {"name": "x"}, "spec": {"predictors": list(predictors)}}
+    return {
+        "apiVersion": "machinelearning.seldon.io/v1",
+        "kind": "SeldonDeployment",
+        "metadata": {"name": "x"},
+        "spec": {"predictors": list(predictors)},
+    }
 
 
 def rules(doc: dict[str, Any]) -> set[str]:
@@ -73,6 +78,8 @@ def test_valid_layouts() -> None:
         (sdep(predictor("a", 100, "latest")), "pinning"),
         (sdep(predictor("a", 150)), "weights"),
         ({"kind": "SeldonDeployment", "spec": {"predictors": []}}, "shape"),
+        (sdep(), "shape"),
+        (sdep(predictor("a", "lots")), "shape"),  # type: ignore[arg-type]
     ],
 )
 def test_each_rule_fires(doc: dict[str, Any], rule: str) -> None:

@@ -108,7 +108,7 @@ def test_prometheus_errors_are_clear() -> None:
 def _gateway_exposition(service_predict: str, service_feedback: str) -> str:
     """The repro, through the gateway's own metric registry: a 50 % split, a candidate failing 1.5 % of its
     predictions, and one feedback POST (answered 200) per prediction on both predictors."""
-    from serving.gateway.metrics import GatewayMetrics, PredictorLabels
+    from serving.router.executor_metrics import GatewayMetrics, PredictorLabels
 
     m = GatewayMetrics()
     labels = {p: PredictorLabels(DEPLOYMENT, p, model_name="classifier") for p in (A, B)}

@@ -121,12 +121,23 @@ def manifest(layout: Layout) -> dict[str, Any]:
         p: dict[str, Any] = {
             "name": s.name,
             "traffic": s.traffic,
-            "graph": {"parameters": [{"name": "model_digest", "type": "STRING", "value": DIGESTS[s.name]}]},
+            "graph": {
+                "name": "classifier",
+                "parameters": [
+                    {"name": "model_uri", "type": "STRING", "value": f"models:/m/{s.name}"},
+                    {"name": "model_digest", "type": "STRING", "value": DIGESTS[s.name]},
+                ],
+            },
         }
         if s.shadow:
             p["shadow"] = True
         preds.append(p)
-    return {"kind": "SeldonDeployment", "spec": {"predictors": preds}}
+    return {
+        "apiVersion": "machinelearning.seldon.io/v1",
+        "kind": "SeldonDeployment",
+        "metadata": {"name": "sd"},
+        "spec": {"predictors": preds},
+    }
 
 
 def start(pol: Policy) -> RolloutState:

@@ -91,25 +91,32 @@ def test_annotation_round_trip(two: str) -> None:
     assert len(changed_lines(text, again)) == 2  # one annotation line out, one in
 
 
+API = "apiVersion: machinelearning.seldon.io/v1\n"
+ONE = "    - name: a\n      graph: {name: classifier}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
         ("kind: Service\n", "SeldonDeployment"),
-        ("kind: SeldonDeployment\nspec: {predictors: []}\n", "spec.predictors"),
+        (
+            f"{API}kind: SeldonDeployment\nmetadata: {{name: x}}\nspec: {{predictors: []}}\n",
+            "spec.predictors",
+        ),
         ("kind: [\n", "not valid YAML"),
         (
-            "kind: SeldonDeployment\nspec:\n  predictors:\n    - name: a\n      traffic: lots\n",
+            f"{API}kind: SeldonDeployment\nmetadata: {{name: x}}\nspec:\n  predictors:\n    - name: a\n      traffic: lots\n",
             r"spec.predictors\[0\].traffic",
         ),
         (
-            "kind: SeldonDeployment\nmetadata:\n  annotations:\n    sluice.dev/rollout: '{}'\n"
-            "spec:\n  predictors:\n    - name: a\n",
+            f"{API}kind: SeldonDeployment\nmetadata:\n  name: x\n  annotations:\n    sluice.dev/rollout: '{{}}'\n"
+            f"spec:\n  predictors:\n{ONE}",
             "sluice.dev/rollout",
         ),
         (
-            'kind: SeldonDeployment\nmetadata:\n  annotations:\n    sluice.dev/rollout: \'{"strategy": "canary", '
+            f'{API}kind: SeldonDeployment\nmetadata:\n  name: x\n  annotations:\n    sluice.dev/rollout: \'{{"strategy": "canary", '
             '"candidate": "b", "stable": "a", "stage": 0, "entered_at": "2026-01-01T00:00:00Z", '
-            '"status": "sleeping"}\'\nspec:\n  predictors:\n    - name: a\n',
+            f'"status": "sleeping"}}\'\nspec:\n  predictors:\n{ONE}',
             "sleeping",
         ),
     ],

@@ -226,3 +226,15 @@ def test_msprt_still_finds_a_real_difference() -> None:
     )
     d = decide(state_for(pol, 0), pol, win, T0 + 10)
     assert d.action == Action.PROMOTE and "mSPRT" in d.reason
+
+
+def test_the_z_interval_is_narrower_than_the_sequential_one_and_reads_the_same_way() -> None:
+    from rollout.strategies.ab import interval
+
+    z = policy("ab", ab={"test": "z"}).ab
+    msprt = policy("ab", ab={"test": "msprt"}).ab
+    fixed, sequential = interval(z, 900, 1000, 880, 1000), interval(msprt, 900, 1000, 880, 1000)
+    assert fixed.estimate == sequential.estimate == pytest.approx(0.02)
+    assert fixed.high - fixed.low < sequential.high - sequential.low  # the price of reading it at every tick
+    r = judge(z, PredictorStats(feedback=1000, reward=950), PredictorStats(feedback=1000, reward=900))
+    assert r.outcome == "candidate" and "z interval" in r.reason

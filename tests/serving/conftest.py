@@ -53,7 +53,7 @@ def start_live_server(app: Any) -> tuple[LiveServer, Any]:
 @pytest.fixture(scope="module")
 def live(bundle_dir: Path) -> Iterator[LiveServer]:
     """`sluice serve`'s app on the logistic-regression bundle, over a real socket."""
-    from serving.server import build_app
+    from serving.http.server import build_app
 
     server, stop = start_live_server(build_app(str(bundle_dir), max_body_bytes=256 * 1024))
     yield server

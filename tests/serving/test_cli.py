@@ -1,4 +1,4 @@
-"""`sluice serve` and `python -m serving.server` as real processes: they serve, and refuse a bad bundle."""
+"""`sluice serve` and `python -m serving.http.server` as real processes: they serve, and refuse a bad bundle."""
 
 from __future__ import annotations
 
@@ -69,7 +69,9 @@ def test_serves_as_a_process(how: str, bundle_dir: Path, spawn: list[subprocess.
         digest,
     ]
     command = (
-        [str(SLUICE), "serve", *args] if how == "sluice" else [sys.executable, "-m", "serving.server", *args]
+        [str(SLUICE), "serve", *args]
+        if how == "sluice"
+        else [sys.executable, "-m", "serving.http.server", *args]
     )
     spawn.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     url = f"http://127.0.0.1:{port}"
@@ -90,7 +92,7 @@ def test_refuses_a_digest_mismatch(bundle_dir: Path, rf_bundle_dir: Path) -> Non
     command = [
         sys.executable,
         "-m",
-        "serving.server",
+        "serving.http.server",
         "--model",
         str(bundle_dir),
         "--port",

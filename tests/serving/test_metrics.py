@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.metrics import BUCKETS, ServingMetrics
+from serving.http.model_metrics import BUCKETS, ServingMetrics
 
 
 def _samples(metrics: ServingMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

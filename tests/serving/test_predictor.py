@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from model.bundle import Bundle, BundleError
-from serving.predictor import DigestMismatch, Prediction, Predictor, RequestError
+from serving.core.predictor import DigestMismatch, Prediction, Predictor, RequestError
 
 
 @pytest.fixture(scope="module")

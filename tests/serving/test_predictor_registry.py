@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from model.bundle import Bundle
-from serving.predictor import DigestMismatch, Predictor
+from serving.core.predictor import DigestMismatch, Predictor
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.predictor import Prediction, RequestError
+from serving.core.predictor import Prediction, RequestError
 from serving.protocols import seldon, v2
 
 DIGEST = "sha256:" + "ab" * 32

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def predictor(bundle_dir: Path):  # type: ignore[no-untyped-def]
-    from serving.predictor import Predictor
+    from serving.core.predictor import Predictor
 
     return Predictor.load(bundle_dir)
 

@@ -44,8 +44,8 @@ def test_export_writes_manifest_with_checksums(edge_bundle: Path, bundle_dir: Pa
 
 
 def test_predictions_match_the_predictor_core(edge_bundle: Path, bundle_dir: Path) -> None:
+    from serving.core.predictor import Predictor
     from serving.edge.export import test_split
-    from serving.predictor import Predictor
 
     core = Predictor.load(bundle_dir)
     X = test_split(core.bundle)

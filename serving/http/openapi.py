@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from serving.protocols import seldon, v2
 
 if TYPE_CHECKING:
-    from serving.app import PredictorApp
+    from serving.http.app import PredictorApp
 
 SWAGGER_HTML = """<!doctype html>
 <html><head><title>Sluice predictor</title>

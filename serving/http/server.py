@@ -1,4 +1,4 @@
-"""Run one predictor over HTTP: `python -m serving.server --model URI --port N` (what `sluice serve` runs).
+"""Run one predictor over HTTP: `python -m serving.http.server --model URI --port N` (what `sluice serve` runs).
 
 The model is loaded (and its digest checked) before the port opens, so an open port means ready.
 One worker, uvloop and httptools, access log off: the settings that measured fastest here.
@@ -11,8 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from serving.app import DEFAULT_MAX_BODY_BYTES, PredictorApp
-from serving.predictor import BACKENDS, Backend, Predictor
+from serving.core.predictor import BACKENDS, Backend, Predictor
+from serving.http.app import DEFAULT_MAX_BODY_BYTES, PredictorApp
 
 
 def build_app(
@@ -51,7 +51,7 @@ def run(app: PredictorApp, host: str = "127.0.0.1", port: int = 9000, log_level:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.server", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m serving.http.server", description=__doc__)
     p.add_argument("--model", required=True, help="bundle path, file:// URI, or models:/name@alias|/version")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.gateway.comparison import decisions, disagree
-from serving.gateway.routing import RoutingTable, Target, UnknownPredictor, key_point
+from serving.router.comparison import decisions, disagree
+from serving.router.routing import RoutingTable, Target, UnknownPredictor, key_point
 
 
 def always(_: str) -> bool:

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serving import openapi
-from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from serving.metrics import ServingMetrics
-from serving.predictor import Predictor, RequestError
+from serving.core.predictor import Predictor, RequestError
+from serving.http import openapi
+from serving.http.model_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from serving.http.model_metrics import ServingMetrics
 from serving.protocols import seldon, v2
 
 log = logging.getLogger("sluice.serving")

@@ -43,41 +43,27 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.manifest import PredictorSpec
+from deployment import metric_names as n
+from serving.local.spec import PredictorSpec
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SERVER = "seldon_api_executor_server_requests_seconds"
-CLIENT = "seldon_api_executor_client_requests_seconds"
-FEEDBACK = "seldon_api_model_feedback"
-FEEDBACK_REWARD = "seldon_api_model_feedback_reward"
-SERVER_LABELS = (
-    "deployment_name",
-    "predictor_name",
-    "predictor_version",
-    "service",
-    "method",
-    "code",
-    "model_name",
-)
+SERVER = n.SERVER_REQUESTS
+CLIENT = n.CLIENT_REQUESTS
+FEEDBACK = n.FEEDBACK
+FEEDBACK_REWARD = n.FEEDBACK_REWARD
+SERVER_LABELS = (n.DEPLOYMENT, n.PREDICTOR, n.PREDICTOR_VERSION, n.SERVICE, n.METHOD, n.CODE, n.MODEL)
 CLIENT_LABELS = (
-    "deployment_name",
-    "predictor_name",
-    "predictor_version",
-    "service",
-    "model_name",
-    "model_image",
-    "model_version",
-    "method",
-    "code",
+    n.DEPLOYMENT,
+    n.PREDICTOR,
+    n.PREDICTOR_VERSION,
+    n.SERVICE,
+    n.MODEL,
+    n.MODEL_IMAGE,
+    n.MODEL_VERSION,
+    n.METHOD,
+    n.CODE,
 )
-FEEDBACK_LABELS = (
-    "deployment_name",
-    "predictor_name",
-    "predictor_version",
-    "model_name",
-    "model_image",
-    "model_version",
-)
+FEEDBACK_LABELS = (n.DEPLOYMENT, n.PREDICTOR, n.PREDICTOR_VERSION, n.MODEL, n.MODEL_IMAGE, n.MODEL_VERSION)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -127,27 +113,27 @@ class GatewayMetrics:
         self.feedback_reward = Counter(
             FEEDBACK_REWARD, "Sum of feedback rewards", FEEDBACK_LABELS, registry=self.registry
         )
-        pair = ("deployment_name", "predictor_name")
+        pair = (n.DEPLOYMENT, n.PREDICTOR)
         self.comparisons = Counter(
-            "sluice_shadow_comparisons",
+            n.SHADOW_COMPARISONS,
             "Mirrored requests whose shadow answer was compared with the live answer",
             pair,
             registry=self.registry,
         )
         self.disagreements = Counter(
-            "sluice_shadow_disagreements",
+            n.SHADOW_DISAGREEMENTS,
             "Mirrored requests whose shadow answer predicted another class than the live answer",
             pair,
             registry=self.registry,
         )
         self.dropped = Counter(
-            "sluice_shadow_dropped",
+            n.SHADOW_DROPPED,
             "Mirror copies dropped because the shadow queue was full",
             pair,
             registry=self.registry,
         )
         self.retries = Counter(
-            "sluice_gateway_retries",
+            n.RETRIES,
             "Requests that failed on one predictor and were retried on another",
             (*pair, "retried_on"),
             registry=self.registry,

@@ -1,6 +1,6 @@
 """The local runtime behind `sluice up`: one predictor process per predictor, the gateway, and convergence.
 
-It reads the SeldonDeployment in a directory, starts `python -m serving.server` for each predictor on a free
+It reads the SeldonDeployment in a directory, starts `python -m serving.http.server` for each predictor on a free
 port, routes to a predictor only once it answers `/v2/health/ready`, then serves the gateway. It polls the
 manifest (every 0.5 s, by content hash) and converges on a change: starts new predictors and waits for them,
 swaps the routing table in one assignment, then drains (in-flight requests finish) and stops the removed
@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serving.gateway.app import Backend, Gateway, Routes
-from serving.gateway.metrics import PredictorLabels
-from serving.gateway.routing import RoutingTable, Target
-from serving.gateway.server import GatewayServer
-from serving.gateway.upstream import Upstream, UpstreamError
-from serving.manifest import DeploymentSpec, ManifestError, PredictorSpec, find_manifest, read_manifest
+from serving.local.spec import DeploymentSpec, ManifestError, PredictorSpec, find_manifest, read_manifest
+from serving.router.executor_metrics import PredictorLabels
+from serving.router.proxy import Backend, Gateway, Routes
+from serving.router.routing import RoutingTable, Target
+from serving.router.server import GatewayServer
+from serving.router.upstream import Upstream, UpstreamError
 
 log = logging.getLogger("sluice.up")
 
@@ -51,7 +51,7 @@ def serving_command(spec: PredictorSpec, host: str, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "serving.server",
+        "serving.http.server",
         "--model",
         spec.model_uri,
         "--port",

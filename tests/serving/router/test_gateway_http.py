@@ -11,7 +11,7 @@ import httpx
 import pytest
 from gateway_harness import FakeCommand, RunningRuntime, metric_samples, predictor, v1_body
 
-from serving.gateway.metrics import CLIENT_LABELS, FEEDBACK_LABELS, SERVER_LABELS
+from serving.router.executor_metrics import CLIENT_LABELS, FEEDBACK_LABELS, SERVER_LABELS
 
 pytestmark = pytest.mark.timeout(120)
 PREDICT = "/api/v1.0/predictions"

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from deployment import metric_names as mn
+
 # Sub-millisecond buckets: a predictor answers in ~0.05-1 ms; a gate compares p50/p99 across versions.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -67,7 +69,7 @@ class ServingMetrics:
 
     # scrape ----------------------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
-        base_names = ["deployment_name", "predictor_name", "model_name"]
+        base_names = [mn.DEPLOYMENT, mn.PREDICTOR, mn.MODEL]
         base = [self.deployment_name, self.predictor_name, self.model_name]
         names = [*base_names, "model_digest"]
         values = [*base, self.model_digest]
@@ -91,12 +93,10 @@ class ServingMetrics:
             latency.add_metric(labels, buckets, series.total)
         rows = CounterMetricFamily("sluice_model_rows", "Rows predicted.", labels=names)
         rows.add_metric(values, self.rows)
-        feedback = CounterMetricFamily(
-            "seldon_api_model_feedback", "Feedback messages received.", labels=base_names
-        )
+        feedback = CounterMetricFamily(mn.FEEDBACK, "Feedback messages received.", labels=base_names)
         feedback.add_metric(base, self.feedback)
         reward = CounterMetricFamily(
-            "seldon_api_model_feedback_reward", "Sum of the rewards of feedback messages.", labels=base_names
+            mn.FEEDBACK_REWARD, "Sum of the rewards of feedback messages.", labels=base_names
         )
         reward.add_metric(base, self.feedback_reward)
         yield from (requests, latency, rows, feedback, reward)

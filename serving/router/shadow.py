@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from serving.gateway.comparison import disagree
-from serving.gateway.metrics import GatewayMetrics, PredictorLabels
-from serving.gateway.upstream import Upstream, UpstreamError
+from serving.router.comparison import disagree
+from serving.router.executor_metrics import GatewayMetrics, PredictorLabels
+from serving.router.upstream import Upstream, UpstreamError
 
 
 @dataclass(frozen=True)

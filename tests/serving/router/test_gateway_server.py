@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.gateway.server import MAX_BODY, GatewayServer
-from serving.runtime import bind
+from serving.local.supervisor import bind
+from serving.router.server import MAX_BODY, GatewayServer
 
 pytestmark = pytest.mark.timeout(60)
 

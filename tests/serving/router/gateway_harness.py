@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import yaml
 
-from serving.manifest import PredictorSpec
-from serving.runtime import LocalRuntime, RuntimeEvent, bind
+from serving.local.spec import PredictorSpec
+from serving.local.supervisor import LocalRuntime, RuntimeEvent, bind
 
 FAKE = Path(__file__).with_name("fake_predictor.py")
 
@@ -35,7 +35,12 @@ def predictor(
         "componentSpecs": [
             {
                 "spec": {
-                    "containers": [{"name": "classifier", "image": "ghcr.io/sluice-ml/sluice-serving:0.1"}]
+                    "containers": [
+                        {
+                            "name": "classifier",
+                            "image": "ghcr.io/sluice-ml/sluice-serving:0.1@sha256:" + "1" * 64,
+                        }
+                    ]
                 }
             }
         ],

@@ -41,12 +41,12 @@ def pid_listening_on(port: int) -> int:
         except OSError:
             continue
         if (
-            b"serving.server" in argv
+            b"serving.http.server" in argv
             and b"--port" in argv
             and argv[argv.index(b"--port") + 1] == str(port).encode()
         ):
             return int(entry)
-    raise LookupError(f"no serving.server on port {port}")
+    raise LookupError(f"no serving.http.server on port {port}")
 
 
 class Load:

@@ -21,7 +21,7 @@ Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predic
 body, else to the one that served `response.meta.puid` (or the `seldon-puid` header), else like a request.
 Gateway endpoints: `GET /metrics` (also `/prometheus`), `GET /gateway/routes` (the routing table as JSON).
 Only predictions and feedback are mirrored and counted in the metrics; other paths (health, metadata) are
-routed the same way and forwarded. `sluice up` serves this app with `serving.gateway.server`; any ASGI
+routed the same way and forwarded. `sluice up` serves this app with `serving.router.server`; any ASGI
 server (uvicorn) runs it too.
 """
 
@@ -38,27 +38,28 @@ from typing import Any
 
 import orjson
 
-from serving.gateway.metrics import CONTENT_TYPE, GatewayMetrics, PredictorLabels
-from serving.gateway.routing import RoutingTable, UnknownPredictor, key_point
-from serving.gateway.shadow import Mirror, MirrorCopy
-from serving.gateway.upstream import HOP_BY_HOP, Response, Upstream, UpstreamError
+from deployment import wire
+from serving.router.executor_metrics import CONTENT_TYPE, GatewayMetrics, PredictorLabels
+from serving.router.routing import RoutingTable, UnknownPredictor, key_point
+from serving.router.shadow import Mirror, MirrorCopy
+from serving.router.upstream import HOP_BY_HOP, Response, Upstream, UpstreamError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-OVERRIDE_HEADER = b"x-sluice-predictor"
-SELDON_ROUTE_HEADER = b"x-seldon-route"
-STICKY_HEADER = b"x-sluice-user"
-PUID_HEADER = b"seldon-puid"
-RETRIED_HEADER = b"x-sluice-retried-from"
-TAG = "sluice_predictor"
+OVERRIDE_HEADER = wire.PREDICTOR_HEADER.encode()
+SELDON_ROUTE_HEADER = wire.SELDON_ROUTE_HEADER.encode()
+STICKY_HEADER = wire.STICKY_HEADER.encode()
+PUID_HEADER = wire.PUID_HEADER.encode()
+RETRIED_HEADER = wire.RETRIED_HEADER.encode()
+TAG = wire.PREDICTOR_TAG
 V1_PREDICT = "/api/v1.0/predictions"
 V1_FEEDBACK = "/api/v1.0/feedback"
 MAX_BODY = 8 << 20
 PUID_MEMORY = 100_000
-_DROP_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", b"x-sluice-predictor", b"x-seldon-route"}
+_DROP_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", OVERRIDE_HEADER, SELDON_ROUTE_HEADER}
 
 
 @dataclass

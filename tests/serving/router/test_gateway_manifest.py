@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from gateway_harness import digest_of, predictor, write_manifest
 
-from serving.manifest import ManifestError, check_model_uri, find_manifest, read_manifest
+from serving.local.spec import ManifestError, check_model_uri, find_manifest, read_manifest
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -65,8 +65,8 @@ def test_the_committed_local_environment_reads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("weights", "shadow", "message"),
     [
-        ([60, 30], None, r"spec\.predictors\[\]\.traffic: non-shadow traffic must sum to 100, got 90"),
-        ([50], None, r"spec\.predictors\[0\]\.traffic: a single predictor takes 0 or 100, got 50"),
+        ([60, 30], None, r"field spec\.predictors\[\]\.traffic: non-shadow traffic must sum to 100, got 90"),
+        ([50], None, r"field spec\.predictors\[0\]\.traffic: a lone live predictor takes 0 or 100 .*got 50"),
         ([100, 0], "two", r"spec\.predictors\[\]\.shadow: at most one shadow predictor"),
         ([], "one", r"cannot be the only predictor"),
     ],
@@ -99,7 +99,7 @@ def test_refuses_missing_model_parameters(env: Path, bundles: tuple[Path, Path])
     p["graph"]["parameters"] = [q for q in p["graph"]["parameters"] if q["name"] != "model_digest"]
     write_manifest(env, [p])
     with pytest.raises(
-        ManifestError, match=r"spec\.predictors\[0\]\.graph\.parameters: model_digest is missing"
+        ManifestError, match=r"field spec\.predictors\[0\]\.graph\.parameters\.model_digest: .*got None"
     ):
         read_manifest(env)
 
@@ -107,7 +107,10 @@ def test_refuses_missing_model_parameters(env: Path, bundles: tuple[Path, Path])
 def test_refuses_a_malformed_digest(env: Path, bundles: tuple[Path, Path]) -> None:
     a, _ = bundles
     write_manifest(env, [predictor("m-x", 100, a, digest="sha256:abc")])
-    with pytest.raises(ManifestError, match=r"model_digest: 'sha256:abc' is not 'sha256:' \+ 64 hex digits"):
+    with pytest.raises(
+        ManifestError,
+        match=r"model_digest: .*must pin the model \('sha256:' \+ 64 hex digits\), got 'sha256:abc'",
+    ):
         read_manifest(env)
 
 
@@ -137,7 +140,7 @@ def test_refuses_traffic_out_of_range_and_bad_yaml(env: Path, bundles: tuple[Pat
     a, _ = bundles
     write_manifest(env, [predictor("m-x", 120, a)])
     with pytest.raises(
-        ManifestError, match=r"field spec\.predictors\[0\]\.traffic: .*less than or equal to 100"
+        ManifestError, match=r"field spec\.predictors\[0\]\.traffic: .*must be 0\.\.100, got 120"
     ):
         read_manifest(env)
     (env / "seldondeployment.yaml").write_text("kind: SeldonDeployment\nspec: [unclosed\n")
