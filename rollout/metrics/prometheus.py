@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from deployment import metric_names as names
 from rollout.metrics import (
     COMPARISONS,
     DISAGREEMENTS,
@@ -77,7 +78,7 @@ class PrometheusProvider:
 
     def _stats(self, deployment: str, predictors: Sequence[str], seconds: float) -> dict[str, PredictorStats]:
         sel = f'deployment_name="{deployment}",predictor_name=~"{_names(predictors)}"'
-        rsel = f'{sel},service=~"{_PREDICTIONS}"'  # prediction requests only: never feedback
+        rsel = f'{sel},{names.SERVICE}=~"{_PREDICTIONS}"'  # prediction requests only: never feedback
         w = _range(seconds)
         requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{rsel}}}[{w}]))")
         errors = self._per_predictor(

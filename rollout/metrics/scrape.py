@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from deployment import metric_names as names
 from rollout.metrics import (
     COMPARISONS,
     DISAGREEMENTS,
@@ -79,7 +80,7 @@ def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> d
             a = acc[pred]
             in_deployment = s.labels.get("deployment_name") == deployment
             if s.name in (f"{REQUESTS}_count", f"{REQUESTS}_bucket") and not is_prediction(
-                s.labels.get("service")
+                s.labels.get(names.SERVICE)
             ):
                 continue  # feedback, status, metadata: not a prediction a user waited for
             if not math.isfinite(s.value) or s.value < 0:
