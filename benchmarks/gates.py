@@ -278,10 +278,11 @@ def fixed_verdict(g: Any, cand: Arm, stable: Arm, shadow: bool) -> str:
 class Scenario:
     policy: str
     kind: str  # a gate's metric, "promql", or "policy" (every gate at once)
-    candidate: str  # identical | worse | cold-start
+    candidate: str  # identical | worse | cold-start | cold-start-no-warmup
     runs: int
     seed: int
     horizon: float
+    margin: float | None = None  # another margin for the gate kind than the policy's
 
 
 def _plan(policy: Any) -> list[Any]:
@@ -308,6 +309,8 @@ def simulate(sc: Scenario) -> dict[str, Any]:
         spec["strategy"] = "shadow"  # only a shadow is compared answer by answer
     if sc.candidate == "cold-start-no-warmup":
         spec["warmup"] = 0
+    if sc.margin is not None:
+        spec["gates"] = [{**g, "margin": sc.margin} for g in spec["gates"]]
     policy = parse_policy(spec, sc.policy)
     gates = policy.gates
     margins = {g.metric: g.margin or 0.0 for g in gates}
@@ -607,6 +610,11 @@ def scenarios(runs: int) -> list[Scenario]:
                 for cold in ("cold-start", "cold-start-no-warmup"):
                     seed += 1
                     out.append(Scenario(name, kind, cold, runs, seed, horizons[name]))
+            if kind == "latency" and name == "production":
+                # a margin finer than the 2-2.5x histogram buckets: what interpolation inside a bucket does
+                for cand in ("identical", "worse"):
+                    seed += 1
+                    out.append(Scenario(name, kind, cand, runs, seed, horizons[name], margin=0.2))
     return out
 
 
@@ -683,8 +691,9 @@ def markdown(data: dict[str, Any]) -> str:
         m = r["methods"]
         same = r.get("same_power")
         matched = "" if not same else f"{_secs(same['seconds'])} (power {100 * same['power']:.1f} %)"
+        kind = r["kind"] if r.get("margin") is None else f"{r['kind']} (margin {r['margin']:g})"
         lines.append(
-            f"| {r['policy']} | {r['kind']} | {r['candidate']} | {_pct(m['old']['wrong'])} | {_pct(m['fixed']['wrong'])} "
+            f"| {r['policy']} | {kind} | {r['candidate']} | {_pct(m['old']['wrong'])} | {_pct(m['fixed']['wrong'])} "
             f"| **{_pct(m['new']['wrong'])}** | {_pct(m['new']['undecided'])} "
             f"| {_secs(m['old']['median_s'])} / {_secs(m['fixed']['median_s'])} / {_secs(m['new']['median_s'])} "
             f"| {_secs(m['old']['p90_s'])} / {_secs(m['fixed']['p90_s'])} / {_secs(m['new']['p90_s'])} | {matched} |"
@@ -694,7 +703,9 @@ def markdown(data: dict[str, Any]) -> str:
         "*old*: the margin's limit as a point threshold on the last window, read at every tick (the old "
         "policies' windows and min_sample: "
         + ", ".join(f"{k} {v['window']:g} s / {v['min_sample']}" for k, v in data["old"].items())
-        + "). *fixed-n*: a one-sided non-inferiority test at the gate's confidence with power = confidence at no "
+        + "). *latency (margin 0.2)*: production's p99 gate with a margin finer than the router's histogram "
+        "buckets (2 to 2.5x apart): inside a bucket the seconds are interpolated, so such a margin is not "
+        "resolved; the shipped policies use 0.5. *fixed-n*: a one-sided non-inferiority test at the gate's confidence with power = confidence at no "
         "difference, read once per stage at its planned sample (simulated). *fixed-n of the new gate's power*: "
         "how long that test takes to promote when planned with the power the new gate showed on the identical "
         "candidate (its false-rollback rate, or 3/runs when it made none), the power split over the gates and "
@@ -726,7 +737,10 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     rows = [r for r in data["gates"] if r["candidate"] in ("identical", "worse")]
-    labels = [f"{r['policy']}\n{r['kind']}\n{r['candidate']}" for r in rows]
+    labels = [
+        f"{r['policy']}\n{r['kind']}{'' if r.get('margin') is None else ' ' + format(r['margin'], 'g')}\n{r['candidate']}"
+        for r in rows
+    ]
     x = np.arange(len(rows))
     colours = {"old": "tab:red", "fixed": "tab:gray", "new": "tab:blue"}
     names = {"old": "old point threshold", "fixed": "fixed-n test", "new": "new gate"}

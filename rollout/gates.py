@@ -253,18 +253,38 @@ def evaluate(gate: Gate, obs: Observations, ctx: GateContext) -> GateResult:
         return sampled.but(verdict=verdict, detail=detail)
 
     interval, limit, method = _interval(gate, cand, stable)
+    note = _coarse(gate, cand, stable)
     judged = sampled.but(
         estimate=interval.estimate, low=interval.low, high=interval.high, limit=limit, method=method
     )
     higher = gate.direction == "higher"
     if (interval.low > limit) if higher else (interval.high < limit):
         detail = "not worse than the margin" if relative else "within the bound"
-        return judged.but(verdict="pass", detail=detail, conclusive=True)
+        return judged.but(verdict="pass", detail=detail + note, conclusive=True)
     if (interval.high < limit) if higher else (interval.low > limit):
         detail = "worse than the margin" if relative else "beyond the bound"
-        return judged.but(verdict="fail", detail=f"{detail}: {_side(interval, limit)}", conclusive=True)
+        return judged.but(verdict="fail", detail=f"{detail}: {_side(interval, limit)}{note}", conclusive=True)
     verdict, detail = _undecided(gate, ctx, "undecided: the interval contains the limit")
-    return judged.but(verdict=verdict, detail=detail)
+    return judged.but(verdict=verdict, detail=detail + note)
+
+
+def _coarse(gate: Gate, cand: _Arm, stable: _Arm | None) -> str:
+    """A warning when a latency gate's margin is finer than the histogram buckets around the quantile: inside
+    a bucket the seconds are interpolated (as histogram_quantile does), so such a margin is not resolved."""
+    if gate.metric != "latency" or gate.comparison != "ratio":
+        return ""
+    edges = [le for le, _ in cand.buckets if not math.isinf(le)]
+    estimate = _point(gate, cand)
+    if estimate is None:
+        return ""
+    lower = max((le for le in edges if le < estimate), default=0.0)
+    upper = min((le for le in edges if le >= estimate), default=math.inf)
+    if lower > 0 and upper / lower > 1 + (gate.margin or 0.0):
+        return (
+            f" (the histogram bucket around the p{gate.quantile * 100:g}, {lower:g}-{upper:g} s, is wider than "
+            f"the margin of {gate.margin:g}: inside it the seconds are interpolated, as histogram_quantile does)"
+        )
+    return ""
 
 
 def _side(interval: Interval, limit: float) -> str:

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import yaml
 
+from deployment import seldon
 from model.bundle import Bundle, compute_digest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,11 +86,7 @@ def wait_converged(world: World, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert world.gateway.poll() is None, "sluice up exited"
-        doc = yaml.safe_load(path.read_text())
-        want = {
-            p["name"]: (int(p.get("traffic", 0) or 0), bool(p.get("shadow")))
-            for p in doc["spec"]["predictors"]
-        }
+        want = {p.name: (p.traffic, p.shadow) for p in seldon.read(path).predictors}
         have = {
             p["name"]: (int(p["traffic"]), bool(p["shadow"])) for p in _routes(world.port) if p.get("alive")
         }
