@@ -80,6 +80,12 @@ def test_latency_quantile_ratio() -> None:
     same = evaluate(g, obs(latency(3000), latency(12000)), ctx())
     assert same.verdict == "pass" and same.estimate == pytest.approx(1.0, abs=0.05)
     assert "order-statistic" in same.method and same.threshold == "<= 1.5x"
+    # the p95 lies in a bucket twice as wide as the margin allows: the evidence says so
+    assert "wider than the margin of 0.5: inside it the seconds are interpolated" in same.detail
+    coarse_ok = evaluate(
+        gate(metric="latency", quantile=0.95, margin=1.5), obs(latency(3000), latency(12000)), ctx()
+    )
+    assert "interpolated" not in coarse_ok.detail
     slow = evaluate(g, obs(latency(3000, scale=3.0), latency(12000)), ctx())
     assert slow.verdict == "fail" and slow.low is not None and slow.low > 1.5
     # a p95 from 60 requests is not a p95: no data, whatever the values say
