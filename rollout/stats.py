@@ -9,22 +9,29 @@ P(the truth is ever outside the interval) <= 1 - confidence. Three constructions
   Johari, Pekelis and Walsh ("Always valid inference", 2017) inverted into an interval: with v the variance of
   the estimate and a N(0, tau^2) mixture over the effect, the radius is
   sqrt(2 v (v + tau^2) / tau^2 * (log(1/alpha) + log((v + tau^2) / v) / 2)). Valid as the estimate becomes
-  normal (Waudby-Smith et al., "Time-uniform central limit theory", 2021). The variance of each arm is bounded
+  normal (Waudby-Smith et al., "Time-uniform central limit theory", 2021). A gate reads one side at a time
+  (pass: the upper bound of "how much worse" below the margin; fail: its lower bound above), so each bound
+  is one-sided, from a half-normal mixture, with error 1 - confidence (the pair reads as the 1 - 2 alpha
+  interval of equivalence testing). The variance of each arm is bounded
   with the Bhatia-Davis inequality (mean - lo)(hi - mean), the mean taken with one pseudo-observation at each
   end of the range (the Agresti-Caffo adjustment for proportions), so that a run of all-successes does not
   read as zero variance; the candidate's variance is the one it has at the margin's edge (the score test of
   Farrington and Manning), which keeps the error at the margin within its level (tests/rollout checks it).
 - `proportion_cs`: one arm's mean of observations in [0, 1] (disagreement rate, an absolute bound). The
   beta-binomial mixture martingale: for each p, the Bernoulli likelihood ratio mixed over a Beta prior centred
-  on p is a nonnegative supermartingale under p (for any [0, 1] observations, by convexity), so by Ville's
-  inequality {p : M_n(p) < 1/alpha} is an exact confidence sequence, with no normal approximation.
+  on p (30 pseudo-observations) is a nonnegative supermartingale under p (for any [0, 1] observations, by
+  convexity), so by Ville's inequality {p : M_n(p) < 1/alpha} is an exact confidence sequence, with no normal
+  approximation: 100 clean answers bound a disagreement rate below 5 %.
 - `quantile_cs`: a latency quantile from histogram buckets, by order statistics. At the true q-quantile, the
   count of observations at or below it is Binomial(n, q); the same beta-binomial martingale at p = q gives a
   band of ranks [r_lo, r_hi] that the count stays in at every n, and the quantile lies between the order
-  statistics of those ranks (Howard and Ramdas, "Sequential estimation of quantiles", 2022). Ranks are mapped to
-  seconds by linear interpolation inside the bucket, as Prometheus' histogram_quantile does: the buckets'
-  resolution limits how finely two quantiles can be told apart. Until r_hi < n there is no upper bound at all:
-  that is the sample a quantile needs (`quantile_min_sample`), which policy validation enforces.
+  statistics of those ranks (Howard and Ramdas, "Sequential estimation of quantiles", 2022); the prior's strength
+  is one tail's worth, 1 / (1 - q). Ranks are mapped to seconds by linear interpolation inside the bucket, as
+  Prometheus' histogram_quantile does: bounds by the buckets' edges alone would be sound whatever the latencies
+  inside a bucket, but with buckets 2 to 2.5x apart they never decide a margin under 1.5x, so the buckets'
+  resolution limits how finely two quantiles can be told apart (benchmarks/results/gates.md shows a 20 % p99
+  margin going unresolved). Until r_hi < n there is no upper bound at all: that is the sample a quantile needs
+  (`quantile_min_sample`: 473 requests for a p99 at 95 %), which policy validation enforces.
 
 `tau` (and the beta prior's strength) only tune which sample size the sequence is tightest at; validity does
 not depend on them.
