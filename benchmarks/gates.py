@@ -738,13 +738,13 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
 
     rows = [r for r in data["gates"] if r["candidate"] in ("identical", "worse")]
     labels = [
-        f"{r['policy']}\n{r['kind']}{'' if r.get('margin') is None else ' ' + format(r['margin'], 'g')}\n{r['candidate']}"
+        f"{r['policy']} · {r['kind']}{'' if r.get('margin') is None else ' ' + format(r['margin'], 'g')} · {r['candidate']}"
         for r in rows
     ]
     x = np.arange(len(rows))
     colours = {"old": "tab:red", "fixed": "tab:gray", "new": "tab:blue"}
     names = {"old": "old point threshold", "fixed": "fixed-n test", "new": "new gate"}
-    fig, ax = plt.subplots(figsize=(max(12, len(rows) * 0.55), 5.5))
+    fig, ax = plt.subplots(figsize=(max(12, len(rows) * 0.45), 7.5))
     for i, m in enumerate(("old", "fixed", "new")):
         ax.bar(
             x + (i - 1) * 0.27,
@@ -754,8 +754,8 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
             label=names[m],
         )
     ax.axhline(5, color="black", ls="--", lw=1, label="goal: 5 %")
-    ax.set_xticks(x, labels, fontsize=6.5)
-    ax.set_ylabel("wrong decisions (%): rollback of identical, promotion of worse")
+    ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
+    ax.set_ylabel("wrong decisions (%)\n(rollback of identical, promotion of worse)")
     ax.set_title(f"Gates over {data['runs_per_scenario']} simulated rollouts per scenario")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -763,7 +763,7 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(errors, dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(max(12, len(rows) * 0.55), 5.5))
+    fig, ax = plt.subplots(figsize=(max(12, len(rows) * 0.45), 7))
     for i, m in enumerate(("old", "fixed", "new")):
         med = [r["methods"][m]["median_s"] / 60 for r in rows]
         p90 = [r["methods"][m]["p90_s"] / 60 for r in rows]
@@ -771,7 +771,7 @@ def plots(data: dict[str, Any], out: Path) -> list[Path]:
         ax.bar(pos, med, 0.27, color=colours[m], label=f"{names[m]}: median")
         ax.scatter(pos, p90, color=colours[m], marker="_", s=120, label=f"{names[m]}: p90")
     ax.set_yscale("log")
-    ax.set_xticks(x, labels, fontsize=6.5)
+    ax.set_xticks(x, labels, fontsize=7, rotation=60, ha="right")
     ax.set_ylabel("minutes from start to promotion or rollback")
     ax.set_title("Time to decide (bars: median; ticks: p90)")
     ax.legend(fontsize=7, ncol=2)
