@@ -100,7 +100,7 @@ class Features:
             raise RequestError(f"names lists {len(names)} features but each row has {width} values")
         unknown = [n for n in names if n not in self.index]
         if unknown:
-            raise RequestError(f"unknown feature {_short(unknown[0])} (the model takes {self._hint()})")
+            raise RequestError(f"unknown feature {short_repr(unknown[0])} (the model takes {self._hint()})")
         if len(set(names)) != len(names):
             seen: set[str] = set()
             dup = next(n for n in names if n in seen or seen.add(n))  # type: ignore[func-returns-value]
@@ -149,7 +149,7 @@ class Features:
         unknown = [k for k in keys if k not in self.index]
         if unknown:
             raise RequestError(
-                f"{where}unknown feature {_short(unknown[0])} (the model takes {self._hint()})"
+                f"{where}unknown feature {short_repr(unknown[0])} (the model takes {self._hint()})"
             )
         if len(keys) != self.count:
             missing = [n for n in self.names if n not in keys]
@@ -173,7 +173,7 @@ def check_shape(shape: Any, where: str, values: int) -> list[int]:
     The product is never carried past `values`, so a shape of huge integers costs as little as a small one.
     """
     if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape[: MAX_DIMS + 1]):
-        raise RequestError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+        raise RequestError(f"{where}: shape must be a list of non-negative integers, got {short_repr(shape)}")
     if len(shape) > MAX_DIMS:
         raise RequestError(f"{where}: shape has {len(shape)} dimensions, at most {MAX_DIMS} are accepted")
     size = 0 if 0 in shape else 1
@@ -183,7 +183,7 @@ def check_shape(shape: Any, where: str, values: int) -> list[int]:
             break
     if size != values:
         needs = str(size) if size <= max(values, 1 << 32) else f"more than {values}"
-        raise RequestError(f"{where}: shape {_short(shape)} needs {needs} values, data holds {values}")
+        raise RequestError(f"{where}: shape {short_repr(shape)} needs {needs} values, data holds {values}")
     return shape
 
 
@@ -195,7 +195,7 @@ def _value_problem(value: float) -> str:
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RequestError(f"{where}: non-numeric value {_short(value)}")
+        raise RequestError(f"{where}: non-numeric value {short_repr(value)}")
     number = _float(value)
     if not -FLOAT32_MAX <= number <= FLOAT32_MAX:
         raise RequestError(f"{where}: {_value_problem(number)}")
@@ -232,14 +232,14 @@ def _first_non_numeric(rows: Any) -> Any:
         if isinstance(item, list | tuple):
             stack.extend(reversed(item))
         elif isinstance(item, bool) or not isinstance(item, int | float):
-            return _short(item)
+            return short_repr(item)
     return _NONE
 
 
-def _short(value: Any, limit: int = 80) -> str:
+def short_repr(value: Any, limit: int = 80) -> str:
     """A repr that a client cannot make long or slow (error messages echo values)."""
     if isinstance(value, list) and len(value) > 8:
-        return f"[{', '.join(_short(v, 20) for v in value[:8])}, ... {len(value)} in all]"
+        return f"[{', '.join(short_repr(v, 20) for v in value[:8])}, ... {len(value)} in all]"
     try:
         text = repr(value)
     except ValueError:  # an integer of more digits than Python converts to text

@@ -203,7 +203,7 @@ class PredictorApp:
         return Response(200, self._seldon_encoder.encode(request, prediction))
 
     def seldon_feedback(self, body: bytes) -> Response:
-        feedback = seldon.decode_feedback(_loads(body), self.classes)
+        feedback = seldon.decode_feedback(_loads(body), self.classes, self._labels_of)
         self.metrics.record_feedback(feedback.reward)
         meta = {
             "tags": {
@@ -216,6 +216,11 @@ class PredictorApp:
             meta["tags"]["correct"] = feedback.correct
         meta["requestPath"] = {self.name: self.predictor.digest}
         return json_response({"data": {"ndarray": []}, "meta": meta})
+
+    def _labels_of(self, request: seldon.PredictRequest) -> list[Any]:
+        """What this model predicts for a feedback's request (to score a truth sent without the response)."""
+        labels: list[Any] = self.predictor.predict_rows(request.rows, request.names).labels.tolist()
+        return labels
 
     def ping(self, body: bytes) -> Response:
         return Response(200, b"pong", b"text/plain")

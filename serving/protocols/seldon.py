@@ -3,14 +3,13 @@
 Requests carry `data.ndarray` (with optional `data.names`), `data.tensor` ({shape, values}) or `jsonData`
 (records, columns or one record); the answer mirrors the request's form, as Seldon's wrappers do.
 Everything emitted stays within the SeldonMessage protobuf schema, so seldon-core's own client parses it.
-Feedback (`request`, `response`, `truth`, `reward`) is turned into a reward: the one given, or, when only
-`truth` is given, the share of rows the response got right.
+Feedback (`request`, `response`, `truth`, `reward`) is scored by `serving.core.feedback`: the reward
+given (within [0, 1]), or, when only `truth` is given, the share of rows the response got right.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,7 +17,11 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.core.predictor import Prediction, RequestError
+from serving.core.feedback import Feedback, score_feedback
+from serving.core.predictor import Prediction
+from serving.core.validation import RequestError, check_shape
+from serving.protocols import labels
+from serving.protocols.labels import Label
 
 Kind = Literal["ndarray", "tensor", "json"]
 
@@ -29,13 +32,6 @@ class PredictRequest:
     names: list[str] | None
     kind: Kind
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Feedback:
-    reward: float
-    rows: int
-    correct: int | None  # rows whose truth matched the response, when both were given
 
 
 def decode_predict(body: Any) -> PredictRequest:
@@ -74,15 +70,10 @@ def decode_predict(body: Any) -> PredictRequest:
 def _tensor_rows(tensor: Any) -> np.ndarray:
     if not isinstance(tensor, Mapping):
         raise RequestError(f"data.tensor: expected an object {{shape, values}}, got {_type(tensor)}")
-    shape, values = tensor.get("shape"), tensor.get("values")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise RequestError("data.tensor.shape: expected a list of non-negative integers")
+    values = tensor.get("values")
     if not isinstance(values, list):
         raise RequestError("data.tensor.values: expected a list of numbers")
-    if math.prod(shape) != len(values):
-        raise RequestError(
-            f"data.tensor: shape {shape} holds {math.prod(shape)} values but {len(values)} were given"
-        )
+    shape = check_shape(tensor.get("shape"), "data.tensor", len(values))
     array = np.asarray(values)
     if array.dtype.kind not in "fiu":
         raise RequestError("data.tensor.values: non-numeric value in the request")
@@ -165,65 +156,30 @@ def _response_meta(meta: Mapping[str, Any], model_name: str, digest: str) -> dic
     return out
 
 
-def decode_feedback(body: Any, classes: list[int]) -> Feedback:
-    """A Seldon Feedback message -> the reward to count (given, or accuracy of `response` against `truth`)."""
+def decode_feedback(
+    body: Any,
+    classes: Sequence[int] | None = None,
+    predict: Callable[[PredictRequest], Sequence[Label]] | None = None,
+) -> Feedback:
+    """A Seldon Feedback message -> what it counts: the reward given, or `truth` scored against `response`.
+
+    The rules are `serving.core.feedback`'s (a reward within [0, 1]); labels are read by
+    `serving.protocols.labels`, with `classes` naming score columns (else the response's column names).
+    A truth sent with its `request` but not the `response` is scored against `predict(request)`, if given.
+    """
     if not isinstance(body, Mapping):
         raise RequestError(f"expected a Feedback JSON object, got {_type(body)}")
-    reward = body.get("reward")
-    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float)):
-        raise RequestError(f"reward: expected a number, got {reward!r}")
-    if reward is not None and not (np.isfinite(reward) and reward >= 0):
-        raise RequestError(f"reward: {reward} is not a finite number >= 0 (rewards add up in a counter)")
-    truth = _labels(body.get("truth"), "truth", classes, probabilities=False)
-    predicted = _labels(body.get("response"), "response", classes, probabilities=True)
-    correct: int | None = None
-    rows = len(truth) if truth is not None else 1
-    if truth is not None and predicted is not None:
-        if len(truth) != len(predicted):
-            raise RequestError(
-                f"truth has {len(truth)} rows but the response has {len(predicted)}: they must match"
-            )
-        correct = int(sum(int(t == p) for t, p in zip(truth, predicted, strict=True)))
-    if reward is None:
-        if correct is None:
-            raise RequestError("feedback needs a `reward`, or a `truth` together with the `response`")
-        reward = correct / rows
-    return Feedback(reward=float(reward), rows=rows, correct=correct)
-
-
-def _labels(message: Any, where: str, classes: list[int], *, probabilities: bool) -> list[int] | None:
-    """Class labels from a SeldonMessage: a column of labels, or (for a response) rows of probabilities."""
-    if message is None:
-        return None
-    if not isinstance(message, Mapping):
-        raise RequestError(f"{where}: expected a SeldonMessage object, got {_type(message)}")
-    json_data = message.get("jsonData")
-    if isinstance(json_data, Mapping) and "labels" in json_data:
-        values: Any = json_data["labels"]
-    elif json_data is not None and "data" not in message:
-        values = json_data
-    else:
-        data = message.get("data")
-        if not isinstance(data, Mapping):
-            raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
-        values = data["ndarray"] if "ndarray" in data else _tensor_rows(data.get("tensor")).tolist()
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RequestError(f"{where}: expected numbers, got {str(values)[:80]}") from None
-    if not np.isfinite(array).all():
-        raise RequestError(f"{where}: expected finite numbers, got {str(values)[:80]}")
-    if array.ndim == 2 and array.shape[1] == len(classes) and probabilities:
-        return [classes[i] for i in array.argmax(axis=1)]
-    if array.ndim == 0:
-        array = array.reshape(1)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1 or array.size == 0:
-        raise RequestError(f"{where}: expected one label per row, got shape {list(array.shape)}")
-    if not (array == np.round(array)).all():
-        raise RequestError(f"{where}: expected class labels (integers), got {str(values)[:80]}")
-    return [int(v) for v in array]
+    for part in ("request", "response", "truth"):
+        if body.get(part) is not None and not isinstance(body[part], Mapping):
+            raise RequestError(f"{part}: expected a SeldonMessage object, got {_type(body[part])}")
+    truth, response, request = body.get("truth"), body.get("response"), body.get("request")
+    truth_rows = labels.truth_labels(truth, classes) if truth is not None else None
+    predicted: Sequence[Label] | None = None
+    if response is not None:
+        predicted = labels.predicted_labels(response, classes)
+    elif truth_rows is not None and request is not None and predict is not None:
+        predicted = predict(decode_predict(request))
+    return score_feedback(body.get("reward"), truth_rows, predicted)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ or the subset the request names. Plain JSON only (tritonclient with `binary_data
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.core.predictor import Prediction, RequestError
+from serving.core.predictor import Prediction
+from serving.core.validation import RequestError, check_shape
 
 DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,
@@ -83,9 +83,6 @@ def _tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
     datatype = tensor.get("datatype")
     if datatype not in DATATYPES:
         raise RequestError(f"{where}: datatype {datatype!r} is not supported (use {', '.join(DATATYPES)})")
-    shape = tensor.get("shape")
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
-        raise RequestError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
     data = tensor.get("data")
     if not isinstance(data, list):
         raise RequestError(f"{where}: data must be a list, got {_type(data)}")
@@ -93,10 +90,8 @@ def _tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
         flat = np.asarray(data).reshape(-1) if data else np.asarray([], dtype=np.float64)
     except ValueError:
         raise RequestError(f"{where}: data is ragged (nested lists of different lengths)") from None
-    expected = math.prod(shape) if shape else 1
-    if flat.size != expected:
-        raise RequestError(f"{where}: shape {shape} needs {expected} values, data holds {flat.size}")
-    if expected == 0:
+    shape = check_shape(tensor.get("shape"), where, flat.size)
+    if flat.size == 0:
         raise RequestError("empty batch: the request holds no rows")
     kind = flat.dtype.kind
     if kind not in "fiu":

@@ -181,12 +181,40 @@ def test_feedback_counts_reward_and_truth(http: httpx.Client) -> None:
     assert _metric(after, "seldon_api_model_feedback_reward_total") == pytest.approx(r0 + 1.0)
 
 
+def test_feedback_truth_with_the_request_only_is_scored_against_this_model(
+    http: httpx.Client, test_rows: pd.DataFrame, expected: Any
+) -> None:
+    rows = test_rows.head(4)
+    truth = expected[0][:4].copy()
+    truth[0] = 1 - truth[0]  # one of four wrong
+    r = http.post(
+        "/api/v1.0/feedback",
+        json={"request": _v1(rows.to_numpy().tolist()), "truth": {"data": {"ndarray": truth.tolist()}}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["tags"]["reward"] == 0.75 and r.json()["meta"]["tags"]["correct"] == 3
+    # Seldon's clients drop a zero reward from the JSON: no reward and no truth counts 0, as under Seldon.
+    assert (
+        http.post("/api/v1.0/feedback", json={"request": _v1([[1.0] * 30])}).json()["meta"]["tags"]["reward"]
+        == 0
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({}, "needs a `reward`"),
+        ({"truth": {"data": {"ndarray": [[1]]}}}, "truth: scoring it needs the `response`"),
+        ({"response": [0.1, 0.9], "reward": 1}, "response: expected a SeldonMessage object"),
         ({"reward": "high"}, "reward: expected a number"),
-        ({"reward": -1}, ">= 0"),
+        ({"reward": -1}, "reward: -1 is outside [0, 1]"),
+        # One message may not outweigh many: accuracy on feedback is reward / messages, within [0, 1].
+        ({"reward": 1e12}, "reward: 1000000000000.0 is outside [0, 1]"),
+        ({"reward": 1.5}, "reward: 1.5 is outside [0, 1]"),
+        ({"reward": 10**400}, "reward: 1000000000000000000000000000000"),
+        (
+            {"truth": {"data": {"ndarray": [[7]]}}, "response": {"data": {"ndarray": [[0.1, 0.9]]}}},
+            "truth: 7 is not a class of this model (0, 1)",
+        ),
         (
             {
                 "truth": {"data": {"ndarray": [[1]]}},
@@ -196,7 +224,7 @@ def test_feedback_counts_reward_and_truth(http: httpx.Client) -> None:
         ),
         (
             {"truth": {"data": {"ndarray": [["x"]]}}, "response": {"data": {"ndarray": [[0.1, 0.9]]}}},
-            "expected numbers",
+            "truth: 'x' is not a class of this model",
         ),
         ([1, 2], "expected a Feedback JSON object"),
     ],
@@ -251,7 +279,12 @@ V1 = "/api/v1.0/predictions"
         (V1, _v1([[1.0] * 29 + [None]]), 400, "non-numeric"),
         (V1, _v1([]), 400, "empty batch"),
         (V1, {"jsonData": []}, 400, "empty batch"),
-        (V1, {"data": {"tensor": {"shape": [2, 30], "values": [1.0] * 30}}}, 400, "holds 60 values but 30"),
+        (
+            V1,
+            {"data": {"tensor": {"shape": [2, 30], "values": [1.0] * 30}}},
+            400,
+            "needs 60 values, data holds 30",
+        ),
         (V1, {"data": {}}, 400, "expected `ndarray` or `tensor`"),
         (V1, {"strData": "hello"}, 400, "strData is not supported"),
         (V1, {}, 400, "expected one of data.ndarray"),
