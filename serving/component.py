@@ -19,6 +19,7 @@ import numpy as np
 
 from serving.core.feedback import score_feedback
 from serving.core.predictor import Predictor, RequestError
+from serving.core.validation import check_answer
 from serving.protocols import labels
 
 
@@ -53,6 +54,10 @@ class Classifier:
         started = time.perf_counter()
         rows = self._validate(X, features_names)
         prediction = self._model.predict(rows)
+        try:
+            check_answer(rows, prediction.probabilities)
+        except RequestError as e:
+            self._bad_request(str(e))
         self._metrics = [
             {"type": "COUNTER", "key": "sluice_model_rows", "value": len(rows)},
             {

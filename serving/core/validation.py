@@ -2,22 +2,28 @@
 
 One set of rules for the HTTP protocols, the Seldon component, batch, stream and the edge runtime. It needs
 numpy and the feature names only (no pydantic, no scikit-learn), so a device running the edge runtime uses
-this very module. Every value must be a number that fits the model's float32 input: NaN, infinities and
-magnitudes beyond float32 (which ONNX Runtime would turn into infinities and answer with NaN probabilities)
-are refused, with the row and feature named. `check_shape` bounds the size arithmetic of a client's shape.
+this very module. Every value must be a number the model can compute with: NaN, infinities and magnitudes
+beyond 2**64 (whose products overflow the model's float32 arithmetic into NaN probabilities) are refused,
+with the row and feature named. `check_shape` bounds the size arithmetic of a client's shape.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-# The largest magnitude a float32 holds; the model's input tensor is float32.
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The model computes in float32. A feature value is limited to 2**64 (about 1.8e19), the square root of the
+# largest float32, so that a product of two values (a value times a weight, a squared distance) cannot
+# overflow: beyond it, finite inputs come back as NaN probabilities. Anything larger (1e39 is finite in
+# float64, infinite in float32) is refused with its row and feature.
+MAX_MAGNITUDE = float(2**64)
 MAX_DIMS = 8  # of a client's tensor shape; a feature matrix has two
-_MAX = np.maximum.reduce  # the ufunc itself: the ndarray.max wrapper costs more than 30 values do
+# The ufuncs themselves: the ndarray.max / .sum wrappers cost more than a row of 30 values does.
+_MAX = np.maximum.reduce
+_SUM = np.add.reduce
 
 
 class RequestError(ValueError):
@@ -157,14 +163,29 @@ class Features:
 
     def _check_range(self, X: np.ndarray) -> None:
         # One reduction on the hot path: NaN propagates through the max and fails the comparison too.
-        if _MAX(np.abs(X), None) <= FLOAT32_MAX:
+        if _MAX(np.abs(X), None) <= MAX_MAGNITUDE:
             return
-        r, c = np.argwhere(~(np.abs(X) <= FLOAT32_MAX))[0]
+        r, c = np.argwhere(~(np.abs(X) <= MAX_MAGNITUDE))[0]
         raise RequestError(f"row {r}, feature {self.names[c]!r}: {_value_problem(float(X[r, c]))}")
 
     def _hint(self) -> str:
         shown = ", ".join(repr(n) for n in self.names[:5])
         return f"{self.count} features: {shown}{', ...' if self.count > 5 else ''}"
+
+
+def check_answer(X: np.ndarray, probabilities: np.ndarray) -> None:
+    """Refuse rows the model could not compute: finite float32 values so large that its arithmetic overflows.
+
+    (A logistic regression's w.x meets inf - inf and answers NaN.) One reduction on the hot path.
+    """
+    if math.isfinite(_SUM(probabilities, None)):
+        return
+    r = int(np.flatnonzero(~np.isfinite(probabilities).all(axis=1))[0])
+    largest = float(np.abs(X[r]).max())
+    raise RequestError(
+        f"row {r}: the model cannot compute probabilities for these values (its arithmetic overflows; "
+        f"the largest magnitude is {largest:g}, far outside anything it was trained on)"
+    )
 
 
 def check_shape(shape: Any, where: str, values: int) -> list[int]:
@@ -187,17 +208,40 @@ def check_shape(shape: Any, where: str, values: int) -> list[int]:
     return shape
 
 
+def numeric_array(values: list[Any], where: str) -> np.ndarray:
+    """A client's flat or nested list of numbers as an array: booleans, strings and nulls are refused."""
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise RequestError(f"{where}: nested lists of different lengths") from None
+    if not array.size:
+        return array
+    if array.dtype.kind not in "fiu":
+        bad = _first_non_numeric(values)
+        if bad is _NONE and array.dtype.kind == "O":
+            return array  # integers beyond int64, kept exact as Python ints
+        raise RequestError(
+            f"{where}: non-numeric value in the request: {bad if bad is not _NONE else array.dtype}"
+        )
+    if (array.ndim > 2 and _first_non_numeric(values) is not _NONE) or _holds_bool(values):
+        raise RequestError(f"{where}: non-numeric value in the request: {_first_non_numeric(values)}")
+    return array
+
+
 def _value_problem(value: float) -> str:
     if value != value or value in (float("inf"), float("-inf")):
         return f"{value} is not a finite number (NaN or inf)"
-    return f"{value:g} is beyond the float32 range the model takes (|x| <= {FLOAT32_MAX:.4g})"
+    return (
+        f"{value:g} is beyond the range the model takes (|x| <= 2**64, about {MAX_MAGNITUDE:.3g}: larger values "
+        "overflow its float32 arithmetic)"
+    )
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RequestError(f"{where}: non-numeric value {short_repr(value)}")
     number = _float(value)
-    if not -FLOAT32_MAX <= number <= FLOAT32_MAX:
+    if not -MAX_MAGNITUDE <= number <= MAX_MAGNITUDE:
         raise RequestError(f"{where}: {_value_problem(number)}")
     return number
 

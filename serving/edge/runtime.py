@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.core.validation import Features, RequestError
+from serving.core.validation import Features, RequestError, check_answer
 from serving.edge.manifest import (
     METADATA_FILE,
     SELFTEST_FILE,
@@ -119,7 +119,10 @@ class EdgeModel:
         return EdgePrediction(np.asarray(labels).reshape(-1), np.asarray(probabilities))
 
     def predict_rows(self, rows: Any) -> EdgePrediction:
-        return self.predict(self.validate(rows))
+        X = self.validate(rows)
+        prediction = self.predict(X)
+        check_answer(X, prediction.probabilities)
+        return prediction
 
     def validate(self, rows: Any) -> np.ndarray:
         """Rows in any form the predictor core accepts -> float64 (rows x features), by the same rules."""

@@ -38,7 +38,7 @@ def predicted_labels(
         for key in LABEL_KEYS:
             if key in lowered and rows.ndim == 2 and rows.shape[1] == len(names):
                 return _as_labels(rows[:, lowered.index(key)], where)
-        return _from_rows(rows, classes or _class_names(names), where)
+        return _from_rows(rows, classes or _class_names(names) or None, where)
     json_data = answer.get("jsonData")
     if isinstance(json_data, Mapping):
         for key in LABEL_KEYS:
@@ -132,9 +132,11 @@ def _from_rows(rows: np.ndarray, classes: Sequence[Label] | None, where: str) ->
         if rows.dtype.kind not in "fiu":
             raise RequestError(f"{where}: expected scores (numbers) per class, got {_sample(rows)}")
         best = rows.argmax(axis=1)
-        if classes is not None and len(classes) == rows.shape[1]:
-            return [classes[i] for i in best]
-        return [int(i) for i in best]
+        if classes is None:
+            return [int(i) for i in best]
+        if len(classes) != rows.shape[1]:
+            raise RequestError(f"{where}: expected one score per class ({len(classes)}), got {rows.shape[1]}")
+        return [classes[i] for i in best]
     if rows.ndim == 2 and rows.shape[1] == 1:
         rows = rows[:, 0]
     if rows.ndim != 1:
@@ -143,9 +145,9 @@ def _from_rows(rows: np.ndarray, classes: Sequence[Label] | None, where: str) ->
 
 
 def _numbers(values: Any, where: str, *, labels_ok: bool) -> np.ndarray:
-    """JSON values -> an array: finite numbers, or (where labels may be text) strings."""
+    """A JSON list -> an array: finite numbers, or (where labels may be text) strings."""
     if not isinstance(values, list):
-        values = [values]
+        raise RequestError(f"{where}: expected a list, got {_type(values)}")
     try:
         array = np.asarray(values)
     except ValueError:

@@ -15,11 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
 
 from serving.core.feedback import Feedback, score_feedback
 from serving.core.predictor import Prediction
-from serving.core.validation import RequestError, check_shape
+from serving.core.validation import RequestError, check_shape, numeric_array
 from serving.protocols import labels
 from serving.protocols.labels import Label
 
@@ -38,18 +37,21 @@ def decode_predict(body: Any) -> PredictRequest:
     """A SeldonMessage -> the rows to validate (the core checks counts, names and values)."""
     if not isinstance(body, Mapping):
         raise RequestError(f"expected a SeldonMessage JSON object, got {_type(body)}")
-    meta = body.get("meta") or {}
-    if not isinstance(meta, Mapping):
+    meta = body.get("meta")
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, Mapping):
         raise RequestError(f"meta: expected an object, got {_type(meta)}")
     if "data" in body:
+        if "jsonData" in body:
+            raise RequestError("give data or jsonData, not both")
         data = body["data"]
         if not isinstance(data, Mapping):
             raise RequestError(f"data: expected an object, got {_type(data)}")
-        names = data.get("names")
-        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
-            raise RequestError("data.names: expected a list of feature names")
-        names = names or None
+        names = _names(data.get("names"), "data.names")
         if "ndarray" in data:
+            if "tensor" in data:
+                raise RequestError("data: give ndarray or tensor, not both")
             return PredictRequest(data["ndarray"], names, "ndarray", dict(meta))
         if "tensor" in data:
             return PredictRequest(_tensor_rows(data["tensor"]), names, "tensor", dict(meta))
@@ -57,14 +59,23 @@ def decode_predict(body: Any) -> PredictRequest:
     if "jsonData" in body:
         rows = body["jsonData"]
         if isinstance(rows, Mapping) and "ndarray" in rows:
-            return PredictRequest(rows["ndarray"], rows.get("names") or None, "json", dict(meta))
-        if isinstance(rows, Mapping) and rows and not any(isinstance(v, list) for v in rows.values()):
-            rows = [rows]  # one record {feature: value}
+            return PredictRequest(
+                rows["ndarray"], _names(rows.get("names"), "jsonData.names"), "json", dict(meta)
+            )
         return PredictRequest(rows, None, "json", dict(meta))
     for unsupported in ("strData", "binData", "customData"):
         if unsupported in body:
             raise RequestError(f"{unsupported} is not supported: send data.ndarray, data.tensor or jsonData")
     raise RequestError("expected one of data.ndarray, data.tensor or jsonData")
+
+
+def _names(names: Any, where: str) -> list[str] | None:
+    """Column names: None or an empty list mean signature order."""
+    if names is None:
+        return None
+    if type(names) is not list or not all(type(n) is str for n in names):
+        raise RequestError(f"{where}: expected a list of feature names")
+    return names or None
 
 
 def _tensor_rows(tensor: Any) -> np.ndarray:
@@ -74,9 +85,7 @@ def _tensor_rows(tensor: Any) -> np.ndarray:
     if not isinstance(values, list):
         raise RequestError("data.tensor.values: expected a list of numbers")
     shape = check_shape(tensor.get("shape"), "data.tensor", len(values))
-    array = np.asarray(values)
-    if array.dtype.kind not in "fiu":
-        raise RequestError("data.tensor.values: non-numeric value in the request")
+    array = numeric_array(values, "data.tensor.values")
     return array.reshape(shape) if values else array
 
 
@@ -161,11 +170,11 @@ def decode_feedback(
     classes: Sequence[int] | None = None,
     predict: Callable[[PredictRequest], Sequence[Label]] | None = None,
 ) -> Feedback:
-    """A Seldon Feedback message -> what it counts: the reward given, or `truth` scored against `response`.
+    """A Seldon Feedback message -> what it counts, by the rules of `serving.core.feedback`.
 
-    The rules are `serving.core.feedback`'s (a reward within [0, 1]); labels are read by
-    `serving.protocols.labels`, with `classes` naming score columns (else the response's column names).
-    A truth sent with its `request` but not the `response` is scored against `predict(request)`, if given.
+    A `truth` is scored against the labels of the `response` (read by `serving.protocols.labels`, with
+    `classes` naming score columns), or, with no response and no reward, against `predict(request)`.
+    Without a truth, `response` and `request` are not read: they are the client's record of the exchange.
     """
     if not isinstance(body, Mapping):
         raise RequestError(f"expected a Feedback JSON object, got {_type(body)}")
@@ -173,13 +182,16 @@ def decode_feedback(
         if body.get(part) is not None and not isinstance(body[part], Mapping):
             raise RequestError(f"{part}: expected a SeldonMessage object, got {_type(body[part])}")
     truth, response, request = body.get("truth"), body.get("response"), body.get("request")
-    truth_rows = labels.truth_labels(truth, classes) if truth is not None else None
+    reward = body.get("reward")
+    truth_rows: list[Label] | None = None
     predicted: Sequence[Label] | None = None
-    if response is not None:
-        predicted = labels.predicted_labels(response, classes)
-    elif truth_rows is not None and request is not None and predict is not None:
-        predicted = predict(decode_predict(request))
-    return score_feedback(body.get("reward"), truth_rows, predicted)
+    if truth is not None:
+        truth_rows = labels.truth_labels(truth, classes)
+        if response is not None:
+            predicted = labels.predicted_labels(response, classes)
+        elif reward is None and request is not None and predict is not None:
+            predicted = predict(decode_predict(request))
+    return score_feedback(reward, truth_rows, predicted)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:
@@ -194,62 +206,15 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     }
 
 
-_REASONS = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+_REASONS = {
+    400: "BAD_REQUEST",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    500: "INTERNAL_ERROR",
+}
 
 
 def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-# Schemas for the OpenAPI document (the codec above parses by hand: faster, and its errors name the field).
-class DefaultData(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    names: list[str] | None = Field(None, description="Feature names of the ndarray columns, in any order.")
-    ndarray: list[list[float]] | None = Field(None, description="Rows of feature values.")
-    tensor: Tensor | None = None
-
-
-class Tensor(BaseModel):
-    shape: list[int] = Field(examples=[[1, 30]])
-    values: list[float]
-
-
-class Meta(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    puid: str | None = None
-    tags: dict[str, Any] | None = None
-    routing: dict[str, int] | None = None
-    requestPath: dict[str, str] | None = None
-
-
-class SeldonMessage(BaseModel):
-    """A Seldon v1 request or response: `data` (ndarray or tensor) or `jsonData`."""
-
-    data: DefaultData | None = None
-    jsonData: Any = Field(
-        None, description="Records [{feature: value}], columns {feature: [values]} or one record."
-    )
-    meta: Meta | None = None
-
-
-class Status(BaseModel):
-    code: int
-    info: str
-    reason: str
-    status: str
-
-
-class SeldonError(BaseModel):
-    status: Status
-
-
-class FeedbackMessage(BaseModel):
-    """Seldon v1 feedback: the request, the response it got, and the truth and/or a reward."""
-
-    request: SeldonMessage | None = None
-    response: SeldonMessage | None = None
-    truth: SeldonMessage | None = None
-    reward: float | None = None
-
-
-DefaultData.model_rebuild()

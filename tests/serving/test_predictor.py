@@ -99,8 +99,10 @@ def test_validate_shapes_agree(predictor: Predictor, rows: np.ndarray) -> None:
     assert one.shape == (1, len(names))
     record = predictor.validate(dict(zip(names, X[0].tolist(), strict=True)))  # so is one record
     np.testing.assert_array_equal(record, one)
-    largest = np.finfo(np.float32).max  # the edge of the model's float32 input is still a number
-    assert predictor.validate([[float(largest)] * len(names)]).max() == largest
+    largest = 2.0**64  # the largest magnitude taken: products of two such values still fit a float32
+    assert predictor.validate([[largest] * len(names)]).max() == largest
+    prediction = predictor.predict(predictor.validate([[largest, -largest] * (len(names) // 2)]))
+    assert np.isfinite(prediction.probabilities).all()
     assert predictor.validate([[int(v) for v in X[0]]]).dtype == np.float64
 
 
@@ -130,8 +132,11 @@ def test_validate_shapes_agree(predictor: Predictor, rows: np.ndarray) -> None:
         (lambda n, names: {**{name: [1.0] for name in names}, "x": [1.0]}, "unknown feature 'x'"),
         (lambda n, names: {**{name: [1.0] for name in names}, names[1]: 1.0}, "expected a list of values"),
         # Finite in float64, infinite in the float32 the model computes in: refused, not answered with NaN.
-        (lambda n, names: [[1e39] + [1.0] * (n - 1)], "feature {0}: 1e+39 is beyond the float32 range"),
-        (lambda n, names: [[1.0] * (n - 1) + [-(10**40)]], "is beyond the float32 range"),
+        (
+            lambda n, names: [[1e39] + [1.0] * (n - 1)],
+            "feature {0}: 1e+39 is beyond the range the model takes",
+        ),
+        (lambda n, names: [[1.0] * (n - 1) + [-(10**40)]], "is beyond the range the model takes"),
         (
             lambda n, names: [{**dict.fromkeys(names, 1.0), names[2]: 3.5e38}],
             "feature {2}: 3.5e+38 is beyond",
