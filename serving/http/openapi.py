@@ -103,72 +103,40 @@ def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
         "required": ["shape", "values"],
         "properties": {"shape": {"anyOf": [shape_2d, shape_1d]}, "values": row},
     }
-    data_properties: dict[str, Any] = {
-        "names": names,
-        "ndarray": {"anyOf": [_array(row, minItems=1), row]},
-        "tensor": tensor,
-    }
-    data: dict[str, Any] = {
-        "type": "object",
-        "properties": data_properties,
-        "oneOf": [{"required": ["ndarray"]}, {"required": ["tensor"]}],
-    }
     meta = {
         "type": ["object", "null"],
         "description": "Echoed in the answer: puid, tags, routing and requestPath (others are dropped).",
         "properties": {"puid": ANY, "tags": ANY, "routing": ANY, "requestPath": ANY},
     }
-    predict = {
-        "type": "object",
-        "description": "Rows in `data.ndarray` or `data.tensor`, or records in `jsonData`.",
-        "properties": {
-            "data": data,
-            "jsonData": {"anyOf": [_array(record, minItems=1), record, _array(row, minItems=1), row]},
-            "meta": meta,
-        },
-        "oneOf": [{"required": ["data"]}, {"required": ["jsonData"]}],
-    }
+
+    def seldon_request(most: int | None) -> dict[str, Any]:
+        """Rows in data.ndarray, data.tensor (one row) or jsonData; at most `most` rows in ndarray/jsonData."""
+        rows = _array(row, minItems=1) if most is None else _array(row, most)
+        records = _array(record, minItems=1) if most is None else _array(record, most)
+        data = {
+            "type": "object",
+            "properties": {"names": names, "ndarray": {"anyOf": [rows, row]}, "tensor": tensor},
+            "oneOf": [{"required": ["ndarray"]}, {"required": ["tensor"]}],
+        }
+        return {
+            "type": "object",
+            "description": "Rows in `data.ndarray` or `data.tensor`, or records in `jsonData`.",
+            "properties": {"data": data, "jsonData": {"anyOf": [records, record, rows, row]}, "meta": meta},
+            "oneOf": [{"required": ["data"]}, {"required": ["jsonData"]}],
+        }
+
+    def ndarray_message(ndarray: dict[str, Any], **more: Any) -> dict[str, Any]:
+        """A SeldonMessage whose data.ndarray is given."""
+        data = {"type": "object", "required": ["ndarray"], "properties": {"ndarray": ndarray, **more}}
+        return {"type": "object", "required": ["data"], "properties": {"data": data}}
+
+    predict = seldon_request(None)
     # Feedback, documented for one row: truth and response rows must agree, which JSON Schema cannot say.
-    one_row_request = {
-        "type": "object",
-        "properties": {
-            "data": {
-                **data,
-                "properties": {**data_properties, "ndarray": {"anyOf": [_array(row, 1), row]}},
-            },
-            "jsonData": {"anyOf": [_array(record, 1), record, _array(row, 1), row]},
-            "meta": meta,
-        },
-        "oneOf": [{"required": ["data"]}, {"required": ["jsonData"]}],
-    }
+    one_row_request = seldon_request(1)
     scores = _array({"type": "number"}, len(classes), description="The class probabilities the model gave.")
-    response = {
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {
-                "type": "object",
-                "required": ["ndarray"],
-                "properties": {
-                    "names": _array({"enum": [str(c) for c in classes]}),
-                    "ndarray": _array(scores, 1),
-                },
-            },
-            "meta": ANY,
-        },
-    }
+    response = ndarray_message(_array(scores, 1), names=_array({"enum": [str(c) for c in classes]}))
     label = {"enum": classes}
-    truth = {
-        "type": "object",
-        "required": ["data"],
-        "properties": {
-            "data": {
-                "type": "object",
-                "required": ["ndarray"],
-                "properties": {"ndarray": {"anyOf": [_array(_array(label, 1), 1), _array(label, 1)]}},
-            }
-        },
-    }
+    truth = ndarray_message({"anyOf": [_array(_array(label, 1), 1), _array(label, 1)]})
 
     def given(part: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"required": [part], "properties": {part: schema}}
@@ -459,27 +427,23 @@ def document(app: PredictorApp) -> dict[str, Any]:
     text = {"description": "Text", "content": {"text/plain": {"schema": {"type": "string"}}}}
     metadata = _json(_ref("ModelMetadata"), "Model metadata")
     boolean = {"type": "boolean"}
-    paths: dict[str, Any] = {
-        "/api/v1.0/predictions": {"post": predict},
-        "/api/v0.1/predictions": {"post": {**predict, "summary": "Seldon v1 prediction (v0.1 path)"}},
-        "/predict": {"post": {**predict, "summary": "Seldon v1 prediction (the microservice's path)"}},
-        "/seldon/{namespace}/{deployment}/api/v1.0/predictions": {
+    paths: dict[str, Any] = {}
+    # Each Seldon operation at its four addresses: v1.0, v0.1, the microservice's, and the ingress path.
+    for name, op, microservice in (
+        ("predictions", predict, "/predict"),
+        ("feedback", feedback, "/send-feedback"),
+    ):
+        paths[f"/api/v1.0/{name}"] = {"post": op}
+        paths[f"/api/v0.1/{name}"] = {"post": {**op, "summary": f"{op['summary']} (v0.1 path)"}}
+        paths[microservice] = {"post": {**op, "summary": f"{op['summary']} (the microservice's path)"}}
+        paths[f"/seldon/{{namespace}}/{{deployment}}/api/v1.0/{name}"] = {
             "post": {
-                **predict,
-                "summary": "Seldon v1 prediction through the ingress path (SeldonClient gateway istio)",
+                **op,
+                "summary": f"{op['summary']} (the ingress path of SeldonClient's gateway istio)",
                 "parameters": [namespace_param, deployment_param],
             }
-        },
-        "/api/v1.0/feedback": {"post": feedback},
-        "/api/v0.1/feedback": {"post": {**feedback, "summary": "Seldon v1 feedback (v0.1 path)"}},
-        "/send-feedback": {"post": {**feedback, "summary": "Seldon v1 feedback (the microservice's path)"}},
-        "/seldon/{namespace}/{deployment}/api/v1.0/feedback": {
-            "post": {
-                **feedback,
-                "summary": "Seldon v1 feedback through the ingress path",
-                "parameters": [namespace_param, deployment_param],
-            }
-        },
+        }
+    paths |= {
         "/health/ping": get("Liveness", text),
         "/health/status": get(
             "Health: the model answers a probe row",
