@@ -398,7 +398,72 @@ def test_body_too_large_is_413_and_server_keeps_serving(http: httpx.Client, live
     assert http.post(V1, json=_v1([[1.0] * 30])).status_code == 200
 
 
-def test_wrong_method_is_405(http: httpx.Client, live: Any) -> None:
-    assert http.get(V1).status_code == 405
-    assert http.get(f"/v2/models/{live.app.name}/infer").status_code == 405
-    assert http.post("/health/ping").status_code == 405
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", V1, "POST, OPTIONS"),
+        ("TRACE", V1, "POST, OPTIONS"),
+        ("PUT", "/api/v1.0/feedback", "POST, OPTIONS"),
+        ("POST", "/health/ping", "GET, HEAD, OPTIONS"),
+        ("TRACE", "/metrics", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/v2/models/{m}/infer", "POST, OPTIONS"),
+        ("TRACE", "/v2/models/{m}/versions/{v}/ready", "GET, HEAD, OPTIONS"),
+        ("PATCH", "/seldon/ns/dep/api/v1.0/predictions", "POST, OPTIONS"),
+    ],
+)
+def test_undeclared_methods_get_405_with_allow(
+    http: httpx.Client, live: Any, method: str, path: str, allow: str
+) -> None:
+    path = path.replace("{m}", live.app.name).replace("{v}", live.app.version)
+    r = http.request(method, path)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allow
+    assert method in (r.json().get("error") or r.json()["status"]["info"])
+    options = http.request("OPTIONS", path)
+    assert options.status_code == 204 and options.headers["allow"] == allow
+
+
+def test_head_answers_like_get_without_a_body(http: httpx.Client) -> None:
+    got, head = http.get("/v2/health/ready"), http.head("/v2/health/ready")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_ingress_paths_and_the_deployment_they_name(bundle_dir: Any, serve: Any) -> None:
+    from serving.core.predictor import Predictor
+    from serving.http.app import PredictorApp
+    from serving.http.model_metrics import ServingMetrics
+
+    predictor = Predictor.load(bundle_dir)
+    metrics = ServingMetrics(predictor.name, predictor.digest, deployment_name="sluice")
+    server = serve(PredictorApp(predictor, metrics=metrics))  # under Seldon: SELDON_DEPLOYMENT_ID=sluice
+    body = _v1([[1.0] * 30])
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.post("/seldon/production/sluice/api/v1.0/predictions", json=body).status_code == 200
+        assert c.post("/seldon/sluice/api/v1.0/predictions", json=body).status_code == 200  # no namespace
+        infer = f"/seldon/production/sluice/v2/models/{predictor.name}/infer"
+        v2_body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64", "data": [1.0] * 30}]}
+        assert c.post(infer, json=v2_body).status_code == 200
+        other = c.post("/seldon/production/other/api/v1.0/predictions", json=body)
+        assert other.status_code == 404
+        assert "no deployment 'other' here: this predictor serves 'sluice'" in other.json()["status"]["info"]
+        assert c.post("/seldon/x", json=body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "message"),
+    [
+        ("application/x-www-form-urlencoded", b"json=%7B%7D", 400, "expected one of data.ndarray"),
+        ("application/x-www-form-urlencoded", b"data=1", 400, "exactly one field json="),
+        ("application/x-www-form-urlencoded", b"json=1&json=2", 400, "exactly one field json="),
+        ("application/x-www-form-urlencoded", b"json=%ff%fe", 400, "malformed"),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"\xff=1", 400, "malformed form body"),
+        ("multipart/form-data; boundary=x", b"--x--", 415, "multipart/form-data is not supported"),
+    ],
+)
+def test_seldon_form_bodies(
+    http: httpx.Client, content_type: str, body: bytes, status: int, message: str
+) -> None:
+    r = http.post("/predict", content=body, headers={"content-type": content_type})
+    assert r.status_code == status, r.text
+    assert message in r.json()["status"]["info"]
