@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 
 from model.bundle import Bundle, BundleError, Signature
-from serving.core.validation import Features, RequestError
+from serving.core.validation import Features, RequestError, check_answer
 
 __all__ = ["BACKENDS", "Backend", "DigestMismatch", "Prediction", "Predictor", "RequestError"]
 
@@ -135,4 +135,8 @@ class Predictor:
         return result
 
     def predict_rows(self, rows: Any, names: Sequence[str] | None = None) -> Prediction:
-        return self.predict(self.features.validate(rows, names))
+        """Validate, predict, and refuse rows the model could not compute (`check_answer`)."""
+        X = self.features.validate(rows, names)
+        prediction = self.predict(X)
+        check_answer(X, prediction.probabilities)
+        return prediction

@@ -328,10 +328,7 @@ class PredictorApp:
 
     def _labels_of(self, request: seldon.PredictRequest) -> list[Any]:
         """What this model predicts for a feedback's request (checks it; scores a truth sent without response)."""
-        X = self.predictor.validate(request.rows, request.names)
-        prediction = self.predictor.predict(X)
-        check_answer(X, prediction.probabilities)
-        labels: list[Any] = prediction.labels.tolist()
+        labels: list[Any] = self.predictor.predict_rows(request.rows, request.names).labels.tolist()
         return labels
 
     def ping(self, body: bytes) -> Response:
