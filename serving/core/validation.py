@@ -270,9 +270,12 @@ def _is_list(value: Any) -> bool:
 def _holds_bool(rows: Any) -> bool:
     if type(rows) is not list or not rows:
         return False
-    if type(rows[0]) is not list:
-        return bool in set(map(type, rows))
-    return any(bool in set(map(type, row)) for row in rows)
+    return any(_row_holds_bool(row) for row in rows) if type(rows[0]) is list else _row_holds_bool(rows)
+
+
+def _row_holds_bool(row: list[Any]) -> bool:
+    # `in` compares in C and True == 1.0: it finds a boolean or a 0/1 value; only then are the types looked at.
+    return (True in row or False in row) and bool in set(map(type, row))
 
 
 _NONE = object()
