@@ -254,12 +254,12 @@ def test_unreachable_metrics_are_no_data(setup) -> None:  # type: ignore[no-unty
         {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.5}
     ]
     env = make_env(repo, fast_policy("canary", gates=gates), f"http://127.0.0.1:{free_port()}/metrics")
+    now = [1_900_000_000.0]
+    env.clock = lambda: now[0]  # the deadline is the stage's clock, not how fast this machine runs git
     begin(env, setup)
     first = tick(env)
     assert first.decision.action == Action.HOLD and any("metrics unavailable" in n for n in first.notes)
-    import time
-
-    time.sleep(0.6)
+    now[0] += 0.6
     res = tick(env)
     assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
     assert weights(repo) == {stable: (100, False)}
