@@ -169,38 +169,55 @@ def _after(env: Environment, outcome: Outcome | None, state: RolloutState) -> Ro
     return env.target.state(env.scm.read(env.name).text)
 
 
-def tick(env: Environment) -> TickResult:
-    """One reconcile step of `env`. Safe to run at any moment, from several processes."""
+@dataclass(frozen=True)
+class _Look:
+    """What a tick sees before it decides: main, the policy there, the state, and the observations."""
+
+    snap: Snapshot
+    policy: Policy
+    state: RolloutState
+    obs: Observations
+    observed: float  # seconds spent observing
+    notes: list[str]
+
+
+def _look(env: Environment) -> _Look:
     notes: list[str] = []
     snap = env.scm.read(env.name)
     policy = env.policy_at(snap.revision, notes)
     state = env.target.state(snap.text)
     t0 = time.perf_counter()
-    obs = _observe(env, state, policy, notes)  # before the lock: `sluice rollout abort` is never kept waiting
-    observed = time.perf_counter() - t0
+    obs = _observe(env, state, policy, notes)
+    return _Look(snap, policy, state, obs, time.perf_counter() - t0, notes)
+
+
+def tick(env: Environment) -> TickResult:
+    """One reconcile step of `env`. Safe to run at any moment, from several processes."""
+    seen = _look(env)  # before the lock: observing takes a window, and `sluice rollout abort` must not wait
+    notes, state = seen.notes, seen.state
     with env.scm.lock(env.name):
         current = env.scm.read(env.name)
-        if current.revision != snap.revision and (
-            current.text != snap.text or env.policy_at(current.revision) != policy
+        if current.revision != seen.snap.revision and (
+            current.text != seen.snap.text or env.policy_at(current.revision) != seen.policy
         ):
             moved = Decision(
                 Action.HOLD,
                 f"{env.name} changed on main while metrics were observed "
-                f"({snap.revision[:12]} -> {current.revision[:12]}); deciding again on the next tick",
+                f"({seen.snap.revision[:12]} -> {current.revision[:12]}); deciding again on the next tick",
             )
             return TickResult(
                 env.name,
                 moved,
                 revision=current.revision,
                 state=env.target.state(current.text),
-                observe_seconds=observed,
+                observe_seconds=seen.observed,
                 notes=tuple(notes),
-                policy=policy,
+                policy=seen.policy,
                 decided_at=time.time(),
             )
         pending = env.scm.pending(env.name)
         t1 = time.perf_counter()
-        decision = decide(state, policy, obs, env.clock())
+        decision = decide(state, seen.policy, seen.obs, env.clock())
         plan = settle(env.name, state, pending, current.revision, decision)
         decided, decided_at = time.perf_counter() - t1, time.time()
         for p, why in plan.discard:
@@ -227,36 +244,30 @@ def tick(env: Environment) -> TickResult:
         current.revision,
         state,
         pending=shown,
-        observe_seconds=observed,
+        observe_seconds=seen.observed,
         decide_seconds=decided,
         notes=tuple(notes),
-        policy=policy,
+        policy=seen.policy,
         decided_at=decided_at,
     )
 
 
 def preview(env: Environment) -> TickResult:
     """What a tick would decide now, writing nothing and taking no lock (`sluice rollout status`)."""
-    notes: list[str] = []
-    snap = env.scm.read(env.name)
-    policy = env.policy_at(snap.revision, notes)
-    state = env.target.state(snap.text)
+    seen = _look(env)
     t0 = time.perf_counter()
-    obs = _observe(env, state, policy, notes)
-    observed = time.perf_counter() - t0
-    decision = decide(state, policy, obs, env.clock())
-    pending = tuple(env.scm.pending(env.name))
+    decision = decide(seen.state, seen.policy, seen.obs, env.clock())
     return TickResult(
         env.name,
         decision,
         None,
-        snap.revision,
-        state,
-        pending=pending,
-        observe_seconds=observed,
-        decide_seconds=time.perf_counter() - t0 - observed,
-        notes=tuple(notes),
-        policy=policy,
+        seen.snap.revision,
+        seen.state,
+        pending=tuple(env.scm.pending(env.name)),
+        observe_seconds=seen.observed,
+        decide_seconds=time.perf_counter() - t0,
+        notes=tuple(seen.notes),
+        policy=seen.policy,
         decided_at=time.time(),
     )
 

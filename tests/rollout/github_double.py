@@ -341,7 +341,12 @@ class GitHubDouble:
     def _contents(self, request: httpx.Request, m: str, file: str, body: Any) -> httpx.Response:
         if m == "GET":
             ref = request.url.params["ref"]
-            commit = self.refs.get(ref, ref if ref in self.commits else None)
+            forks = {
+                p["head"]["ref"]: p["head"]["sha"]
+                for p in self.pulls.values()
+                if p["head"]["repo"]["full_name"] != REPO
+            }
+            commit = self.refs.get(ref, ref if ref in self.commits else forks.get(ref))
             if commit is None or file not in self.commits[commit][1]:
                 return httpx.Response(404, json={"message": "Not Found"})
             text = self.commits[commit][1][file]
@@ -396,7 +401,8 @@ class GitHubDouble:
     def _ui_merge(self, number: int, body: dict[str, Any]) -> httpx.Response:
         """A human pressing the merge button."""
         pr = self.pulls[number]
-        head = self.refs[pr["head"]["ref"]]
+        same = pr["head"]["repo"]["full_name"] == REPO
+        head = self.refs[pr["head"]["ref"]] if same else pr["head"]["sha"]  # a fork's: refs/pull/{n}/head
         if body.get("sha") and body["sha"] != head:
             return httpx.Response(409, json=shape("merge_409"))
         files = {**self.commits[self.refs["main"]][1], **self.commits[head][1]}

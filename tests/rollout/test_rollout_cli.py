@@ -290,15 +290,17 @@ def test_watch_with_nothing_to_do_keeps_running(repo: Path, bundle_dir: Path, tm
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 40
-            while len(out.read_text().splitlines()) < 3:  # three ticks, each a JSON line
-                assert proc.poll() is None, out.read_text()
+            while sum(line.startswith("{") for line in out.read_text().splitlines()) < 3:  # three ticks
+                assert proc.poll() is None, f"exited {proc.returncode} with nothing to do: {out.read_text()}"
                 assert time.monotonic() < deadline, out.read_text()
                 time.sleep(0.1)
             assert proc.poll() is None  # still running
         finally:
             proc.terminate()
             proc.wait(10)
-    ticks = [json.loads(line) for line in out.read_text().splitlines()[:3]]
+    lines = out.read_text().splitlines()
+    assert all(line.startswith("{") for line in lines[:3]), lines  # not a terminal: JSON lines
+    ticks = [json.loads(line) for line in lines[:3]]
     assert [t["tick"] for t in ticks] == [1, 2, 3] and {t["reason"] for t in ticks} == {
         "no rollout in progress"
     }
