@@ -189,8 +189,10 @@ class GitHub:
     def _not_ours(self, pr: dict[str, Any], env: str) -> str | None:
         """Why an open pull request under our branch prefix is not a proposal of ours (None: it is)."""
         key = (int(pr["number"]), str(pr["head"]["sha"]))
-        if key not in self._verdicts:
-            self._verdicts[key] = self._judge(pr, env)
+        if key not in self._verdicts:  # judged once per head commit, and said once
+            self._verdicts[key] = why = self._judge(pr, env)
+            if why is not None:
+                log.warning("ignoring pull request #%s (%s): %s", pr["number"], pr.get("html_url", ""), why)
         return self._verdicts[key]
 
     def _judge(self, pr: dict[str, Any], env: str) -> str | None:
@@ -232,9 +234,7 @@ class GitHub:
             ref = str((pr.get("head") or {}).get("ref", ""))
             if not ref.startswith(prefix):
                 continue
-            why = self._not_ours(pr, env)
-            if why is not None:
-                log.warning("ignoring pull request #%s (%s): %s", pr["number"], pr.get("html_url", ""), why)
+            if self._not_ours(pr, env) is not None:
                 continue
             head = str(pr["head"]["sha"])
             message = str(self._commit(head).get("message", ""))

@@ -239,7 +239,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("who", list(HOSTILE), ids=list(HOSTILE))
-def test_a_pull_request_it_did_not_open_is_never_merged(double: GitHubDouble, who: str) -> None:
+def test_a_pull_request_it_did_not_open_is_never_merged(
+    double: GitHubDouble, who: str, caplog: pytest.LogCaptureFixture
+) -> None:
     env, _ = _mid_rollout(double)
     before = double.refs["main"]
     number = double.open_pull(
@@ -255,6 +257,10 @@ def test_a_pull_request_it_did_not_open_is_never_merged(double: GitHubDouble, wh
     assert not any("repaired" in n for n in res.notes)
     assert res.decision.action == Action.ADVANCE and weights(double) == {STABLE: 40, CAND: 60}  # its own step
     assert not double.comments  # someone else's pull request is not ours to close either
+    ignored = [r.getMessage() for r in caplog.records if "ignoring pull request" in r.getMessage()]
+    assert len(ignored) == 1 and f"#{number}" in ignored[0]  # said once, with why
+    tick(env)
+    assert len([r for r in caplog.records if "ignoring pull request" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize(
