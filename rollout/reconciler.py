@@ -196,7 +196,9 @@ def tick(env: Environment) -> TickResult:
     seen = _look(env)  # before the lock: observing takes a window, and `sluice rollout abort` must not wait
     notes, state = seen.notes, seen.state
     with env.scm.lock(env.name):
-        current = env.scm.read(env.name)
+        # After a window, look again; with nothing observed the snapshot is fresh (a write based on it that
+        # another reconciler overtook is refused by the SCM's compare-and-swap anyway).
+        current = env.scm.read(env.name) if seen.obs.source != "none" else seen.snap
         if current.revision != seen.snap.revision and (
             current.text != seen.snap.text or env.policy_at(current.revision) != seen.policy
         ):
