@@ -79,17 +79,20 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 
 def _predictor_pids(ports: list[int]) -> list[int]:
-    wanted = {str(p).encode() for p in ports}
+    """The predictor processes listening on `ports` (they bind port 0 and report it to `sluice up`)."""
+    import psutil
+
     pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+    for proc in psutil.process_iter(["cmdline"]):
+        if not any("serving.http.server" in part for part in proc.info.get("cmdline") or []):
             continue
         try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port in ports for c in proc.net_connections("tcp")
+            ):
+                pids.append(int(proc.pid))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-        if b"serving.http.server" in argv and b"--port" in argv and argv[argv.index(b"--port") + 1] in wanted:
-            pids.append(int(entry))
     return pids
 
 
@@ -172,14 +175,18 @@ class Started:
         else:
             env = work / f"env-{self.port}"
             _manifest(env, bundle, scenario)
-            argv = [sys.executable, "-m", "sluice", "up", str(env), "--port", str(self.port)]
+            self.admin = _free_port()
+            argv = [
+                sys.executable, "-m", "sluice", "up", str(env), "--port", str(self.port),
+                "--admin-port", str(self.admin),
+            ]  # fmt: skip
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         self.gateway = scenario != "direct"
         if self.gateway:
             _wait_http(self.url + "/v2/health/ready")
             import httpx
 
-            routes = httpx.get(self.url + "/gateway/routes").json()["predictors"]
+            routes = httpx.get(f"http://127.0.0.1:{self.admin}/routes").json()["predictors"]
             ports = [int(r["address"].rsplit(":", 1)[1]) for r in routes]
             self.predictor_pids = _predictor_pids(ports)
         else:
@@ -229,7 +236,7 @@ def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
     import httpx
     import uvloop
 
-    from serving.router.upstream import Upstream
+    from serving.router.aiohttp_upstream import AiohttpUpstream
 
     started = Started("direct", bundle, work)
     url = started.url + "/api/v1.0/predictions"
@@ -238,14 +245,14 @@ def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
     out: dict[str, float] = {}
 
     async def run() -> None:
-        up = Upstream("127.0.0.1", started.port)
+        up = AiohttpUpstream("127.0.0.1", started.port)
         for _ in range(2):  # the second round counts (warm)
             t0 = time.process_time()
             for _ in range(n):
                 await up.request(
-                    "POST", "/api/v1.0/predictions", [(b"content-type", b"application/json")], body
+                    "POST", "/api/v1.0/predictions", [(b"content-type", b"application/json")], body, 30.0
                 )
-            out["sluice Upstream"] = (time.process_time() - t0) / n * 1e6
+            out["router AiohttpUpstream"] = (time.process_time() - t0) / n * 1e6
             async with aiohttp.ClientSession() as session:
                 t0 = time.process_time()
                 for _ in range(n):

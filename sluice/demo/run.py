@@ -6,7 +6,7 @@ Act 3  a broken candidate (trained on half-flipped labels: it passes no offline 
        straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
 Act 4  the same broken candidate through shadow, A/B and blue/green in turn: each is caught by its gates.
 Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
-the policy's interval and observing the gateway's /metrics.
+the policy's interval and observing the router's /metrics (on its admin port).
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ class Demo:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.traffic: TrafficGenerator | None = None
         self.port = 0
+        self.admin_port = 0
         self.model_name = "sluice-classifier"
 
     # the whole run -----------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ class Demo:
 
         assert self.traffic is not None
         self.console.rule(f"{name} · {strategy}")
-        env = build_environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
+        env = build_environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.admin_port}/metrics", None)
         model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
         state = env.target.state(env.scm.read(ENV).text)
         stable = state.stable_name()
@@ -288,7 +289,7 @@ class Demo:
         if self._write_policy(self.scratch, strategy):
             self.scratch.git("commit", "-qm", f"policies/{ENV}.yaml: the demo's {strategy} policy")
             env = build_environment(
-                ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None
+                ENV, self.scratch.root, None, f"http://127.0.0.1:{self.admin_port}/metrics", None
             )
         result = start(env, candidate_uri, model_uri, digest, strategy)
         self._note(result, act, act.started)
@@ -391,7 +392,7 @@ class Demo:
 
     # processes -------------------------------------------------------------------------------------------
     def _start_gateway(self, scratch: Scratch) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -402,6 +403,8 @@ class Demo:
             str(MANIFEST_DIR),
             "--port",
             str(self.port),
+            "--admin-port",
+            str(self.admin_port),
             "--log-dir",
             str(logs),
         ]
@@ -418,7 +421,7 @@ class Demo:
 
     def _routes(self) -> list[dict[str, Any]]:
         try:
-            resp = httpx.get(f"http://127.0.0.1:{self.port}/gateway/routes", timeout=2)
+            resp = httpx.get(f"http://127.0.0.1:{self.admin_port}/routes", timeout=2)
             return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError):
             return []

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serving.router.comparison import decisions, disagree
-from serving.router.routing import RoutingTable, Target, UnknownPredictor, key_point
+from serving.router.routing import RoutingTable, ShadowRefused, Target, UnknownPredictor, key_point
 
 
 def always(_: str) -> bool:
@@ -76,15 +76,15 @@ def test_a_dead_predictor_shares_out_its_traffic_and_sticky_users_fall_back_cons
     assert t.pick(10.0, lambda n: False) is None
 
 
-def test_override_names_a_predictor_or_is_refused() -> None:
+def test_override_names_a_live_predictor_or_is_refused() -> None:
     t = table(100, 0, shadow=0)
-    assert t.resolve_override("p1") == "p1"
-    assert t.resolve_override(":p1:") == "p1"  # Seldon v2's x-seldon-route form
-    assert t.resolve_override("s") == "s"
-    with pytest.raises(
-        UnknownPredictor, match=r"unknown predictor 'nope' \(this deployment has: p0, p1, s\)"
-    ):
-        t.resolve_override("nope")
+    assert t.resolve_live("p1") == "p1"
+    assert t.resolve_live(":p1:") == "p1"  # Seldon v2's x-seldon-route form
+    assert t.resolve("s") == "s"  # feedback and pins may name it; an override may not
+    with pytest.raises(ShadowRefused, match="'s' is the shadow"):
+        t.resolve_live("s")
+    with pytest.raises(UnknownPredictor, match=r"unknown predictor 'nope' \(this deployment has: p0, p1\)"):
+        t.resolve_live("nope")
 
 
 def test_fallback_is_another_live_non_shadow_predictor() -> None:
