@@ -70,8 +70,24 @@ _ANSWER_DROP = HOP_BY_HOP | {b"date", b"server", OVERRIDE, ROUTE, RETRIED, PUID}
 _GENERIC_500 = "internal error in the router"
 
 
+# What else a predictor serves to callers (Seldon's executor and the Open Inference Protocol): forwarded, not
+# counted. Anything outside these (the predictor's /metrics among them) is not the public API: 404 here.
+OTHER_PATHS = frozenset(
+    {
+        "/health/ping",
+        "/health/status",
+        "/metadata",
+        "/api/v1.0/metadata",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
+)
+OTHER_PREFIXES = ("/v2/models/", "/api/v1.0/metadata/", "/api/v1.0/status/")
+
+
 def classify(method: str, path: str) -> str:
-    """ "predict", "feedback" or "other" (forwarded, not counted)."""
+    """The kind of a request: predict, feedback, other (forwarded, not counted) or unknown (a 404 here)."""
     if method == "POST":
         if path in PREDICT_PATHS:
             return "predict"
@@ -79,7 +95,14 @@ def classify(method: str, path: str) -> str:
             return "feedback"
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             return "predict"
-    return "other"
+    if (
+        path in OTHER_PATHS
+        or path.startswith(OTHER_PREFIXES)
+        or path in PREDICT_PATHS
+        or path in FEEDBACK_PATHS
+    ):
+        return "other"  # a wrong method on a known path included: the predictor says 405
+    return "unknown"
 
 
 @dataclass
@@ -170,6 +193,8 @@ class Router:
         if path.startswith(INGRESS):
             path, raw = _strip_ingress(path, raw, routes)
         kind = classify(method, path)
+        if kind == "unknown":
+            raise RouterError(404, f"{path[:200]}: no such endpoint")
         v1 = not path.startswith("/v2/")
         override = pin = key = puid = None
         sticky = routes.sticky if routes is not None else None
@@ -244,7 +269,7 @@ class Router:
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         # The live answer is written: what follows costs the caller nothing.
-        if request.kind == "other":
+        if request.kind != "predict" and request.kind != "feedback":
             return
         status = response.status
         self.metrics.observe_server(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from up_harness import FakeCommand, RunningRuntime, predictor, v1_body, write_manifest
+from up_harness import FakeCommand, RunningRuntime, pid_listening_on, predictor, v1_body, write_manifest
 
 pytestmark = pytest.mark.timeout(120)
 PREDICT = "/api/v1.0/predictions"
@@ -151,3 +151,29 @@ def test_stopping_while_a_removed_predictor_drains_still_ends_it(tmp_path: Path,
     rt.stop()
     caller.join(10)
     assert slow.poll() is not None
+
+
+def test_a_process_serving_another_model_or_digest_is_never_routed(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    command = FakeCommand()
+    command.behaviour["m-impostor"] = ["--digest", "sha256:" + "f" * 64]  # answers for another bundle
+    command.behaviour["m-renamed"] = ["--model", "another-model"]
+    rt = up([predictor("m-a", 100, fake_uri)], command=command, ready_timeout=3.0)
+    for name in ("m-impostor", "m-renamed"):
+        write_manifest(rt.env, [predictor("m-a", 50, fake_uri), predictor(name, 50, fake_uri)])
+        rt.wait_for(lambda n=name: any(f"predictor {n} not ready" in e.message for e in rt.events), what=name)
+        refusal = next(e.message for e in rt.events if f"predictor {name} not ready" in e.message)
+        assert "readiness probe answered 404" in refusal
+        assert names(rt) == {"m-a": 100}
+    with httpx.Client(base_url=rt.url) as c:
+        assert {c.post(PREDICT, json=v1_body()).headers["x-sluice-predictor"] for _ in range(10)} == {"m-a"}
+
+
+def test_each_predictor_reports_the_port_it_bound(up: Callable[..., RunningRuntime], fake_uri: Path) -> None:
+    rt = up([predictor("m-a", 50, fake_uri), predictor("m-b", 50, fake_uri)])
+    rows = {r["name"]: r for r in rt.runtime.snapshot()}
+    routes = {p["name"]: p["address"] for p in rt.routes()["predictors"]}
+    for name, row in rows.items():
+        assert routes[name] == f"127.0.0.1:{row['port']}"
+        assert pid_listening_on(int(row["port"])) == row["pid"]  # the port is the process's own

@@ -234,25 +234,27 @@ def free_port() -> int:
 class SluiceUp:
     """`python -m sluice up DIR` as a user runs it, in a subprocess, on free ports; stopped with Ctrl-C.
 
-    `repo` is the checkout whose code runs (this one by default).
+    `repo` is the checkout whose code runs (this one by default); `legacy`: one whose `sluice up` has no admin
+    port (its routes are at /gateway/routes on the traffic port).
     """
 
-    def __init__(self, env: Path, log: Path, *args: str, repo: Path = REPO):
+    def __init__(self, env: Path, log: Path, *args: str, repo: Path = REPO, legacy: bool = False):
         import subprocess
 
         self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_url = f"http://127.0.0.1:{self.admin_port}"
+        self.legacy = legacy
         self.log = log
-        argv = [
-            sys.executable, "-m", "sluice", "up", str(env), "--port", str(self.port),
-            "--admin-port", str(self.admin_port), "--log-dir", str(log.parent / "logs"), *args,
-        ]  # fmt: skip
+        argv = [sys.executable, "-m", "sluice", "up", str(env), "--port", str(self.port)]
+        argv += [] if legacy else ["--admin-port", str(self.admin_port)]
+        argv += ["--log-dir", str(log.parent / "logs"), *args]
         with log.open("wb") as out:
             self.proc = subprocess.Popen(argv, cwd=repo, stdout=out, stderr=subprocess.STDOUT)
 
     def routes(self) -> dict[str, Any]:
-        data: dict[str, Any] = httpx.get(self.admin_url + "/routes", timeout=5).json()
+        url = self.url + "/gateway/routes" if self.legacy else self.admin_url + "/routes"
+        data: dict[str, Any] = httpx.get(url, timeout=5).json()
         return data
 
     def metrics(self) -> str:
