@@ -277,7 +277,9 @@ class Demo:
 
         assert self.traffic is not None
         self.console.rule(f"{name} · {strategy}")
-        env = build_environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.admin_port}/metrics", None)
+        env = build_environment(
+            ENV, self.scratch.root, None, f"http://127.0.0.1:{self.admin_port}/metrics", None
+        )
         model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
         state = env.target.state(env.scm.read(ENV).text)
         stable = state.stable_name()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from up_harness import FakeCommand, RunningRuntime, metric_samples, predictor, v1_body
+from up_harness import FakeCommand, RunningRuntime, metric_samples, predictor, v1_body, write_manifest
 
 from serving.router.executor_metrics import CLIENT_LABELS, FEEDBACK_LABELS, SERVER_LABELS
 
@@ -315,3 +315,35 @@ def test_a_hung_predictor_is_taken_out_of_routing(up: Callable[..., RunningRunti
     assert answered == Counter({"m-ok": 40})
     alive = {q["name"]: q["alive"] for q in rt.routes()["predictors"]}
     assert alive == {"m-ok": True, "m-hung": False}
+
+
+def test_the_sticky_key_comes_from_the_rollout_annotation_of_the_manifest(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    from rollout.policy import ABSpec
+    from rollout.state import ANNOTATION, Rollout
+
+    key = ABSpec(sticky_key="x-team").sticky_key
+    ab = {ANNOTATION: Rollout("ab", "m-b", "m-a", 0, 0.0, sticky_key=key).to_json()}
+    predictors = [predictor("m-a", 50, fake_uri), predictor("m-b", 50, fake_uri)]
+    rt = up(predictors, annotations=ab)
+    assert rt.routes()["sticky_header"] == "x-team"
+
+    def arms(header: str) -> dict[str, set[str]]:
+        seen: dict[str, set[str]] = {}
+        with httpx.Client(base_url=rt.url) as c:
+            for _ in range(3):
+                for i in range(20):
+                    r = c.post(PREDICT, json=v1_body(), headers={header: f"k-{i}"})
+                    seen.setdefault(f"k-{i}", set()).add(r.headers["x-sluice-predictor"])
+        return seen
+
+    by_team = arms("x-team")
+    assert all(len(v) == 1 for v in by_team.values())  # pinned by the policy's key
+    assert {next(iter(v)) for v in by_team.values()} == {"m-a", "m-b"}
+    assert any(len(v) > 1 for v in arms("x-sluice-user").values())  # the default key pins nobody here
+    # The rollout moves on to a canary: its stage weighs requests, so no key pins.
+    canary = {ANNOTATION: Rollout("canary", "m-b", "m-a", 0, 0.0).to_json()}
+    write_manifest(rt.env, predictors, annotations=canary)
+    rt.wait_for(lambda: rt.routes()["sticky_header"] is None, what="the canary's routing")
+    assert any(len(v) > 1 for v in arms("x-team").values())
