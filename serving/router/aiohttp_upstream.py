@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import aiohttp
-from multidict import CIMultiDict
 from yarl import URL
 
 from serving.router.upstream import Response, UpstreamError
@@ -41,6 +40,7 @@ class AiohttpUpstream:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, URL] = {}  # parsed once per target (a deployment has a handful)
 
     @property
     def address(self) -> str:
@@ -79,10 +79,14 @@ class AiohttpUpstream:
         session = self._session
         if session is None or session.closed:
             session = self._session = self._open()
-        url = URL(self._base + target, encoded=True)
-        outgoing = CIMultiDict((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+        url = self._urls.get(target)
+        if url is None:
+            url = URL(self._base + target, encoded=True)
+            if len(self._urls) < 4096:
+                self._urls[target] = url
+        outgoing = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
         if self._authority is not None:
-            outgoing["Host"] = self._authority
+            outgoing.append(("Host", self._authority))
         for attempt in (1, 2):
             try:
                 async with session.request(

@@ -157,6 +157,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._in_head = False
         if self._reject is None:
             super().on_headers_complete()
+            if self.cycle is not None and self.transport is not None:
+                self.cycle.transport = _Coalescing(self.transport, self.loop)  # type: ignore[assignment]
             return
         status, message = self._reject
         # A caller waiting for `100 Continue` before it sends its body would leave the stream out of step.
@@ -204,6 +206,42 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_read_timer()
         self.transport.write(_plain(status, message, close=True))
         self.transport.close()
+
+
+class _Coalescing:
+    """A transport for one response: the writes made in one turn of the event loop go out as one.
+
+    uvicorn writes a response's head and its body separately; on loopback each write is a system call and a
+    wake-up of the reader, so a small answer costs two of each. The router sends head and body in the same
+    turn, so they leave in one write.
+    """
+
+    __slots__ = ("_buffer", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._buffer: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(data)
+
+    def _flush(self) -> None:
+        if self._buffer and not self._transport.is_closing():
+            self._transport.write(b"".join(self._buffer))
+        self._buffer.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Server(uvicorn.Server):
