@@ -77,7 +77,7 @@ def _runs_router(directory: Path, seen: set[Path]) -> bool:
     seen.add(directory)
     kustomization = directory / "kustomization.yaml"
     if kustomization.exists():
-        doc = next(_documents(kustomization), {})
+        doc: Any = next(_documents(kustomization), {})
         entries = [directory / str(r) for r in (doc.get("resources") or [])] if isinstance(doc, dict) else []
     else:
         entries = sorted(directory.glob("*.yaml"))
