@@ -5,9 +5,10 @@ Scenarios (single-row Seldon v1 requests, wrk over loopback, a Lua script for th
     router, 1 predictor                `sluice up` in front of one predictor
     router, 2 predictors 50/50         ... of two
     router, 1 predictor, pinned        everything on CPU 0 (wrk, router, predictor): the shadow's baseline
-    router, 1 predictor + shadow       the same, with every request mirrored to a shadow whose predictor is
-                                       pinned to CPU 1 (taskset), so the shadow's cost to live answers is what
-                                       the router does for it, not a fight for the same core
+    router, 1 predictor + shadow       the same, with every request mirrored to a shadow whose predictor (and
+                                       the router's mirror worker, which sends the copies) is pinned to CPU 1
+                                       (taskset): what the shadow costs live answers is what the router does
+                                       for it on the live CPU, not a fight for the same core
 
 Throughput at concurrency 16, p50/p99 at concurrency 1, CPU time per request of the router and of the
 predictors (from /proc). Scenarios run in interleaved rounds and the best round is kept, since this machine's
@@ -119,6 +120,17 @@ def _predictor_pids(ports: list[int]) -> dict[int, int]:
     return pids
 
 
+def _mirror_workers(parent: int) -> list[int]:
+    """The router's mirror worker processes (they send the shadow's copies)."""
+    import psutil
+
+    return [
+        p.pid
+        for p in psutil.Process(parent).children(recursive=True)
+        if "serving.router.mirror_worker" in " ".join(p.cmdline())
+    ]
+
+
 def _wait_http(url: str, timeout: float = 120.0) -> None:
     import httpx
 
@@ -218,6 +230,8 @@ class Started:
             self.predictor_pids = list(by_port.values())
             if scenario == SHADOW:
                 os.sched_setaffinity(by_port[ports["m-shadow"]], {SHADOW_CPU})
+                for pid in _mirror_workers(self.proc.pid):
+                    os.sched_setaffinity(pid, {SHADOW_CPU})
         else:
             self.predictor_pids = [self.proc.pid]
 
@@ -371,7 +385,10 @@ def main(results_dir: Path) -> None:
             "rounds": ROUNDS,
             "concurrency": CONCURRENCY,
             "tool": "wrk -t1",
-            "pinning": f"pinned scenarios: wrk, router and live predictor on CPU {LIVE_CPU}, shadow on CPU {SHADOW_CPU}",
+            "pinning": (
+                f"pinned scenarios: wrk, router and live predictor on CPU {LIVE_CPU}; "
+                f"shadow predictor and mirror worker on CPU {SHADOW_CPU}"
+            ),
         },
         "summary": [asdict(p) for p in summary.values()],
         "rounds": [asdict(p) for p in points],

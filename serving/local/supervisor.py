@@ -32,6 +32,7 @@ from serving.router.admin import Admin
 from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import PredictorLabels
 from serving.router.listener import Limits, Listener, bind
+from serving.router.mirroring import MAX_BYTES as MIRROR_BYTES
 from serving.router.proxy import Router
 from serving.router.routes import Backend, routes_for
 from serving.router.watch import ManifestWatch
@@ -69,6 +70,7 @@ class LocalRuntime:
         health_timeout: float = 2.0,
         health_failures: int = 3,
         request_timeout: float = 30.0,
+        mirror_bytes: int = MIRROR_BYTES,
         limits: Limits | None = None,
         log_dir: Path | None = None,
         on_event: Callable[[RuntimeEvent], None] | None = None,
@@ -87,7 +89,7 @@ class LocalRuntime:
         self.limits = limits or Limits()
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="sluice-up-"))
         self.on_event = on_event
-        self.router = Router(timeout=request_timeout)
+        self.router = Router(timeout=request_timeout, mirror_bytes=mirror_bytes, mirror_process=True)
         self.admin = Admin(self.router)
         self.spec: DeploymentSpec | None = None
         self.processes: dict[tuple[str, str, str, bool], PredictorProcess] = {}

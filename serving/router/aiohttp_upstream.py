@@ -46,6 +46,11 @@ class AiohttpUpstream:
     def address(self) -> str:
         return self._address
 
+    @property
+    def authority(self) -> str | None:
+        """The Host header sent, when it is not the address connected to (a Service name)."""
+        return self._authority
+
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,

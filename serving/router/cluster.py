@@ -75,7 +75,7 @@ class ClusterRouter:
 
     def __init__(self, settings: ClusterSettings):
         self.settings = settings
-        self.router = Router(timeout=settings.request_timeout)
+        self.router = Router(timeout=settings.request_timeout, mirror_process=True)
         self.admin = Admin(self.router)
         self.backends: dict[str, Backend] = {}  # by authority (service host:port), reused across changes
         self.watch = ManifestWatch(settings.manifest, self._apply, interval=settings.poll_interval)

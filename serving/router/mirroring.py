@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from serving.router.comparison import disagree
 from serving.router.executor_metrics import RouterMetrics
@@ -54,8 +54,23 @@ class MirrorCopy:
         return cls(backend, method, target, service, headers, body, live_status, live_answer, size)
 
 
+class MirrorSink(Protocol):
+    """Where the router puts copies for the shadow: `Mirror` in its own event loop, or a `MirrorWorker`."""
+
+    sent: int
+    dropped: int
+
+    async def start(self) -> None: ...
+
+    def offer(self, copy: MirrorCopy) -> bool: ...
+
+    async def join(self, timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class Mirror:
-    """The queue of copies for the shadow and the workers that send them."""
+    """The queue of copies for the shadow and the tasks that send them."""
 
     def __init__(
         self,
@@ -83,7 +98,14 @@ class Mirror:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
-    def start(self) -> None:
+    def idle(self) -> bool:
+        """Nothing queued and nothing being sent."""
+        return not self._queue and not self._busy
+
+    async def start(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
         if self._tasks:
             return
         self._ready = asyncio.Event()
@@ -94,7 +116,7 @@ class Mirror:
         if not 200 <= copy.live_status < 300:
             return False  # never mirrored: see the module docstring
         if not self._tasks:
-            self.start()
+            self._start()
         if self._queued_bytes + copy.size > self.max_bytes:
             self.dropped += 1
             self.metrics.count_dropped(copy.backend.labels)

@@ -30,6 +30,7 @@ failed and how, never an address or an exception's text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import re
@@ -46,7 +47,7 @@ from serving.router import puid as puids
 from serving.router.executor_metrics import RouterMetrics
 from serving.router.feedback import FeedbackError, read_claim
 from serving.router.forwarding import Call, Choice, Forwarder, Outcome, RouterError, choose, feedback_choice
-from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy
+from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy, MirrorSink
 from serving.router.routes import Routes
 from serving.router.upstream import HOP_BY_HOP, forwardable
 
@@ -133,11 +134,18 @@ class Router:
         timeout: float = 30.0,
         max_body: int = MAX_BODY,
         mirror_bytes: int = MAX_BYTES,
+        mirror_process: bool = False,
         rng: Callable[[], float] = random.random,
     ):
         self.metrics = metrics or RouterMetrics()
         self.forwarder = Forwarder(self.metrics, timeout=timeout)
-        self.mirror = Mirror(self.metrics, max_bytes=mirror_bytes)
+        self.mirror: MirrorSink
+        if mirror_process:  # copies leave the router's loop at the cost of one write (see mirror_worker)
+            from serving.router.mirror_worker import MirrorWorker
+
+            self.mirror = MirrorWorker(self.metrics, max_bytes=mirror_bytes)
+        else:
+            self.mirror = Mirror(self.metrics, max_bytes=mirror_bytes)
         self.max_body = max_body
         self.rng = rng
         self.routes: Routes | None = None
@@ -154,7 +162,7 @@ class Router:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    self.mirror.start()
+                    await self.mirror.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await self.mirror.stop()
@@ -260,9 +268,8 @@ class Router:
         if outcome.retried_from is not None:
             headers.append((RETRIED, outcome.retried_from.encode()))
         body = response.body
-        live: Any = body
         if request.kind == "predict" and request.v1 and response.status == 200:
-            body, live, puid = self._annotate_v1(request, backend.name, body)
+            body, puid = self._annotate_v1(request, backend.name, body)
             if puid is not None:
                 headers.append((PUID, puid.encode()))
         headers.append((b"content-length", str(len(body)).encode()))
@@ -277,17 +284,23 @@ class Router:
         )
         if request.kind == "feedback" and 200 <= status < 300:
             self.metrics.count_feedback(backend.labels, request.reward)
-        if request.kind == "predict" and request.override is None and 200 <= status < 300:
-            self._offer_mirror(routes, request, status, live, len(response.body))
+        if (
+            request.kind == "predict"
+            and request.override is None
+            and 200 <= status < 300
+            and routes.table.shadow is not None
+        ):
+            # After the answer's bytes leave (the server flushes them at the end of this turn of the loop).
+            asyncio.get_running_loop().call_soon(self._offer_mirror, routes, request, status, body)
 
-    def _annotate_v1(self, request: _Request, name: str, body: bytes) -> tuple[bytes, Any, str | None]:
-        """Put the answering predictor and the puid in `meta` -> (body, parsed answer, puid to echo)."""
+    def _annotate_v1(self, request: _Request, name: str, body: bytes) -> tuple[bytes, str | None]:
+        """Put the answering predictor and the puid in `meta` -> (body, puid to echo)."""
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return body, body, None
+            return body, None
         if not isinstance(doc, dict):
-            return body, body, None
+            return body, None
         meta = doc.get("meta")
         if not isinstance(meta, dict):
             meta = doc["meta"] = {}
@@ -302,9 +315,9 @@ class Router:
         if not isinstance(tags, dict):
             tags = meta["tags"] = {}
         tags[wire.PREDICTOR_TAG] = name
-        return orjson.dumps(doc), doc, puid
+        return orjson.dumps(doc), puid
 
-    def _offer_mirror(self, routes: Routes, request: _Request, status: int, live: Any, size: int) -> None:
+    def _offer_mirror(self, routes: Routes, request: _Request, status: int, live: bytes) -> None:
         shadow = routes.table.shadow
         if shadow is None or not routes.table.mirrors(self.rng() * 100.0):
             return
@@ -322,7 +335,7 @@ class Router:
                 call.body,
                 status,
                 live,
-                size,
+                len(live),
             )
         )
 

@@ -100,9 +100,10 @@ def test_shadow_that_agrees_counts_no_disagreement_and_a_full_queue_drops(
     command = FakeCommand()
     command.behaviour["m-shadow"] = ["--delay", "1.0"]
     rt = up(
-        [predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)], command=command
+        [predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)],
+        command=command,
+        mirror_bytes=2 * 700,  # room for about one queued copy of these requests
     )
-    rt.runtime.router.mirror.max_bytes = 2 * 700  # room for about two copies of these requests
     with httpx.Client(base_url=rt.url) as c:
         for _ in range(30):
             assert c.post(PREDICT, json=v1_body()).status_code == 200
@@ -347,3 +348,28 @@ def test_the_sticky_key_comes_from_the_rollout_annotation_of_the_manifest(
     write_manifest(rt.env, predictors, annotations=canary)
     rt.wait_for(lambda: rt.routes()["sticky_header"] is None, what="the canary's routing")
     assert any(len(v) > 1 for v in arms("x-team").values())
+
+
+def test_copies_for_the_shadow_are_sent_by_a_process_of_their_own(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    import psutil
+
+    rt = up([predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)])
+    with httpx.Client(base_url=rt.url) as c:
+        for _ in range(5):
+            assert c.post(PREDICT, json=v1_body()).status_code == 200
+    rt.wait_for(lambda: stats(rt, "m-shadow").get(PREDICT, 0) == 5, what="five copies")
+    worker = psutil.Process(rt.runtime.router.mirror.pid)  # type: ignore[attr-defined]
+    assert "serving.router.mirror_worker" in " ".join(worker.cmdline())
+    assert worker.nice() - psutil.Process().nice() == 10  # it yields the CPU to live answers
+    # Its results reach the router's metrics: the shadow's latency under its own name.
+    rt.wait_for(
+        lambda: any(
+            lab["predictor_name"] == "m-shadow" and v == 5
+            for lab, v in metrics(rt, "seldon_api_executor_server_requests_seconds_count")
+        ),
+        what="the shadow's figures",
+    )
+    rt.stop()
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
