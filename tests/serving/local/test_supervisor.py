@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -93,7 +92,8 @@ def test_removed_predictor_is_drained_before_it_stops(
     threads = [threading.Thread(target=call) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.3)  # the four requests are now in flight on m-slow
+    slow = next(p for p in rt.runtime.processes.values() if p.spec.name == "m-slow")
+    rt.wait_for(lambda: slow.backend.in_flight == 4, what="the four requests in flight on m-slow")
     write_manifest(rt.env, [predictor("m-fast", 100, fake_uri)])
     for t in threads:
         t.join(10)
@@ -144,7 +144,8 @@ def test_stopping_while_a_removed_predictor_drains_still_ends_it(tmp_path: Path,
     slow = next(p.popen for p in rt.runtime.processes.values() if p.spec.name == "m-slow")
     caller = threading.Thread(target=lambda: httpx.post(rt.url + PREDICT, json=v1_body(), timeout=10))
     caller.start()
-    time.sleep(0.3)
+    backend = next(p.backend for p in rt.runtime.processes.values() if p.spec.name == "m-slow")
+    rt.wait_for(lambda: backend.in_flight == 1, what="the request in flight on m-slow")
     write_manifest(env, [predictor("m-fast", 100, fake_uri)])
     rt.wait_for(lambda: names(rt) == {"m-fast": 100}, what="m-slow removed from routing")
     assert slow is not None and slow.poll() is None  # draining: its request is still in flight
