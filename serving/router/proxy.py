@@ -283,7 +283,7 @@ class Router:
             backend.labels, call.service, call.method, status, time.perf_counter() - call.started
         )
         if request.kind == "feedback" and 200 <= status < 300:
-            self.metrics.count_feedback(backend.labels, request.reward)
+            self.metrics.count_feedback(backend.labels, scored_reward(response.body, request.reward))
         if (
             request.kind == "predict"
             and request.override is None
@@ -372,6 +372,21 @@ class Router:
                 for t in routes.table.targets
             ],
         }
+
+
+def scored_reward(answer: bytes, sent: float) -> float:
+    """The reward the predictor counted (its answer's `meta.tags.reward`: it scores a truth against what it
+    predicted), else the one the caller sent; either way within the accuracy metric's range."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return sent
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    value = tags.get("reward") if isinstance(tags, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        return sent
+    return float(value)
 
 
 def _strip_ingress(path: str, raw: bytes, routes: Routes | None) -> tuple[str, bytes]:

@@ -419,3 +419,26 @@ def test_an_ab_rollout_pins_by_the_key_its_policy_names() -> None:
     # x-sluice-user alone does not pin under this policy: the draws alternate arms.
     loose = h.predictors([(PREDICT, {"x-sluice-user": "user-1"}) for _ in range(10)])
     assert set(loose) == {"m-a", "m-b"}
+
+
+def test_the_reward_counted_is_the_one_the_predictor_scored() -> None:
+    """A feedback with a truth and no reward: the predictor scores it (its answer says so), the router counts
+    that, not 0."""
+
+    async def scoring(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        body = orjson.dumps({"data": {"ndarray": []}, "meta": {"tags": {"reward": 0.75}}})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    h = Harness(manifest(("m-a", 100, False)), {"m-a": scoring})
+    status, _, _ = h.call("POST", FEEDBACK, {"truth": {"data": {"ndarray": [[1]]}}, "response": {}})
+    assert status == 200
+    rewards = counter(h, "seldon_api_model_feedback_reward_total")
+    assert list(rewards.values()) == [0.75]
