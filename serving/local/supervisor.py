@@ -31,7 +31,7 @@ from serving.local.spec import DeploymentSpec, ManifestError, read_manifest
 from serving.router.admin import Admin
 from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import PredictorLabels
-from serving.router.listener import Limits, Listener, bind
+from serving.router.listener import Limits, bind, serve_until
 from serving.router.mirroring import MAX_BYTES as MIRROR_BYTES
 from serving.router.proxy import Router
 from serving.router.routes import Backend, routes_for
@@ -146,8 +146,6 @@ class LocalRuntime:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
-        traffic = Listener(self.router, sock, self.limits)
-        admin = Listener(self.admin, admin_sock, Limits(max_connections=64), lifespan="off")
         try:
             startup = asyncio.create_task(self.start())
             stopper = asyncio.create_task(self._stop.wait())
@@ -159,28 +157,20 @@ class LocalRuntime:
                 return
             stopper.cancel()
             startup.result()
-            await traffic.start()
-            await admin.start()
-            tasks = [
-                asyncio.create_task(self.watch.run()),
-                asyncio.create_task(self._supervise()),
-                asyncio.create_task(self._probe()),
-            ]
-            self._emit(
-                logging.INFO,
-                f"router listening on http://{self.host}:{self.port} "
-                f"(admin: metrics and routes on http://{self.admin_host}:{self.admin_port})",
+            await serve_until(
+                self._stop,
+                self.router,
+                self.admin,
+                sock,
+                admin_sock,
+                self.limits,
+                [self.watch.run(), self._supervise(), self._probe()],
+                on_started=lambda: self._emit(
+                    logging.INFO,
+                    f"router listening on http://{self.host}:{self.port} "
+                    f"(admin: metrics and routes on http://{self.admin_host}:{self.admin_port})",
+                ),
             )
-            try:
-                await self._stop.wait()
-            finally:
-                for t in tasks:
-                    t.cancel()
-                for t in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                await traffic.stop()
-                await admin.stop()
         finally:
             await self.shutdown()
             sock.close()

@@ -28,7 +28,7 @@ from deployment import seldon
 from serving.router.admin import Admin
 from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import DEFAULT_NAMESPACE
-from serving.router.listener import Limits, Listener, bind
+from serving.router.listener import Limits, bind, serve_until
 from serving.router.proxy import Router
 from serving.router.routes import Backend, labels_for, routes_for
 from serving.router.watch import ManifestWatch
@@ -149,23 +149,23 @@ class ClusterRouter:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         await self.watch.check()  # a manifest it cannot read yet leaves it unready, not stopped
-        traffic = Listener(self.router, sock, s.limits)
-        admin = Listener(self.admin, admin_sock, Limits(max_connections=64), lifespan="off")
-        await traffic.start()
-        await admin.start()
-        tasks = [asyncio.create_task(self.watch.run()), asyncio.create_task(self._probe())]
-        log.warning(
-            "sluice router on %s:%d (admin on %s:%d), following %s",
-            s.host, sock.getsockname()[1], s.admin_host, admin_sock.getsockname()[1], s.manifest,
-        )  # fmt: skip
         try:
-            await self._stop.wait()
+            await serve_until(
+                self._stop,
+                self.router,
+                self.admin,
+                sock,
+                admin_sock,
+                s.limits,
+                [self.watch.run(), self._probe()],
+                on_started=lambda: log.warning(
+                    "sluice router on %s:%d (admin on %s:%d), following %s",
+                    s.host,
+                    sock.getsockname()[1],
+                    s.admin_host,
+                    admin_sock.getsockname()[1],
+                    s.manifest,
+                ),
+            )
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await traffic.stop()  # requests in progress finish (a rolling update drops none)
-            await admin.stop()
             await asyncio.gather(*(b.upstream.close() for b in self.backends.values()))

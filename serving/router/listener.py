@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -303,6 +303,40 @@ class Listener:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
+
+
+ADMIN_LIMITS = Limits(max_connections=64)
+
+
+async def serve_until(
+    stop: asyncio.Event,
+    traffic_app: Any,
+    admin_app: Any,
+    sock: socket.socket,
+    admin_sock: socket.socket,
+    limits: Limits,
+    background: list[Coroutine[Any, Any, None]],
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve the router's traffic and admin endpoints and run `background` until `stop` is set; then cancel
+    the background work and stop both listeners (requests in progress finish)."""
+    traffic = Listener(traffic_app, sock, limits)
+    admin = Listener(admin_app, admin_sock, ADMIN_LIMITS, lifespan="off")
+    await traffic.start()
+    await admin.start()
+    tasks = [asyncio.create_task(coro) for coro in background]
+    if on_started is not None:
+        on_started()
+    try:
+        await stop.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await traffic.stop()
+        await admin.stop()
 
 
 def bind(host: str, port: int) -> socket.socket:
