@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from up_harness import REPO, SluiceUp, predictor, write_manifest
+from up_harness import REPO, SluiceUp, metric_samples, predictor, write_manifest
 
 from model.bundle import Bundle
 
@@ -298,6 +298,29 @@ def test_callers_cannot_forge_what_the_gates_read(target: Target) -> None:
     answer = httpx.post(target.url + PREDICT, json={"data": {"ndarray": [target.row]}}).json()
     fb = httpx.post(target.url + "/api/v1.0/feedback", json={"response": answer, "reward": 1e12})
     assert fb.status_code == 400 and "reward" in fb.text
+
+
+# 8. the mirror ---------------------------------------------------------------------------------------------------
+def test_requests_the_live_predictor_refused_are_not_mirrored(target: Target) -> None:
+    shadow = next(p for p in target.up.routes()["predictors"] if p["shadow"])
+    shadow_url = "http://" + shadow["address"]
+
+    def shadow_answers(code: str) -> float:
+        text = httpx.get(shadow_url + "/metrics").text
+        return sum(
+            v
+            for labels, v in metric_samples(text, "sluice_model_requests_total")
+            if labels.get("endpoint") == "predictions" and labels.get("code") == code
+        )
+
+    for _ in range(20):  # the live predictor refuses these (two features, not thirty): 400
+        assert httpx.post(target.url + PREDICT, json={"data": {"ndarray": [[1.0, 2.0]]}}).status_code == 400
+    good = shadow_answers("200")
+    for _ in range(5):
+        assert httpx.post(target.url + PREDICT, json={"data": {"ndarray": [target.row]}}).status_code == 200
+    # Copies go out in order: once the later good ones reached the shadow, any copy of a refused one had too.
+    target.up.wait_for(lambda: shadow_answers("200") >= good + 5, 30, "the five good copies")
+    assert shadow_answers("400") == 0
 
 
 # 10. admin data ------------------------------------------------------------------------------------------------
