@@ -2,7 +2,7 @@
 
 Weights, the shadow mirror and its comparison, per-user pinning, overrides, feedback to the predictor that
 answered, and the retry on another predictor, with Seldon's executor metrics. Pure decisions live in
-`routing`, `forwarding`, `feedback` and `puid`; the connection to a predictor is the `upstream.Upstream`
+`routing`, `forwarding`, `attribution` and `puid`; the connection to a predictor is the `upstream.Upstream`
 Protocol (aiohttp in production, in-memory in tests); `proxy` and `admin` are the ASGI apps that `listener`
 serves with uvicorn; `watch` follows the manifest file; `cluster` wires it all for a Kubernetes Deployment.
 """

@@ -8,7 +8,7 @@ operator does) on the executor's HTTP port 8000, in the manifest's namespace. A 
 Service answers the readiness probe (`GET /ready`, the executor's).
 
 Nothing is kept between requests that another replica would need: a sticky key is hashed to its predictor,
-feedback is routed by what the answer carried (see `feedback`), and every metric names its namespace and
+feedback is routed by what the answer carried (see `attribution`), and every metric names its namespace and
 deployment. So replicas scale out behind one Service, and any replica can answer any request.
 """
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from serving.router.attribution import FeedbackClaim
 from serving.router.executor_metrics import RouterMetrics
-from serving.router.feedback import FeedbackClaim
 from serving.router.routes import Backend, Routes
 from serving.router.routing import ShadowRefused, UnknownPredictor, key_point
 from serving.router.upstream import Response, UpstreamError

@@ -23,7 +23,7 @@ Headers (answers):
     x-sluice-retried-from: NAME present when the first predictor failed and NAME's request was retried
     seldon-puid: ID             on Seldon v1 predictions (the caller's id, or one naming the predictor)
 Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predictor`. Feedback goes to the
-predictor the answer named (see `feedback`). Admin endpoints (metrics, routes) are served by
+predictor the answer named (see `attribution`). Admin endpoints (metrics, routes) are served by
 `serving.router.admin` on another port, never here. A 5xx the router writes itself says which predictor
 failed and how, never an address or an exception's text.
 """
@@ -44,8 +44,8 @@ import orjson
 from deployment import metric_names as n
 from deployment import wire
 from serving.router import puid as puids
+from serving.router.attribution import FeedbackError, read_claim
 from serving.router.executor_metrics import RouterMetrics
-from serving.router.feedback import FeedbackError, read_claim
 from serving.router.forwarding import Call, Choice, Forwarder, Outcome, RouterError, choose, feedback_choice
 from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy, MirrorSink
 from serving.router.routes import Routes
@@ -170,6 +170,7 @@ class Router:
                     return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         routes = self.routes
         path: str = scope["path"]
         try:
@@ -180,7 +181,7 @@ class Router:
         except _ClientGone:
             return
         except RouterError as e:
-            await self._refuse(send, path, e, scope)
+            await self._refuse(send, path, e, scope, time.perf_counter() - started)
             return
         except Exception:
             log.exception("%s %s failed in the router", scope.get("method"), path)
@@ -339,7 +340,7 @@ class Router:
             )
         )
 
-    async def _refuse(self, send: Send, path: str, e: RouterError, scope: Scope) -> None:
+    async def _refuse(self, send: Send, path: str, e: RouterError, scope: Scope, seconds: float) -> None:
         if e.status >= 500:
             log.warning("%s %s: %s (%s)", scope.get("method"), path, e.message, e.detail or "-")
         extra = [(b"connection", b"close")] if e.status == 413 else []
@@ -349,7 +350,7 @@ class Router:
             classify(scope["method"], path), ""
         )
         if backend is not None and service:
-            self.metrics.observe_server(backend.labels, service, scope["method"], e.status, 0.0)
+            self.metrics.observe_server(backend.labels, service, scope["method"], e.status, seconds)
 
     def describe(self) -> dict[str, Any]:
         routes = self.routes
