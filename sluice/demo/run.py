@@ -278,7 +278,9 @@ class Demo:
         from rollout.run import Options, build_environment
 
         return build_environment(
-            Options(env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.admin_port}/metrics")
+            Options(
+                env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.admin_port}/metrics"
+            )
         )
 
     def rollout_act(self, name: str, strategy: str, candidate_uri: str, expected: str) -> ActResult:
