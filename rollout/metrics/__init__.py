@@ -6,8 +6,8 @@ Both providers read the metric names and labels of Seldon's executor, which the 
 `sluice_shadow_comparisons_total` / `sluice_shadow_disagreements_total` (label predictor_name).
 
 Only prediction requests count toward request totals, errors and latency: the server-request histogram's
-`service` label tells them from feedback (Seldon's executor labels predictions `predictions` and feedback
-`feedback`; the local gateway has labelled each path). A series without the label counts as predictions.
+`service` label tells them from feedback (`predictions` and `feedback`, as Seldon's executor and the router
+label them). A series without the label counts as predictions.
 """
 
 from __future__ import annotations
@@ -24,16 +24,9 @@ REWARD = names.total(names.FEEDBACK_REWARD)
 COMPARISONS = names.total(names.SHADOW_COMPARISONS)
 DISAGREEMENTS = names.total(names.SHADOW_DISAGREEMENTS)
 
-PREDICTION_SERVICES: frozenset[str] = frozenset(
-    {
-        "predictions",  # Seldon's executor, for every protocol's prediction path
-        "/api/v1.0/predictions",
-        "/api/v0.1/predictions",
-        "/predict",
-        "/v2/models/{model_name}/infer",
-        "/v2/models/{model_name}/versions/{model_version}/infer",
-    }
-)
+# The `service` values that are predictions (Seldon's executor and the router: "predictions" for every
+# protocol's prediction path; "feedback", "status" and "metadata" are not).
+PREDICTION_SERVICES: frozenset[str] = frozenset({names.SERVICE_PREDICTIONS})
 
 
 def is_prediction(service: str | None) -> bool:
@@ -53,8 +46,11 @@ class MetricProvider(Protocol):
         window: float,
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
+        namespace: str | None = None,
     ) -> Observations:
         """Counts per predictor over the last `window` seconds; with `since`, also totals over the last `since`
         seconds, the time in the stage (Observations.stage, which the gates judge); `custom` maps names to
-        PromQL templates (a promql gate's value and its sample)."""
+        PromQL templates (a promql gate's value and its sample). `namespace` is the environment's (the
+        manifest's metadata.namespace): two environments run the same deployment and predictor names, and only
+        the namespace tells their series apart."""
         ...

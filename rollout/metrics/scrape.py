@@ -247,6 +247,7 @@ class ScrapeProvider:
         window: float,
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
+        namespace: str | None = None,  # one gateway serves one environment: its /metrics are all of it
     ) -> Observations:
         self._load()
         start = None if since is None else self.clock() - since

@@ -50,6 +50,7 @@ def identical_copy(bundle: Path, out: Path, note: str) -> Path:
 class World:
     repo: Path
     port: int
+    admin_port: int
     stable: Path
     worse: Path
     rows: np.ndarray
@@ -61,7 +62,7 @@ class World:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/metrics"
+        return f"http://127.0.0.1:{self.admin_port}/metrics"
 
     def identical(self) -> Path:
         self.copies += 1
@@ -72,9 +73,9 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-def _routes(port: int) -> list[dict]:
+def _routes(admin_port: int) -> list[dict]:
     try:
-        r = httpx.get(f"http://127.0.0.1:{port}/gateway/routes", timeout=2)
+        r = httpx.get(f"http://127.0.0.1:{admin_port}/routes", timeout=2)
         return list(r.json().get("predictors", [])) if r.status_code == 200 else []
     except (httpx.HTTPError, ValueError):
         return []
@@ -88,7 +89,9 @@ def wait_converged(world: World, timeout: float = 120.0) -> None:
         assert world.gateway.poll() is None, "sluice up exited"
         want = {p.name: (p.traffic, p.shadow) for p in seldon.read(path).predictors}
         have = {
-            p["name"]: (int(p["traffic"]), bool(p["shadow"])) for p in _routes(world.port) if p.get("alive")
+            p["name"]: (int(p["traffic"]), bool(p["shadow"]))
+            for p in _routes(world.admin_port)
+            if p.get("alive")
         }
         if have == want:
             return
@@ -145,10 +148,20 @@ def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterato
     )
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "the local environment and its policy")
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     log = (root / "sluice-up.log").open("wb")
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "sluice", "up", f"gitops/environments/{ENV}", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "up",
+            f"gitops/environments/{ENV}",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+        ],
         cwd=repo,
         env=env,
         stdout=log,
@@ -165,7 +178,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterato
         rate=RATE,
         feedback_delay=0.2,
     )
-    w = World(repo, port, stable, worse, X.to_numpy(), y.to_numpy(), list(X.columns), gateway, traffic)
+    w = World(
+        repo, port, admin_port, stable, worse, X.to_numpy(), y.to_numpy(), list(X.columns), gateway, traffic
+    )
     try:
         wait_converged(w)
         traffic.start()
@@ -195,9 +210,9 @@ def rollout(
 ) -> Outcome:
     """Start a rollout of `candidate` and tick the reconciler until it promotes or rolls back."""
     from rollout.reconciler import start, tick
-    from sluice.commands_rollout import build_environment, candidate_model
+    from rollout.run import Options, build_environment, candidate_model
 
-    env = build_environment(ENV, world.repo, None, world.metrics_url, None)
+    env = build_environment(Options(env=ENV, repo=world.repo, metrics_url=world.metrics_url))
     model_uri, digest = candidate_model(str(candidate), world.repo)
     began = time.monotonic()
     start(env, str(candidate), model_uri, digest, strategy, force=force)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 DEPLOYMENT = "sluice-classifier"
 PERIOD = 0.02  # seconds between two traffic ticks of the exporter fixture
+LOCAL = "sluice"  # the namespace of initial_manifest()'s environments
+STAGING, PRODUCTION = "sluice-staging", "sluice-production"  # two environments' namespaces
 
 
 @dataclass

@@ -70,9 +70,12 @@ def test_nothing_can_forge_a_trailer() -> None:
     assert "\nSluice-Action" not in d.report() and "\nSluice-Gate: fake" not in d.report()
 
 
-def test_prose_that_looks_like_a_trailer_is_not_one() -> None:
-    assert evidence.parse_trailers("title\n\nTraffic: a=90, b=10\n") == []
-    assert evidence.parse_trailers("title\n\nSluice-Gate: a; n=1\nNot a trailer line\n") == []
+def test_a_report_without_gates_ends_in_no_trailer_git_would_read() -> None:
+    """Its last line is prose ("**Traffic**: ..."), never `Key: value`: only the trailers added after it count."""
+    from rollout.state import Slot
+
+    d = Decision(Action.ADVANCE, "start canary", layout=(Slot(STABLE, 90), Slot(CAND, 10)))
+    assert git_trailers(f"title\n\n{d.report()}") == []
     assert evidence.with_trailers("body\n", []) == "body\n"
 
 
@@ -102,7 +105,8 @@ def test_every_decision_commit_and_its_merge_carry_the_gates(
         for commit in (merge, f"{merge}^2"):  # the merge on main, and the proposal it merged
             message = git(repo, "log", "-1", "--format=%B", commit)
             keys = [k for k, _ in git_trailers(message)]
-            assert keys == ["Sluice-Gate"] * 3, message  # success, p90, agree (skipped outside a shadow)
+            # success, p90, agree (skipped outside a shadow), then what merging does and on which base
+            assert keys == ["Sluice-Gate"] * 3 + ["Sluice-Action", "Sluice-Base"], message
             assert "decision=pass" in message and "n=" in message
 
 
