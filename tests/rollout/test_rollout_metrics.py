@@ -334,3 +334,30 @@ def test_a_hostile_exposition_is_an_error_not_a_crash_or_a_count(line: str) -> N
     negative error count that would lift a success rate above 1."""
     with pytest.raises(MetricsError, match="unreadable /metrics"):
         parse_exposition(line + "\n", "d", ["x"])
+
+
+def test_a_promql_gate_reads_its_value_and_its_sample_over_the_stage() -> None:
+    """Both of a custom gate's queries run, over the time in the stage (not the tick's window), and only
+    prediction requests count in the built-in request queries."""
+    from rollout.gates import custom_queries
+    from rollout.policy import Gate
+
+    gate = Gate.model_validate(
+        {
+            "name": "conversion",
+            "metric": "promql",
+            "query": 'rate_of{{namespace="{namespace}",predictor_name="{predictor}"}}[{window}]',
+            "sample_query": 'count_of{{namespace="{namespace}",predictor_name="{predictor}"}}[{window}]',
+            "margin": 0.02,
+            "better": "higher",
+        }
+    )
+    provider, queries = _recording()
+    provider.observe(DEPLOYMENT, [A, B], 5, custom_queries([gate]), since=600, namespace=PRODUCTION)
+    assert (
+        sum(q.startswith("rate_of") for q in queries) == 2
+        and sum(q.startswith("count_of") for q in queries) == 2
+    )
+    assert all("[600s]" in q for q in queries if q.startswith(("rate_of", "count_of")))
+    request_queries = [q for q in queries if "requests_seconds_count" in q or "requests_seconds_bucket" in q]
+    assert request_queries and all('service=~"|predictions"' in q for q in request_queries)
