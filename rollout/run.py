@@ -155,7 +155,7 @@ def build_environment(options: Options) -> Environment:
     elif options.metrics_url:
         from rollout.metrics.scrape import ScrapeProvider
 
-        metrics = ScrapeProvider(options.metrics_url)
+        metrics = ScrapeProvider(options.metrics_url, history=scrape_history(options.repo, env))
     champion = None
     if not options.github or options.mlflow_tracking_uri:
         # With GitHub the registry is a server: without its URI there is nothing to keep in step.
@@ -168,6 +168,16 @@ def build_environment(options: Options) -> Environment:
         champion=champion,
         policies=PolicyFolder(options.policies) if options.policies else PolicyInGit(),
     )
+
+
+def scrape_history(repo: Path, env: str) -> Path | None:
+    """Where a scrape provider keeps its scrapes between runs (so that ticks of `reconcile --once` add up):
+    in the repository's .git, never among its files."""
+    git = repo / ".git"
+    if git.is_file():  # a worktree: .git names the real directory
+        text = git.read_text().strip()
+        git = (repo / text.removeprefix("gitdir:").strip()).resolve() if text.startswith("gitdir:") else git
+    return git / f"sluice-scrapes-{env}.json" if git.is_dir() else None
 
 
 def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
@@ -222,7 +232,16 @@ def event(result: TickResult) -> dict[str, Any]:
         if r is None
         else {"strategy": r.strategy, "candidate": r.candidate, "status": r.status},
         "gates": [
-            dict(zip(("gate", "metric", "value", "baseline", "threshold", "verdict"), g.row(), strict=True))
+            {
+                **dict(
+                    zip(
+                        ("gate", "metric", "n", "estimate", "interval", "acceptable", "verdict"),
+                        g.row(),
+                        strict=True,
+                    )
+                ),
+                **g.evidence(),
+            }
             for g in d.gates
         ],
         "pending": [p.name for p in result.pending],

@@ -124,17 +124,29 @@ def _environment(options: Options) -> Environment:
 
 
 def _gate_table(result: TickResult) -> Any:
+    """Each gate's verdict and evidence: sample per predictor, estimate and interval against its limit."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="gates", show_lines=False)
-    for col in ("gate", "metric", "value", "baseline", "threshold", "verdict"):
-        table.add_column(col)
+    table = Table(title="gates (n: candidate / stable)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("gate", overflow="fold", min_width=14)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("n", no_wrap=True)
+    table.add_column("estimate", no_wrap=True)
+    table.add_column("interval", overflow="fold")
+    table.add_column("limit", no_wrap=True)
     colours = {"pass": "green", "fail": "red", "hold": "yellow", "no-data-pass": "yellow", "skip": "dim"}
     for g in result.decision.gates:
-        row = [escape(str(cell)) for cell in g.row()]
-        row[-1] = f"[{colours.get(g.verdict, 'white')}]{row[-1]}[/]"
-        table.add_row(*row)
+        name, metric, n, estimate, interval, limit, verdict = (escape(str(cell)) for cell in g.row())
+        table.add_row(
+            f"{name}\n[dim]{metric}[/]",
+            f"[{colours.get(g.verdict, 'white')}]{verdict}[/]",
+            n,
+            estimate,
+            interval,
+            limit,
+        )
     return table
 
 
@@ -190,6 +202,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
                     "verdict": g.verdict,
                     "sample": g.sample,
                     "detail": g.detail,
+                    **g.evidence(),
                 }
                 for g in d.gates
             ],
@@ -237,14 +250,20 @@ def start_cmd(
     env: Env,
     candidate: Annotated[str, typer.Option("--candidate", help="Bundle path, file:// or models:/ URI.")],
     strategy: Annotated[
-        str | None, typer.Option(help="canary, shadow, ab or bluegreen (default: policy's).")
+        str | None, typer.Option(help="canary, shadow, ab, bluegreen or bandit (default: policy's).")
     ] = None,
     repo: Repo = Path("."),
     policies: Policies = None,
     github: GitHubRepo = None,
     github_author: GitHubAuthor = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start a model even if an earlier rollout of it was rolled back.")
+    ] = False,
 ) -> None:
-    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch)."""
+    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch).
+
+    A model the gates rolled back before is quarantined: refused, with the reason and the rollback commit,
+    unless --force."""
     with _errors():
         from rollout.reconciler import start
         from rollout.run import candidate_model
@@ -252,7 +271,7 @@ def start_cmd(
         options = _options(env, repo, policies, github=github, github_author=github_author)
         environment = _environment(options)
         model_uri, digest = candidate_model(candidate, repo)
-        _show(start(environment, candidate, model_uri, digest, strategy))
+        _show(start(environment, candidate, model_uri, digest, strategy, force=force))
 
 
 @rollout_app.command("reconcile")

@@ -207,7 +207,10 @@ class LocalGit:
             )
         text = self.show(tip, path)
         title = self.git("log", "-1", "--format=%s", tip).strip()
-        merge = self._commit_file(head, path, text, f"Merge {proposal.branch}: {title}", extra_parent=tip)
+        # The merge on main's first-parent line carries the proposal's trailers (its evidence) too.
+        trailers = evidence.parse_trailers(self.git("log", "-1", "--format=%B", tip))
+        message = evidence.with_trailers(f"Merge {proposal.branch}: {title}", trailers)
+        merge = self._commit_file(head, path, text, message, extra_parent=tip)
         try:
             self.git("update-ref", f"refs/heads/{self.main}", merge, head)
         except SCMError as e:

@@ -22,6 +22,14 @@ class TrafficTarget(Protocol):
         """The manifest with new weights (predictors absent from `layout` removed) and annotation."""
         ...
 
+    def annotation(self, text: str, key: str) -> str | None:
+        """The value of one annotation of the manifest, or None."""
+        ...
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        """The manifest with one annotation set (used for the quarantine record)."""
+        ...
+
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
         """The manifest with one more predictor, at traffic 0, built like the stable one."""
         ...

@@ -100,6 +100,20 @@ class SeldonDeploymentV1:
             meta["annotations"][ANNOTATION] = rollout.to_json()
         return self.dump(doc)
 
+    def annotation(self, text: str, key: str) -> str | None:
+        """The value of one `metadata.annotations` key, or None."""
+        value = ((self.load(text).get("metadata") or {}).get("annotations") or {}).get(key)
+        return None if value is None else str(value)
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        """The manifest with `metadata.annotations[key]` set to `value` (everything else as it was)."""
+        doc = self.load(text)
+        meta = doc.setdefault("metadata", CommentedMap())
+        if "annotations" not in meta:
+            meta["annotations"] = CommentedMap()
+        meta["annotations"][key] = value
+        return self.dump(doc)
+
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
         doc = self.load(text)
         predictors: CommentedSeq = doc["spec"]["predictors"]

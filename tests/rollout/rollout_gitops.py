@@ -13,16 +13,9 @@ from rollout.scm.local import LocalGit
 from rollout.targets.seldon import SeldonDeploymentV1, initial_manifest
 
 FAST_GATES = [
-    {"name": "success", "metric": "success_rate", "min": 0.95, "min_sample": 10, "no_data_deadline": 3},
-    {
-        "name": "p99",
-        "metric": "latency",
-        "quantile": 0.99,
-        "max": 0.25,
-        "min_sample": 10,
-        "no_data_deadline": 3,
-    },
-    {"name": "agree", "metric": "disagreement", "max": 0.1, "min_sample": 10, "no_data_deadline": 3},
+    {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 3},
+    {"name": "p90", "metric": "latency", "quantile": 0.9, "max": 0.25, "no_data_deadline": 3},
+    {"name": "agree", "metric": "disagreement", "margin": 0.1, "min_sample": 10, "no_data_deadline": 3},
 ]
 
 

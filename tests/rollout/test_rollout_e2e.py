@@ -71,7 +71,11 @@ def test_canary_rolls_back_on_errors(
     assert weights(repo) == {stable: (100, False)}
     assert "success" in results[-1].decision.reason
     body = git(repo, "log", "-1", "--format=%B", "main^2")
-    assert "| success | success_rate |" in body and "fail |" in body
+    assert "| success | success_rate (absolute) |" in body and "| fail |" in body
+    # the merge commit on main carries the proposal's trailers: evidence and quarantine
+    trailers = git(repo, "log", "-1", "--format=%(trailers:only,unfold)", "main")
+    assert "Sluice-Gate: success; n=" in trailers and "decision=fail" in trailers
+    assert f"Sluice-Quarantine: {Bundle.open(rf_bundle_dir).digest}" in trailers
 
 
 @pytest.mark.slow
