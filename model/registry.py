@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,26 +162,70 @@ class Registry:
             raise RegistryError(
                 f"{uri}: version {ref.version} was not registered by Sluice (no {TAG_BUNDLE_URI} tag)"
             )
+        return self._fetch_bundle(uri, ref, cache)
+
+    def _fetch_bundle(self, uri: str, ref: ModelVersionRef, cache: Path | None) -> Path:
+        """The bundle of `ref` in the local cache, downloaded if missing; never used unless it hashes to
+        the version's digest tag. The tag names the cache entry, so it is checked before it becomes a path."""
+        from deployment.names import DIGEST
         from model.bundle import short_digest
 
-        cache = cache or Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache" / "sluice")) / "bundles"
-        target = cache / short_digest(ref.digest, 24)
-        if not (target / "metadata.json").exists():
-            import shutil
-            import tempfile
+        digest = ref.digest or ""
+        if not DIGEST.fullmatch(digest):
+            raise RegistryError(
+                f"{uri}: version {ref.version} has tag {TAG_DIGEST}={digest!r}, not a bundle digest "
+                "(sha256: and 64 lowercase hex digits)"
+            )
+        cache = (
+            cache or Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache" / "sluice")) / "bundles"
+        ).resolve()
+        target = cache / short_digest(digest, 24)
+        if target.exists():
+            if _bundle_problem(target, digest) is None:
+                return target
+            shutil.rmtree(target, ignore_errors=True)  # a cache entry that no longer hashes to its name
+        cache.mkdir(parents=True, exist_ok=True)
+        import mlflow
 
-            import mlflow
-
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.bundle_uri, dst_path=str(tmp)))
+        tmp = Path(tempfile.mkdtemp(dir=cache, prefix=".download-"))
+        try:
+            try:
+                local = Path(
+                    mlflow.artifacts.download_artifacts(artifact_uri=ref.bundle_uri, dst_path=str(tmp))
+                )
+            except Exception as e:  # MLflow raises its own and the stores' exceptions
+                raise RegistryError(
+                    f"{uri}: cannot download version {ref.version}'s bundle from {ref.bundle_uri} ({e})"
+                ) from e
+            problem = _bundle_problem(local, digest)
+            if problem:
+                raise RegistryError(
+                    f"{uri}: refusing the bundle downloaded from {ref.bundle_uri} for version {ref.version} "
+                    f"(tagged {TAG_DIGEST}={digest}): {problem}"
+                )
             try:
                 local.rename(target)
             except OSError:
-                if not (target / "metadata.json").exists():
+                if _bundle_problem(target, digest):  # not another process's identical download
                     raise
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def _bundle_problem(directory: Path, digest: str) -> str | None:
+    """Why `directory` is not the bundle `digest` names (None when it is): its files must hash to the
+    digest, and its metadata.json must say the same."""
+    from model.bundle import Bundle, BundleError, compute_digest
+
+    try:
+        actual = compute_digest(directory)
+        if actual != digest:
+            return f"its files hash to {actual}"
+        Bundle.open(directory, verify=True)
+    except (BundleError, OSError) as e:
+        return str(e)
+    return None
 
 
 def resolve_bundle_path(uri: str, root: str | Path = ".") -> Path:

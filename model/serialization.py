@@ -30,11 +30,18 @@ def save_skops(model: Any, path: Path) -> None:
 
 
 def load_skops(path: Path) -> Any:
+    """Load `path` if every type it asks for is on the allow-list.
+
+    The file is read once: the allow-list check and the load see the same bytes, so a file replaced
+    between the two (a race with whoever can write the bundle directory) cannot slip a type past the check.
+    """
     import skops.io as sio
 
-    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
+    data = Path(path).read_bytes()
+    asked = sio.get_untrusted_types(data=data)
+    untrusted = [t for t in asked if t not in TRUSTED_TYPES]
     if untrusted:
         raise UntrustedModelError(
             f"{path}: refusing to load types not on the allow-list: {', '.join(untrusted)}"
         )
-    return sio.load(path, trusted=list(TRUSTED_TYPES) + sio.get_untrusted_types(file=path))
+    return sio.loads(data, trusted=list(TRUSTED_TYPES))

@@ -25,12 +25,15 @@ from hera.workflows.models import Parameter as ModelParameter
 
 from pipelines import steps
 from pipelines.conventions import (
+    BUCKET,
     BUCKET_ACCESS_KEY,
+    BUCKET_ENDPOINT,
     BUCKET_SECRET_KEY,
     MLFLOW_TOKEN,
     MODEL_NAME,
     NAMESPACE,
     RUNTIME_IMAGE,
+    S3_INSECURE,
     WORKFLOW_SERVICE_ACCOUNT,
     labels,
     ui_annotations,
@@ -38,13 +41,13 @@ from pipelines.conventions import (
 
 NAME = "batch-score"
 CRON_NAME = "batch-score-nightly"
-BUCKET = "sluice-batch"
-BUCKET_ENDPOINT = "minio.sluice-pipelines.svc:9000"
 
-SCORE = """
+FORMATS = ["csv", "parquet", "jsonl"]
+SCORE = f"""
+{steps.require("MODEL", steps.MODEL_URI, "a registry URI (models:/name@alias or models:/name/version)")}
+{steps.require("FORMAT", "|".join(FORMATS), "one of " + ", ".join(FORMATS))}
 mkdir -p /tmp/scores
-sluice batch score --model "{{workflow.parameters.model}}" --input "/tmp/input/records.{{workflow.parameters.format}}" \\
-  --output "/tmp/scores/scores.{{workflow.parameters.format}}"
+sluice batch score --model="$MODEL" --input="/tmp/input/records.$FORMAT" --output="/tmp/scores/scores.$FORMAT"
 """
 
 
@@ -54,9 +57,9 @@ def _s3(name: str, path: str, key: str, optional: bool = False) -> S3Artifact:
         name=name,
         archive=NoneArchiveStrategy(),
         path=path,
-        bucket="{{workflow.parameters.bucket}}",
-        endpoint="{{workflow.parameters.endpoint}}",
-        insecure=False,
+        bucket=BUCKET,
+        endpoint=BUCKET_ENDPOINT,  # fixed: the bucket credentials go to this endpoint and no other
+        insecure=S3_INSECURE,
         key=key,
         optional=optional or None,
         access_key_secret=SecretKeySelector(name=BUCKET_ACCESS_KEY.secret, key=BUCKET_ACCESS_KEY.key),
@@ -71,11 +74,13 @@ def score_template() -> Script:
             "Score a file",
             "Download `input-key`, run `sluice batch score` with `model`, upload the scores to `output-key`.",
         ),
-        image="{{workflow.parameters.image}}",
+        image=RUNTIME_IMAGE,
         command=["bash"],
         source=steps.bash(SCORE),
         env=[
             *steps.quiet_env(),
+            steps.parameter_env("MODEL", "model"),
+            steps.parameter_env("FORMAT", "format"),
             steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
             steps.secret_env("MLFLOW_TRACKING_TOKEN", MLFLOW_TOKEN, optional=True),
         ],
@@ -128,19 +133,16 @@ def build() -> WorkflowTemplate:
             Parameter(
                 name="model",
                 value=f"models:/{MODEL_NAME}@champion",
-                description="Model to score with: models:/name@alias, models:/name/version or a bundle URI.",
+                description="Model to score with: models:/name@alias or models:/name/version.",
             ),
             Parameter(name="input-key", description="Object key of the records to score (CSV or Parquet)."),
             Parameter(name="output-key", description="Object key to write the predictions to."),
             Parameter(
                 name="format",
                 value="csv",
-                enum=["csv", "parquet", "jsonl"],
+                enum=FORMATS,
                 description="File format of input and output (the file extension sluice batch reads).",
             ),
-            Parameter(name="bucket", value=BUCKET, description="Bucket holding inputs and outputs."),
-            Parameter(name="endpoint", value=BUCKET_ENDPOINT, description="S3 endpoint (host:port)."),
-            Parameter(name="image", value=RUNTIME_IMAGE, description="Runtime image with the sluice CLI."),
         ],
         ttl_strategy=TTLStrategy(seconds_after_success=3600, seconds_after_failure=604800),
         active_deadline_seconds=3600,

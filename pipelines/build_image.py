@@ -24,7 +24,6 @@ from pipelines.conventions import (
     OUTPUTS_DIR,
     REGISTRY_SECRET,
     REPO_URL,
-    RUNTIME_IMAGE,
     SERVING_IMAGE_REPO,
     SOURCE_DIR,
     WORKFLOW_SERVICE_ACCOUNT,
@@ -35,11 +34,13 @@ from pipelines.train import WORKSPACE_MOUNT, checkout_template, dvc_template, wo
 
 NAME = "build-serving-image"
 
-FETCH_BUNDLE = """
+FETCH_BUNDLE = f"""
+{steps.require("REVISION", steps.SHA, "a 40-character commit SHA")}
+{steps.require("BUNDLE_DIGEST", steps.DIGEST, "a bundle digest (sha256:<64 hex>)")}
 dvc pull package
 actual=$(sluice model info artifacts/model --json | python -c 'import json,sys; print(json.load(sys.stdin)["digest"])')
-if [ "$actual" != "{{workflow.parameters.bundle-digest}}" ]; then
-  echo "bundle at {{workflow.parameters.revision}} has digest $actual, expected {{workflow.parameters.bundle-digest}}" >&2
+if [ "$actual" != "$BUNDLE_DIGEST" ]; then
+  echo "bundle at $REVISION has digest $actual, expected $BUNDLE_DIGEST" >&2
   exit 1
 fi
 echo "bundle $actual ready to bake in"
@@ -59,7 +60,8 @@ def kaniko_template() -> Container:
             f"--context=dir://{SOURCE_DIR}",
             "--dockerfile=serving/Dockerfile",
             "--target=serving",
-            "--destination={{workflow.parameters.image-repo}}:{{workflow.parameters.revision}}",
+            # argv, not shell; and `fetch-bundle` (before it in the DAG) refused any value not a SHA/digest
+            f"--destination={SERVING_IMAGE_REPO}:{{{{workflow.parameters.revision}}}}",
             "--build-arg=BUNDLE_DIGEST={{workflow.parameters.bundle-digest}}",
             "--label=ai.sluice.bundle-digest={{workflow.parameters.bundle-digest}}",
             "--label=org.opencontainers.image.revision={{workflow.parameters.revision}}",
@@ -67,7 +69,7 @@ def kaniko_template() -> Container:
             f"--image-name-with-digest-file={OUTPUTS_DIR}/image",
             "--snapshot-mode=redo",
             "--cache=true",
-            "--cache-repo={{workflow.parameters.image-repo}}/cache",
+            f"--cache-repo={SERVING_IMAGE_REPO}/cache",
         ],
         volume_mounts=[
             WORKSPACE_MOUNT,
@@ -114,23 +116,13 @@ def build() -> WorkflowTemplate:
             "kaniko build of serving/Dockerfile with a trained bundle baked in.",
         ),
         arguments=[
-            Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(
-                name="revision", description="Commit SHA that `train` trained (its DVC outputs are pushed)."
+                name="revision",
+                description=f"Commit SHA of {REPO_URL} that `train` trained (its DVC outputs are pushed).",
             ),
             Parameter(
                 name="bundle-digest",
                 description="Digest `train` output (sha256:...); the build refuses a bundle that differs.",
-            ),
-            Parameter(
-                name="image-repo",
-                value=SERVING_IMAGE_REPO,
-                description="Registry repository to push the serving image to.",
-            ),
-            Parameter(
-                name="image",
-                value=RUNTIME_IMAGE,
-                description="Runtime image used to fetch the bundle (serving/Dockerfile, target runtime).",
             ),
         ],
         volume_claim_templates=[workspace_claim()],
@@ -152,6 +144,10 @@ def build() -> WorkflowTemplate:
             "Fetch the bundle",
             "`dvc pull package` at the trained commit; check the bundle's digest matches `bundle-digest`.",
             FETCH_BUNDLE,
+            env=[
+                steps.parameter_env("REVISION", "revision"),
+                steps.parameter_env("BUNDLE_DIGEST", "bundle-digest"),
+            ],
             resources=steps.SMALL,
             retry_strategy=steps.NETWORK_RETRY,
         )

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 RENDERED_DIR = Path(__file__).resolve().parent / "rendered"
+MODULE_ADMISSION = "pipelines/admission.py"
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _hera(factory: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
 
 
 def catalog() -> list[Pipeline]:
-    from pipelines import batch, build_image, events, promote, train
+    from pipelines import admission, batch, build_image, events, promote, train
 
     return [
         Pipeline(train.NAME, "WorkflowTemplate", "pipelines/train.py", _hera(train.build)),
@@ -54,10 +55,37 @@ def catalog() -> list[Pipeline]:
             lambda: dict(events.event_source()),
         ),
         Pipeline(events.SENSOR_NAME, "Sensor", "pipelines/events.py", lambda: dict(events.sensor())),
+        Pipeline(
+            admission.WORKFLOWS_POLICY,
+            "ValidatingAdmissionPolicy",
+            MODULE_ADMISSION,
+            admission.workflows_policy,
+        ),
+        Pipeline(
+            admission.WORKFLOWS_POLICY,
+            "ValidatingAdmissionPolicyBinding",
+            MODULE_ADMISSION,
+            admission.workflows_binding,
+        ),
+        Pipeline(admission.PODS_POLICY, "ValidatingAdmissionPolicy", MODULE_ADMISSION, admission.pods_policy),
+        Pipeline(
+            admission.PODS_POLICY,
+            "ValidatingAdmissionPolicyBinding",
+            MODULE_ADMISSION,
+            admission.pods_binding,
+        ),
     ]
 
 
 def by_name(name: str) -> Pipeline:
+    for pipeline in catalog():
+        if pipeline.name == name and pipeline.kind in (
+            "WorkflowTemplate",
+            "CronWorkflow",
+            "EventSource",
+            "Sensor",
+        ):
+            return pipeline
     for pipeline in catalog():
         if pipeline.name == name:
             return pipeline

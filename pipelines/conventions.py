@@ -3,6 +3,10 @@
 They are chosen for how they read in the Argo UI and in `kubectl get`: one namespace, `app.kubernetes.io/*`
 labels, and a `workflows.argoproj.io/title` / `description` pair on every template. Secrets are only ever
 referenced by name and key (secretKeyRef); no value is rendered.
+
+What a submitter may not choose is fixed here, not offered as a parameter: the images (pinned by digest: a
+tag can be moved to other content, a digest cannot), the repository the git credentials are sent to, the
+registry repository the image is pushed to, and the bucket endpoint the bucket credentials are sent to.
 """
 
 from __future__ import annotations
@@ -11,10 +15,27 @@ from dataclasses import dataclass
 
 NAMESPACE = "sluice-pipelines"
 # The pipeline steps run the `runtime` target of serving/Dockerfile (the project installed, no bundle).
-RUNTIME_IMAGE = "ghcr.io/sluice-ml/sluice-runtime:0.1.0"
+# Build and push it (`docker build -f serving/Dockerfile --target runtime .`), put the pushed digest here
+# and `make render`: until then the all-zero digest below cannot be pulled, so nothing runs unpinned.
+RUNTIME_IMAGE = "ghcr.io/sluice-ml/sluice-runtime:0.1.0@sha256:" + "0" * 64
 SERVING_IMAGE_REPO = "ghcr.io/sluice-ml/sluice-serving"
-KANIKO_IMAGE = "gcr.io/kaniko-project/executor:v1.23.2"
+# The multi-platform index of kaniko v1.23.2 (its last release: the project was archived in June 2025).
+KANIKO_IMAGE = (
+    "gcr.io/kaniko-project/executor:v1.23.2"
+    "@sha256:9e69fd4330ec887829c780f5126dd80edc663df6def362cd22e79bcdf00ac53f"
+)
+# Argo injects its executor (`init` and `wait` containers) into every workflow pod; the admission policy
+# (pipelines/admission.py) accepts it from this repository, at the version the cluster's Argo runs.
+ARGOEXEC_REPOSITORY = "quay.io/argoproj/argoexec"
 REPO_URL = "https://github.com/sluice-ml/sluice.git"
+# The S3 store (MinIO) of the DVC remote and of the batch bucket, and the one TLS setting every S3 client
+# here takes it from: DVC in the steps (AWS_ENDPOINT_URL), Argo's S3 artifacts and the Argo Events MinIO
+# source (`insecure`). Credentials travel to it, so it is TLS unless this says otherwise.
+S3_TLS = True
+BUCKET = "sluice-batch"
+BUCKET_ENDPOINT = "minio.sluice-pipelines.svc:9000"
+S3_ENDPOINT_URL = f"{'https' if S3_TLS else 'http'}://{BUCKET_ENDPOINT}"
+S3_INSECURE = not S3_TLS
 MODEL_NAME = "sluice-classifier"
 WORKFLOW_SERVICE_ACCOUNT = "sluice-pipelines"
 EVENTS_SERVICE_ACCOUNT = "sluice-events"

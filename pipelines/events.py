@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
-from pipelines.batch import BUCKET, BUCKET_ENDPOINT
 from pipelines.batch import NAME as BATCH_TEMPLATE
 from pipelines.conventions import (
+    BUCKET,
     BUCKET_ACCESS_KEY,
+    BUCKET_ENDPOINT,
     BUCKET_SECRET_KEY,
     EVENTS_SERVICE_ACCOUNT,
     NAMESPACE,
+    S3_INSECURE,
     labels,
 )
 
@@ -52,7 +54,7 @@ def minio_source() -> dict[str, Any]:
         "endpoint": BUCKET_ENDPOINT,
         "events": ["s3:ObjectCreated:Put", "s3:ObjectCreated:CompleteMultipartUpload"],
         "filter": {"prefix": INCOMING_PREFIX, "suffix": ".csv"},
-        "insecure": False,
+        "insecure": S3_INSECURE,
         "accessKey": _secret(BUCKET_ACCESS_KEY),
         "secretKey": _secret(BUCKET_SECRET_KEY),
     }

@@ -13,7 +13,6 @@ from pipelines.conventions import (
     GITHUB_TOKEN,
     MLFLOW_TOKEN,
     NAMESPACE,
-    REPO_URL,
     RUNTIME_IMAGE,
     SOURCE_DIR,
     WORKFLOW_SERVICE_ACCOUNT,
@@ -24,11 +23,13 @@ from pipelines.train import WORKSPACE_MOUNT, checkout_template, workspace_claim
 
 NAME = "promote"
 ENVIRONMENTS = ["staging", "production"]
+PROMOTION_BASE = "main"  # the branch promotion PRs target and the checkout the step starts from
 
 START = f"""
+{steps.require("ENVIRONMENT", "|".join(ENVIRONMENTS), "an environment (" + ", ".join(ENVIRONMENTS) + ")")}
+{steps.require("CANDIDATE", steps.MODEL_URI, "a registry URI (models:/name@alias or models:/name/version)")}
 cd {SOURCE_DIR}
-sluice rollout start --env "{{{{workflow.parameters.env}}}}" --candidate "{{{{workflow.parameters.candidate}}}}" \\
-  --github "$GITHUB_REPOSITORY"
+sluice rollout start --env="$ENVIRONMENT" --candidate="$CANDIDATE" --github="$GITHUB_REPOSITORY"
 """
 
 
@@ -40,11 +41,13 @@ def start_template() -> Script:
             "`sluice rollout start`: add the candidate predictor to the environment's SeldonDeployment "
             "and open a pull request with the first traffic step.",
         ),
-        image="{{workflow.parameters.image}}",
+        image=RUNTIME_IMAGE,
         command=["bash"],
         source=steps.bash(START),
         env=[
             *steps.quiet_env(),
+            steps.parameter_env("ENVIRONMENT", "env"),
+            steps.parameter_env("CANDIDATE", "candidate"),
             steps.secret_env("GITHUB_TOKEN", GITHUB_TOKEN),
             steps.config_env("GITHUB_REPOSITORY", "github-repository"),
             steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
@@ -76,8 +79,6 @@ def build() -> WorkflowTemplate:
             "Opens the promotion pull request of a candidate model.",
         ),
         arguments=[
-            Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
-            Parameter(name="revision", value="main", description="Branch the promotion PR targets."),
             Parameter(
                 name="env",
                 value="staging",
@@ -88,13 +89,12 @@ def build() -> WorkflowTemplate:
                 name="candidate",
                 description="The model to roll out: models:/name/version or models:/name@alias (e.g. @challenger).",
             ),
-            Parameter(name="image", value=RUNTIME_IMAGE, description="Runtime image with the sluice CLI."),
         ],
         volume_claim_templates=[workspace_claim("256Mi")],
         ttl_strategy=TTLStrategy(seconds_after_success=86400, seconds_after_failure=604800),
         active_deadline_seconds=1800,
     ) as template:
-        checkout = checkout_template()
+        checkout = checkout_template(revision=PROMOTION_BASE)
         start = start_template()
         with DAG(name="promote", annotations=ui_annotations("Promote", "checkout -> open promotion PR")):
             steps.chain(checkout, start)

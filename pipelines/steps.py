@@ -59,8 +59,39 @@ def quiet_env() -> list[Env]:
 
 
 def bash(script: str) -> str:
-    """A step's shell source, failing on the first error and on unset variables."""
+    """A step's shell source, failing on the first error and on unset variables.
+
+    Workflow parameters never appear in it: they arrive as environment variables (`parameter_env`), which
+    the shell expands as data, never as code."""
+    if "{{" in script:
+        raise ValueError(
+            f"a step script may not contain Argo expressions (pass them as env): {script[:80]!r}"
+        )
     return "set -euo pipefail\n" + script.strip() + "\n"
+
+
+def parameter_env(name: str, parameter: str) -> Env:
+    """A workflow parameter handed to a script as an environment variable."""
+    return Env(name=name, value=f"{{{{workflow.parameters.{parameter}}}}}")
+
+
+def require(variable: str, pattern: str, what: str) -> str:
+    """A shell line that stops the step unless `$variable` matches the extended regex `pattern` in full."""
+    return (
+        f'[[ "${variable}" =~ ^({pattern})$ ]] || {{ printf \'%s: %q is not %s\\n\' {variable} "${variable}" '
+        f"{_quote(what)} >&2; exit 2; }}"
+    )
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+# What parameter values must look like before a step uses them.
+SHA = "[0-9a-f]{40}"
+DIGEST = "sha256:[0-9a-f]{64}"
+REF = "[A-Za-z0-9][A-Za-z0-9._/-]{0,199}"  # a commit SHA or a branch name
+MODEL_URI = "models:/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._-]*|/[0-9]+)"
 
 
 def chain(*templates: Template) -> list[Task]:

@@ -103,6 +103,10 @@ class Finished:
 DONE_PHASES = frozenset({"Succeeded", "Failed", "Error"})
 
 
+# Answers worth waiting out: the server or a proxy in front of it is briefly unavailable or throttling.
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
 def wait(
     server: str,
     namespace: str,
@@ -113,33 +117,71 @@ def wait(
     timeout: float = 3 * 3600,
     poll: float = 10.0,
     clock: Any = None,
+    sleep: Any = None,
+    backoff: float = 2.0,
+    max_backoff: float = 120.0,
 ) -> Finished:
-    """Poll `GET /api/v1/workflows/{namespace}/{name}` until the workflow stops or `timeout` passes."""
+    """Poll `GET /api/v1/workflows/{namespace}/{name}` until the workflow stops or `timeout` passes.
+
+    A network error or a transient answer (429, 5xx) is retried with exponential back-off (`backoff`,
+    doubling up to `max_backoff`, never past the deadline), as `argo wait` and kubectl's watches do: one
+    dropped connection must not end a three-hour wait. An answer that will not change (401, 403, 404) fails
+    at once.
+    """
     import time
 
     now = clock or time.monotonic
+    pause = sleep or time.sleep
     deadline = now() + timeout
     url = f"{server.rstrip('/')}/api/v1/workflows/{namespace}/{name}"
+    failures = 0
+    last_problem = ""
+    phase = "Pending"
     with httpx.Client(headers=authorization(token), verify=verify, timeout=30.0) as client:
         while True:
+            problem = ""
             try:
                 response = client.get(url)
             except httpx.HTTPError as e:
-                raise SubmitError(f"lost the Argo Server while waiting for {name}: {e}") from e
-            if response.status_code >= 400:
-                raise SubmitError(
-                    f"Argo Server answered {response.status_code} for {name}: {response.text[:200]}"
-                )
-            status = (response.json() or {}).get("status") or {}
-            phase = status.get("phase") or "Pending"
-            if phase in DONE_PHASES:
-                parameters = (status.get("outputs") or {}).get("parameters") or []
-                return Finished(
-                    name=name,
-                    phase=phase,
-                    message=status.get("message", ""),
-                    outputs={p["name"]: str(p.get("value", "")) for p in parameters},
-                )
-            if now() >= deadline:
+                problem = f"cannot reach the Argo Server ({type(e).__name__}: {e})"
+            else:
+                if response.status_code in TRANSIENT_STATUS:
+                    problem = f"Argo Server answered {response.status_code}: {response.text[:200]}"
+                elif response.status_code >= 400:
+                    raise SubmitError(
+                        f"Argo Server answered {response.status_code} for {name}: {response.text[:200]}"
+                    )
+                else:
+                    try:
+                        status = (response.json() or {}).get("status") or {}
+                    except ValueError:
+                        status, problem = (
+                            {},
+                            f"Argo Server sent something that is not JSON: {response.text[:200]}",
+                        )
+                    if not problem:
+                        phase = status.get("phase") or "Pending"
+                        if phase in DONE_PHASES:
+                            parameters = (status.get("outputs") or {}).get("parameters") or []
+                            return Finished(
+                                name=name,
+                                phase=phase,
+                                message=status.get("message", ""),
+                                outputs={p["name"]: str(p.get("value", "")) for p in parameters},
+                            )
+            if problem:
+                failures += 1
+                last_problem = problem
+                delay = min(max_backoff, backoff * 2 ** (failures - 1))
+            else:
+                failures = 0
+                delay = poll
+            left = deadline - now()
+            if left <= 0:
+                if last_problem and failures:
+                    raise SubmitError(
+                        f"gave up waiting for {name} after {timeout:.0f}s: {failures} attempts in a row failed, "
+                        f"the last: {last_problem}"
+                    )
                 raise SubmitError(f"{name} is still {phase} after {timeout:.0f}s")
-            time.sleep(poll)
+            pause(min(delay, left))

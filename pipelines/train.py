@@ -10,6 +10,7 @@ from typing import Any
 
 from hera.workflows import (
     DAG,
+    Env,
     GitArtifact,
     Parameter,
     Script,
@@ -37,6 +38,7 @@ from pipelines.conventions import (
     OUTPUTS_DIR,
     REPO_URL,
     RUNTIME_IMAGE,
+    S3_ENDPOINT_URL,
     SOURCE_DIR,
     WORKFLOW_SERVICE_ACCOUNT,
     WORKSPACE,
@@ -61,29 +63,31 @@ def workspace_claim(size: str = "2Gi") -> PersistentVolumeClaim:
 WORKSPACE_MOUNT = VolumeMount(name="workspace", mount_path=WORKSPACE)
 
 
-def checkout_template(name: str = "checkout") -> Script:
-    """Argo fetches the repository at the given revision (git input artifact); the step copies it to the workspace."""
+def checkout_template(name: str = "checkout", revision: str = "{{workflow.parameters.revision}}") -> Script:
+    """Argo fetches the configured repository (never one a submitter names: the git credentials go to it) at
+    `revision` (git input artifact); the step copies it to the workspace."""
     return Script(
         name=name,
         annotations=ui_annotations(
             "Check out", "Fetch the repository at `revision` into the shared workspace."
         ),
-        image="{{workflow.parameters.image}}",
+        image=RUNTIME_IMAGE,
         command=["bash"],
         source=steps.bash(
             f"""
 mkdir -p {SOURCE_DIR}
 cp -a /tmp/checkout/. {SOURCE_DIR}/
 git_head=$(cat {SOURCE_DIR}/.git/HEAD)
-echo "checked out {{{{workflow.parameters.revision}}}} ($git_head) into {SOURCE_DIR}"
+printf 'checked out %s (%s) into {SOURCE_DIR}\\n' "$REVISION" "$git_head"
 """
         ),
+        env=[Env(name="REVISION", value=revision)],
         inputs=[
             GitArtifact(
                 name="source",
                 path="/tmp/checkout",
-                repo="{{workflow.parameters.repo}}",
-                revision="{{workflow.parameters.revision}}",
+                repo=REPO_URL,
+                revision=revision,
                 username_secret=SecretKeySelector(name=GIT_USERNAME.secret, key=GIT_USERNAME.key),
                 password_secret=SecretKeySelector(name=GIT_TOKEN.secret, key=GIT_TOKEN.key),
             )
@@ -99,20 +103,22 @@ def dvc_env() -> list[Any]:
         *steps.quiet_env(),
         steps.secret_env("AWS_ACCESS_KEY_ID", DVC_ACCESS_KEY),
         steps.secret_env("AWS_SECRET_ACCESS_KEY", DVC_SECRET_KEY),
-        steps.config_env("AWS_ENDPOINT_URL", "dvc-endpoint-url", optional=True),
+        Env(name="AWS_ENDPOINT_URL", value=S3_ENDPOINT_URL),  # the DVC remote, over TLS like every S3 client
         steps.config_env("MLFLOW_TRACKING_URI", "mlflow-tracking-uri"),
         steps.secret_env("MLFLOW_TRACKING_TOKEN", MLFLOW_TOKEN, optional=True),
     ]
 
 
-def dvc_template(name: str, title: str, description: str, command: str, **kwargs: Any) -> Script:
+def dvc_template(
+    name: str, title: str, description: str, command: str, env: list[Any] | None = None, **kwargs: Any
+) -> Script:
     return Script(
         name=name,
         annotations=ui_annotations(title, description),
-        image="{{workflow.parameters.image}}",
+        image=RUNTIME_IMAGE,
         command=["bash"],
         source=steps.bash(f"cd {SOURCE_DIR}\n{command}"),
-        env=dvc_env(),
+        env=[*dvc_env(), *(env or [])],
         volume_mounts=[WORKSPACE_MOUNT],
         **kwargs,
     )
@@ -179,16 +185,10 @@ def build() -> WorkflowTemplate:
         service_account_name=WORKFLOW_SERVICE_ACCOUNT,
         security_context=steps.NON_ROOT,
         arguments=[
-            Parameter(name="repo", value=REPO_URL, description="Git URL of the Sluice repository."),
             Parameter(
                 name="revision",
                 value="main",
-                description="Commit SHA (or branch) to train; CI passes the pushed commit.",
-            ),
-            Parameter(
-                name="image",
-                value=RUNTIME_IMAGE,
-                description="Runtime image with the project installed (serving/Dockerfile, target runtime).",
+                description=f"Commit SHA (or branch) of {REPO_URL} to train; CI passes the pushed commit.",
             ),
         ],
         workflow_metadata=steps.run_metadata(

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the servers the tests start themselves (redis-server, prometheus) and the load generator (wrk) are installed.
+# Makes sure the servers the tests start themselves (redis-server, prometheus), the load generator (wrk) and jq
+# (Argo CD's ignoreDifferences expressions are checked with it) are installed.
 # The test fixtures start and stop their own instances on loopback; nothing here is left running.
 set -euo pipefail
 need=()
@@ -7,6 +8,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

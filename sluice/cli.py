@@ -28,6 +28,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"sluice {version('sluice')}")
+        except PackageNotFoundError:  # running from a checkout that was never installed
+            typer.echo("sluice (not installed: run `make setup`)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """GitOps CI/CD for ML models: train with DVC, serve with Seldon, promote through Git behind metric gates."""
+
+
 app.add_typer(commands_model.app, name="model")
 app.command("demo")(commands_demo.demo)
 for area in (

@@ -98,11 +98,21 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Scan once and exit (for cron).")] = False,
     chunk_size: ChunkOption = 50_000,
     model_digest: DigestOption = None,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-attempts", min=1, help="Tries at a file failing with I/O errors before it is quarantined."
+        ),
+    ] = 5,
 ) -> None:
     """Score each new file in DIRECTORY exactly once (a ledger of name + sha256 in OUT).
 
     Writers should write to a hidden name (`.x.csv.tmp`) and rename into DIRECTORY; otherwise a file is
     taken only after its size and mtime have been stable for --settle seconds.
+
+    A file that cannot be scored (not UTF-8, not CSV, a missing column) is moved to OUT/quarantine/ with a
+    .reason.txt beside it, and the scan goes on. I/O errors are retried with back-off. OUT may not be
+    inside DIRECTORY.
 
     Periodic runs on one machine (cron; flock keeps two runs from overlapping):
 
@@ -115,18 +125,28 @@ def watch(
 
     predictor = _load(model, model_digest)
     try:
-        watcher = Watcher(predictor, directory, out, settle=settle, chunk_size=chunk_size)
+        watcher = Watcher(
+            predictor, directory, out, settle=settle, chunk_size=chunk_size, max_attempts=max_attempts
+        )
     except BatchError as e:
         fail(escape(str(e)))
 
     def report(event: WatchEvent) -> None:
-        colour = "green" if event.status == "scored" else "red"
+        colour = {"scored": "green", "retrying": "yellow"}.get(event.status, "red")
         console.print(
             f"[{colour}]{event.status}[/] {escape(event.name)}: {escape(event.detail)}", highlight=False
         )
 
+    def trouble(error: OSError, wait: float) -> None:
+        console.print(
+            f"[yellow]scan failed[/]: {escape(str(error))}; next scan in {wait:g} s", highlight=False
+        )
+
     if once:
-        events = watcher.scan(report)
+        try:
+            events = watcher.scan(report)
+        except OSError as e:
+            fail(escape(f"{directory}: scan failed ({e})"))
         console.print(f"{len(events)} file(s) handled", highlight=False, markup=False)
         return
     stopping = False
@@ -140,7 +160,7 @@ def watch(
         f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
     )
     try:
-        watcher.run(interval, stop=lambda: stopping, on_event=report)
+        watcher.run(interval, stop=lambda: stopping, on_event=report, on_error=trouble)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

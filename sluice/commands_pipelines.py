@@ -161,11 +161,21 @@ def submit(
 
 
 def write_outputs(path: Path, outputs: dict[str, str]) -> None:
-    """Append name=value lines in the $GITHUB_OUTPUT format (multi-line values as heredocs)."""
+    """Append name=value lines in the $GITHUB_OUTPUT format; multi-line values as heredocs whose delimiter
+    is random and absent from the value (as @actions/core does), so a value cannot end its heredoc early
+    and write outputs of its own."""
+    import re
+    import uuid
+
     with path.open("a", encoding="utf-8") as f:
         for key, value in outputs.items():
-            if "\n" in value:
-                f.write(f"{key}<<SLUICE_EOF\n{value}\nSLUICE_EOF\n")
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+                fail(f"workflow output name {key!r} cannot be a GitHub Actions output name")
+            if "\n" in value or "\r" in value:
+                delimiter = f"ghadelimiter_{uuid.uuid4()}"
+                while delimiter in value:
+                    delimiter = f"ghadelimiter_{uuid.uuid4()}"
+                f.write(f"{key}<<{delimiter}\n{value}\n{delimiter}\n")
             else:
                 f.write(f"{key}={value}\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from typing import Annotated
 
@@ -53,24 +54,57 @@ def run(
     model_digest: Annotated[
         str | None, typer.Option("--model-digest", help="Refuse the model unless its digest is this.")
     ] = None,
+    dedup_window: Annotated[
+        float,
+        typer.Option(
+            "--dedup-window",
+            help="Redis: seconds an answered input id is remembered, so a redelivery is not answered twice.",
+        ),
+    ] = 3600.0,
+    maxlen: Annotated[
+        int,
+        typer.Option(
+            "--maxlen",
+            min=0,
+            help="Redis: cap the output and dead-letter streams at about this many entries (0: no cap).",
+        ),
+    ] = 1_000_000,
+    socket_timeout: Annotated[
+        float,
+        typer.Option(
+            "--socket-timeout", min=0.1, help="Redis: seconds a reply may take (on top of --block-ms)."
+        ),
+    ] = 10.0,
 ) -> None:
-    """Consume INPUT as GROUP, predict, publish to OUTPUT keyed by input id, ack after the write (at-least-once)."""
+    """Consume INPUT as GROUP, predict, publish to OUTPUT keyed by input id, ack after the write (at-least-once).
+
+    A record that cannot be read (not JSON, nested too deeply, too large, not one row) goes to the
+    dead-letter stream with its reason; the rest of its batch is unaffected. Credentials in --broker are
+    never printed.
+    """
     from model.bundle import BundleError
     from model.registry import RegistryError
     from serving.core.predictor import Predictor
-    from serving.stream.broker import Broker
+    from serving.stream.broker import Broker, redact
     from serving.stream.worker import StreamWorker
 
     try:
         predictor = Predictor.load(model, model_digest)
     except (BundleError, RegistryError, FileNotFoundError) as e:
         fail(escape(str(e)))
+    redelivery_ms = claim_idle_ms * (max_deliveries + 1)
+    if not broker.startswith("kafka://") and dedup_window * 1000 < redelivery_ms:
+        fail(
+            f"--dedup-window {dedup_window:g} s is shorter than a redelivery can take (--claim-idle-ms "
+            f"{claim_idle_ms} x (--max-deliveries {max_deliveries} + 1) = {redelivery_ms / 1000:g} s): "
+            "a redelivered message could be answered twice"
+        )
     adapter: Broker
     if broker.startswith("kafka://"):
         from serving.stream.kafka import KafkaBroker, KafkaConfigError
 
         try:
-            adapter = KafkaBroker(broker, input, output, group, consumer, dead_letter)
+            adapter = KafkaBroker.connect(broker, input, output, group, consumer, dead_letter)
         except KafkaConfigError as e:
             fail(escape(str(e)))
     else:
@@ -79,12 +113,15 @@ def run(
         try:
             adapter = RedisStreamsBroker.from_url(
                 broker,
+                socket_timeout=socket_timeout + block_ms / 1000,
                 input=input,
                 output=output,
                 group=group,
                 consumer=consumer,
                 dead_letter=dead_letter,
                 claim_idle_ms=claim_idle_ms,
+                dedup_window_ms=int(dedup_window * 1000),
+                maxlen=maxlen,
             )
         except BrokerError as e:
             fail(escape(str(e)))
@@ -103,8 +140,11 @@ def run(
     )
     try:
         stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
+    except Exception as e:  # the broker failed (timeouts, refused writes): say so, without its password
+        fail(escape(redact(f"{type(e).__name__}: {e} (broker {broker})", broker)))
     finally:
-        adapter.close()
+        with contextlib.suppress(Exception):  # a broker that is gone cannot be closed politely
+            adapter.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     console.print(stats.explain(), highlight=False, markup=False)

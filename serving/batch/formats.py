@@ -33,6 +33,9 @@ class BatchError(ValueError):
     """A batch input or output that cannot be processed as a whole (unknown format, missing column)."""
 
 
+MAX_HEADER_BYTES = 1 << 20
+
+
 def detect_format(path: Path) -> Format:
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:
@@ -151,6 +154,23 @@ class MalformedLine:
         return {"line": self.line, "reason": reason, "text": self.text}
 
 
+def read_csv_header(path: Path) -> list[str]:
+    """The column names on the first line, as UTF-8 text; a header that is not text, or absurdly long,
+    is an error naming the file (the rows are decoded by pyarrow, which refuses invalid UTF-8 itself)."""
+    with path.open("rb") as f:
+        line = f.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise BatchError(f"{path}: the header line is longer than {MAX_HEADER_BYTES} bytes")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BatchError(f"{path}: the header is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as e:
+        raise BatchError(f"{path}: the header line is not CSV ({e})") from None
+
+
 def read_csv_chunks(
     path: Path, chunk_size: int, features: list[str], malformed: list[MalformedLine] | None = None
 ) -> Iterator[Chunk]:
@@ -158,8 +178,7 @@ def read_csv_chunks(
     `malformed` (in file order: parsing is single-threaded so that line numbers are known)."""
     import pyarrow.csv as pacsv
 
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), None)
+    header = read_csv_header(path)
     if not header:
         raise BatchError(f"{path}: empty file (expected a header row of column names)")
     _check_columns(path, header, features)

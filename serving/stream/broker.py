@@ -6,6 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+# Query parameters of a broker URL whose values are credentials (redis-py reads `password` from the query).
+_SECRET_PARAMS = ("password", "pass", "token", "secret", "key", "credential")
 
 
 @dataclass(frozen=True)
@@ -45,3 +49,30 @@ class Broker(Protocol):
         """Mark messages done; called only after their result or dead letter is written."""
 
     def close(self) -> None: ...
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials written into a broker URL: the password (or a lone user name, which Redis and many
+    proxies take as a token) and secret-looking query parameters, raw and percent-decoded."""
+    try:
+        parts = urlsplit(url)
+        password, username = parts.password, parts.username
+    except ValueError:  # not even a URL (a bad port): scrub what looks like userinfo
+        userinfo = url.partition("://")[2].partition("@")
+        return [userinfo[0].partition(":")[2] or userinfo[0]] if userinfo[1] else []
+    found: list[str] = []
+    if password:
+        found.append(password)
+    elif username and "@" in parts.netloc:
+        found.append(username)
+    for name, value in parse_qsl(parts.query, keep_blank_values=False):
+        if value and any(word in name.lower() for word in _SECRET_PARAMS):
+            found.append(value)
+    return sorted({*found, *(unquote(f) for f in found)} - {""}, key=len, reverse=True)
+
+
+def redact(text: str, url: str) -> str:
+    """`text` with every credential of `url` replaced by `***` (error messages, logs)."""
+    for secret in url_secrets(url):
+        text = text.replace(secret, "***")
+    return text

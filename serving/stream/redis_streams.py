@@ -1,9 +1,15 @@
 """Redis Streams behind the `Broker` protocol: XREADGROUP, XAUTOCLAIM, XACK, and idempotent XADD by input id.
 
-Results are written by a Lua script that, per result, checks a hash `<output>:by-input` (input id -> output
-entry id) and XADDs only when the input id is new; check and write are one atomic step, so a message
-redelivered after a crash between write and XACK is answered once. Trim that hash together with the output
-stream (it holds one field per answered input).
+Results are written by a Lua script that, per result, checks a sorted set `<output>:seen` (input id, scored
+by when it was answered) and XADDs only when the input id is new; check and write are one atomic step, so a
+message redelivered after a crash between write and XACK is answered once. Like Redis 8.6's own idempotent
+XADD (IDMP with a duration), the dedup memory is a window: ids answered longer ago than `dedup_window_ms`
+are forgotten by the same script, so the set holds one window of traffic, not the stream's whole history.
+The window must outlast a redelivery (`claim_idle_ms` x `max_deliveries`); the CLI checks it. Output and
+dead-letter streams are capped at about `maxlen` entries (`XADD MAXLEN ~`).
+
+Every connection has socket timeouts (a broker that stops answering is an error, not a hang), and no
+error message carries the URL's password (see `broker.redact`).
 """
 
 from __future__ import annotations
@@ -14,47 +20,79 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from serving.stream.broker import Message, Outgoing
+from serving.stream.broker import Message, Outgoing, redact
 
-# KEYS[1] output stream, KEYS[2] index hash; ARGV: per result, input id, field count n, then n name/value pairs.
+DEDUP_WINDOW_MS = 3_600_000
+MAXLEN = 1_000_000
+SOCKET_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0
+
+# KEYS[1] stream, KEYS[2] seen set; ARGV[1] window ms, ARGV[2] maxlen (0: none), then per record: input id,
+# field count n, n name/value pairs.
 _PUBLISH = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local maxlen = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - window))
 local written = 0
-local i = 1
+local i = 3
 while i <= #ARGV do
   local input_id = ARGV[i]
   local n = tonumber(ARGV[i + 1])
-  if redis.call('HEXISTS', KEYS[2], input_id) == 0 then
-    local args = {KEYS[1], '*'}
+  if not redis.call('ZSCORE', KEYS[2], input_id) then
+    local args = {KEYS[1]}
+    if maxlen > 0 then
+      args[#args + 1] = 'MAXLEN'
+      args[#args + 1] = '~'
+      args[#args + 1] = maxlen
+    end
+    args[#args + 1] = '*'
     for j = 0, 2 * n - 1 do args[#args + 1] = ARGV[i + 2 + j] end
-    local entry = redis.call('XADD', unpack(args))
-    redis.call('HSET', KEYS[2], input_id, entry)
+    redis.call('XADD', unpack(args))
+    redis.call('ZADD', KEYS[2], now, input_id)
     written = written + 1
   end
   i = i + 2 + 2 * n
 end
+redis.call('PEXPIRE', KEYS[2], window)
 return written
 """
 
 
 class BrokerError(RuntimeError):
-    """The broker URL is wrong or the broker cannot be reached."""
+    """The broker URL is wrong or the broker cannot be reached (the message never holds its password)."""
 
 
-def index_key(stream: str) -> str:
-    return f"{stream}:by-input"
+def seen_key(stream: str) -> str:
+    """The sorted set of input ids answered on `stream` within the dedup window."""
+    return f"{stream}:seen"
 
 
-def connect(url: str) -> Any:
+def connect(
+    url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S
+) -> Any:
+    """A client with timeouts on every socket operation (`socket_timeout` must exceed any XREADGROUP block)."""
     import redis
 
-    parsed = urlparse(url)
-    if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise BrokerError(f"--broker {url!r}: expected redis://host:port or redis://host:port/db")
-    client = redis.Redis.from_url(url)
+    shown = redact(url, url)
     try:
+        scheme = urlparse(url).scheme
+    except ValueError:
+        scheme = ""
+    if scheme not in ("redis", "rediss", "unix"):
+        raise BrokerError(f"--broker {shown!r}: expected redis://host:port or redis://host:port/db")
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            socket_keepalive=True,
+            health_check_interval=30,
+        )
         client.ping()
-    except (redis.ConnectionError, redis.TimeoutError) as e:
-        raise BrokerError(f"{url}: cannot reach Redis ({e})") from e
+    except (redis.RedisError, ValueError) as e:
+        raise BrokerError(f"{shown}: cannot reach Redis ({redact(str(e), url)})") from None
     return client
 
 
@@ -68,7 +106,13 @@ class RedisStreamsBroker:
         consumer: str | None = None,
         dead_letter: str | None = None,
         claim_idle_ms: int = 30_000,
+        dedup_window_ms: int = DEDUP_WINDOW_MS,
+        maxlen: int = MAXLEN,
     ):
+        if dedup_window_ms < 1:
+            raise BrokerError(f"dedup window {dedup_window_ms} ms: must be positive")
+        if maxlen < 0:
+            raise BrokerError(f"maxlen {maxlen}: must be 0 (no cap) or positive")
         self.client = client
         self.input = input
         self.output = output
@@ -76,12 +120,16 @@ class RedisStreamsBroker:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.dead = dead_letter or f"{input}:dead"
         self.claim_idle_ms = claim_idle_ms
+        self.dedup_window_ms = dedup_window_ms
+        self.maxlen = maxlen
         self._publish = client.register_script(_PUBLISH)
         self._claim_cursor = "0-0"
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisStreamsBroker:
-        return cls(connect(url), **kwargs)
+    def from_url(
+        cls, url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, **kwargs: Any
+    ) -> RedisStreamsBroker:
+        return cls(connect(url, socket_timeout=socket_timeout), **kwargs)
 
     def ensure_group(self) -> None:
         import redis
@@ -129,12 +177,12 @@ class RedisStreamsBroker:
     def _write(self, stream: str, items: Sequence[Outgoing]) -> int:
         if not items:
             return 0
-        args: list[str] = []
+        args: list[str] = [str(self.dedup_window_ms), str(self.maxlen)]
         for item in items:
             args += [item.input_id, str(len(item.fields))]
             for key, value in item.fields.items():
                 args += [key, value]
-        return int(self._publish(keys=[stream, index_key(stream)], args=args))
+        return int(self._publish(keys=[stream, seen_key(stream)], args=args))
 
     def publish(self, results: Sequence[Outgoing]) -> int:
         return self._write(self.output, results)

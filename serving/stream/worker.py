@@ -6,6 +6,11 @@ A crash anywhere before the ack leaves the batch pending; another worker reclaim
 time and the idempotent publish keeps the output to one result per input (at-least-once delivery,
 exactly-once output). A message handed out more than `max_deliveries` times (one that keeps killing its
 workers) is dead-lettered instead of being tried again.
+
+One record never takes its batch down: anything a record makes the decoder, the validation or the model
+raise dead-letters that record with the reason and the rest of the batch goes on. And a message handed
+out again after a worker died is retried on its own (reclaimed one at a time; Kafka seeks back past it),
+so a record that kills the process outright can only use up its own deliveries, never its neighbours'.
 """
 
 from __future__ import annotations
@@ -56,7 +61,10 @@ class StreamWorker:
         self.stats = WorkerStats()
 
     def handle(self, messages: list[Message]) -> None:
-        """One micro-batch, acknowledged only after every message's result or dead letter is written."""
+        """One micro-batch, acknowledged only after every message's result or dead letter is written.
+
+        Errors of the broker propagate (nothing is acknowledged, the batch is redelivered); errors one
+        record causes do not."""
         dead: list[Outgoing] = []
         good: list[Message] = []
         records: list[Any] = []
@@ -72,12 +80,8 @@ class StreamWorker:
                 dead.append(encode_dead_letter(message, str(e), self.consumer))
         X, good = self._validate(good, records, dead)
         results: list[Outgoing] = []
-        if good:
-            prediction = self.predictor.predict(X)
-            for message, label, probs in zip(
-                good, prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
-            ):
-                results.append(encode_result(message, label, probs, self.predictor.digest, self.consumer))
+        for message, label, probs in self._predict(good, X, dead):
+            results.append(encode_result(message, label, probs, self.predictor.digest, self.consumer))
         written = self.broker.publish(results)
         self.stats.dead_letters += self.broker.dead_letter(dead)
         self.broker.ack([m.id for m in messages])
@@ -92,26 +96,57 @@ class StreamWorker:
         if not messages:
             return None, []
         try:
-            return self.predictor.validate(records), messages
-        except RequestError:
+            X = self.predictor.validate(records)
+            if len(X) == len(messages):
+                return X, messages
+        except Exception:  # some record is bad: find which, one by one
             pass
         keep: list[Message] = []
         rows = []
         for message, record in zip(messages, records, strict=True):
             try:
-                rows.append(self.predictor.validate([record] if isinstance(record, dict) else record))
+                row = self.predictor.validate([record] if isinstance(record, dict) else record)
+                if len(row) != 1:
+                    raise RequestError(f"{len(row)} rows in one message; a message holds one record")
+                rows.append(row)
                 keep.append(message)
-            except RequestError as e:
-                dead.append(
-                    encode_dead_letter(
-                        message, str(e).removeprefix("row 0: ").removeprefix("row 0, "), self.consumer
-                    )
-                )
+            except Exception as e:  # whatever one record raises is that record's
+                dead.append(encode_dead_letter(message, _reason(e), self.consumer))
         if not keep:
             return None, []
         import numpy as np
 
         return np.vstack(rows), keep
+
+    def _predict(
+        self, messages: list[Message], X: Any, dead: list[Outgoing]
+    ) -> list[tuple[Message, Any, Any]]:
+        """(message, label, probabilities) for each message the model answers. When the batch fails, each
+        record is tried alone and those that fail alone are dead-lettered; when every one of them fails,
+        the model (not the data) is broken and the error propagates: nothing is acknowledged."""
+        if not messages:
+            return []
+        try:
+            prediction = self.predictor.predict(X)
+            return list(
+                zip(messages, prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True)
+            )
+        except Exception as batch_error:
+            answered: list[tuple[Message, Any, Any]] = []
+            failed: list[tuple[Message, Exception]] = []
+            for i, message in enumerate(messages):
+                try:
+                    one = self.predictor.predict(X[i : i + 1])
+                    answered.append((message, one.labels.tolist()[0], one.probabilities.tolist()[0]))
+                except Exception as e:
+                    failed.append((message, e))
+            if not answered:
+                raise batch_error
+            dead.extend(
+                encode_dead_letter(m, f"the model failed on it: {_reason(e)}", self.consumer)
+                for m, e in failed
+            )
+            return answered
 
     def run(
         self,
@@ -128,7 +163,8 @@ class StreamWorker:
         while not stop():
             messages: list[Message] = []
             if time.monotonic() >= next_claim:
-                messages = self.broker.reclaim(self.batch)
+                # One at a time: these were in flight when a worker died, maybe killed by one of them.
+                messages = self.broker.reclaim(1)
                 self.stats.reclaimed += len(messages)
                 if not messages:
                     next_claim = time.monotonic() + claim_every_s
@@ -140,3 +176,10 @@ class StreamWorker:
             elif max_idle_s is not None and time.monotonic() - last_work >= max_idle_s:
                 break
         return self.stats
+
+
+def _reason(error: Exception) -> str:
+    """A dead letter's reason from what a record made the core raise."""
+    if isinstance(error, RequestError):
+        return str(error).removeprefix("row 0: ").removeprefix("row 0, ")
+    return f"{type(error).__name__}: {str(error)[:300]}"

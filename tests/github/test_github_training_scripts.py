@@ -55,15 +55,26 @@ def workflow_step(workflow: str, job: str, name: str) -> str:
     return str(step["run"]).replace(".venv/bin/", f"{BIN}/")
 
 
-def template_source(rendered: str, template: str, trained: Trained, **parameters: str) -> str:
+def template_step(
+    rendered: str, template: str, trained: Trained, **parameters: str
+) -> tuple[str, dict[str, str]]:
+    """A template's script and the environment Argo gives it: its plain `env` values with the workflow
+    parameters substituted (what Argo does), over the test's environment. Secrets and ConfigMap values come
+    from the test environment instead."""
     doc = yaml.safe_load((REPO / "pipelines" / "rendered" / rendered).read_text())
     (t,) = [t for t in doc["spec"]["templates"] if t["name"] == template]
     source = str(t["script"]["source"])
-    for key, value in parameters.items():
-        source = source.replace(f"{{{{workflow.parameters.{key}}}}}", value)
-    assert "{{" not in source, source
+    assert "{{" not in source, source  # parameters reach scripts as env vars only
+    env = dict(trained.env)
+    for item in t["script"].get("env", []):
+        if "value" in item:
+            value = str(item["value"])
+            for key, given in parameters.items():
+                value = value.replace(f"{{{{workflow.parameters.{key}}}}}", given)
+            assert "{{" not in value, f"{template}: parameter for {item['name']} not given"
+            env[item["name"]] = value
     outputs = trained.base_dir / "outputs"
-    return source.replace("/workspace/src", str(trained.work)).replace("/tmp/outputs", str(outputs))
+    return source.replace("/workspace/src", str(trained.work)).replace("/tmp/outputs", str(outputs)), env
 
 
 def train_repository(base: Path) -> Trained:
@@ -131,9 +142,8 @@ def runner_path_outputs_the_bundle_digest_and_pushes(trained: Trained) -> None:
 
 def train_template_steps_and_outputs(trained: Trained) -> None:
     for step in ("dvc-pull", "dvc-repro", "dvc-push", "register"):
-        result = bash(
-            template_source("train.workflowtemplate.yaml", step, trained), trained.work, trained.env
-        )
+        source, env = template_step("train.workflowtemplate.yaml", step, trained)
+        result = bash(source, trained.work, env)
         assert result.returncode == 0, f"{step}: " + result.stdout[-2000:] + result.stderr[-2000:]
     outputs = trained.base_dir / "outputs"
     bundle = Bundle.open(trained.work / "artifacts" / "model")
@@ -145,25 +155,26 @@ def train_template_steps_and_outputs(trained: Trained) -> None:
 def build_template_fetches_the_bundle_and_checks_its_digest(trained: Trained) -> None:
     digest = Bundle.open(trained.work / "artifacts" / "model").digest
     shutil.rmtree(trained.work / "artifacts" / "model")
-    fetch = template_source(
+    revision = trained.head
+    fetch, env = template_step(
         "build-serving-image.workflowtemplate.yaml",
         "fetch-bundle",
         trained,
-        revision="abc",
+        revision=revision,
         **{"bundle-digest": digest},
     )
-    result = bash(fetch, trained.work, trained.env)
+    result = bash(fetch, trained.work, env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert Bundle.open(trained.work / "artifacts" / "model").digest == digest
     wrong = "sha256:" + "0" * 64
-    fetch = template_source(
+    fetch, env = template_step(
         "build-serving-image.workflowtemplate.yaml",
         "fetch-bundle",
         trained,
-        revision="abc",
+        revision=revision,
         **{"bundle-digest": wrong},
     )
-    result = bash(fetch, trained.work, trained.env)
+    result = bash(fetch, trained.work, env)
     assert result.returncode == 1 and f"expected {wrong}" in result.stderr
 
 

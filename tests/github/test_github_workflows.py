@@ -227,3 +227,48 @@ def test_gitops_check_workflow_steps_run_here(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "## sluice gitops check" in summary.read_text() and "pass" in summary.read_text()
+
+
+RUNS_REPO_CODE = re.compile(
+    r"(^|[\s;&|(])(make|\.venv/|dvc|python3?|pip3?|npm|bash\s+\S+|sh\s+\S+|\./)", re.M
+)
+
+
+def _runs_for_pull_requests(jobs: dict[str, Any], name: str) -> bool:
+    """Whether job `name` can run on a pull_request event (its `if`, and those of the jobs it needs)."""
+    job = jobs[name]
+    if "github.event_name != 'pull_request'" in str(job.get("if", "")):
+        return False
+    needs = job.get("needs", [])
+    return all(_runs_for_pull_requests(jobs, n) for n in ([needs] if isinstance(needs, str) else needs))
+
+
+def test_no_job_of_a_pull_request_both_runs_its_code_and_holds_a_write_token() -> None:
+    checked = 0
+    for path in FILES:
+        doc = load(path)
+        if not {"pull_request", "pull_request_target"} & set(doc["on"]):
+            continue
+        jobs = doc["jobs"]
+        for name, job in jobs.items():
+            if not _runs_for_pull_requests(jobs, name):
+                continue  # never runs for a pull request
+            writes = [scope for scope, level in job["permissions"].items() if level == "write"]
+            if not writes:
+                continue
+            checked += 1
+            for step in job["steps"]:
+                assert not str(step.get("uses", "")).startswith("actions/checkout@"), f"{path.name}: {name}"
+                assert not RUNS_REPO_CODE.search(step.get("run", "")), f"{path.name}: {name}: {step['run']}"
+    assert checked >= 1  # train.yml's comment job
+
+
+def test_the_metrics_comment_travels_as_an_artifact() -> None:
+    jobs = load(WORKFLOWS / "train.yml")["jobs"]
+    runner, commenter = jobs["metrics-diff"], jobs["comment"]
+    assert runner["permissions"] == {"contents": "read"}
+    assert commenter["needs"] == "metrics-diff" and commenter["permissions"] == {"pull-requests": "write"}
+    uploaded = {s["with"]["name"] for s in runner["steps"] if "upload-artifact" in str(s.get("uses"))}
+    downloaded = [s["with"]["name"] for s in commenter["steps"] if "download-artifact" in str(s.get("uses"))]
+    assert downloaded and set(downloaded) <= uploaded
+    assert "--body-file" in commenter["steps"][-1]["run"]

@@ -27,6 +27,9 @@ class FakeArgoServer:
     # What GET /api/v1/workflows/{ns}/{name} answers, in turn (the last one repeats): Argo's status shapes.
     statuses: list[dict[str, Any]] = field(default_factory=lambda: [{"phase": "Succeeded"}])
     gets: int = 0
+    # Faults for the next GETs, in turn: "drop" (close the connection without answering) or a status code.
+    faults: list[str] = field(default_factory=list)
+    answered: int = 0  # GETs answered with a status (the index into `statuses`)
 
 
 def _handler(state: FakeArgoServer) -> type[BaseHTTPRequestHandler]:
@@ -46,13 +49,21 @@ def _handler(state: FakeArgoServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
+            if state.faults:
+                fault = state.faults.pop(0)
+                state.gets += 1
+                if fault == "drop":
+                    self.close_connection = True
+                    return
+                return self._answer(int(fault), {"code": 14, "message": "upstream connect error"})
             parts = self.path.strip("/").split("/")
             if parts[:3] != ["api", "v1", "workflows"] or len(parts) != 5:
                 return self._answer(404, {"code": 5, "message": f"Not Found: {self.path}"})
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 return self._answer(401, {"code": 16, "message": "token not valid"})
-            status = state.statuses[min(state.gets, len(state.statuses) - 1)]
+            status = state.statuses[min(state.answered, len(state.statuses) - 1)]
             state.gets += 1
+            state.answered += 1
             self._answer(200, {"metadata": {"name": parts[4], "namespace": parts[3]}, "status": status})
 
         def do_POST(self) -> None:

@@ -120,7 +120,12 @@ def test_secrets_are_referenced_never_inlined(pipe: Any) -> None:
     doc = pipe.build()
     walk(doc)
     secret_refs = re.findall(r"secretKeyRef|Secret:|secretName|accessKey|secretKey", text)
-    assert secret_refs or pipe.kind in {"CronWorkflow", "Sensor"}
+    assert secret_refs or pipe.kind in {
+        "CronWorkflow",
+        "Sensor",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
 
 
 def test_train_outputs_digest_and_metrics_as_workflow_outputs() -> None:
@@ -141,8 +146,9 @@ def test_kaniko_pushes_by_digest_and_checks_the_bundle() -> None:
     assert "--dockerfile=serving/Dockerfile" in args
     assert any(a.startswith("--digest-file=") for a in args)
     assert kaniko["outputs"]["parameters"][0]["globalName"] == "image-digest"
-    fetch = next(t for t in _templates(doc) if t["name"] == "fetch-bundle")["script"]["source"]
-    assert "{{workflow.parameters.bundle-digest}}" in fetch and "exit 1" in fetch
+    fetch = next(t for t in _templates(doc) if t["name"] == "fetch-bundle")["script"]
+    assert {"name": "BUNDLE_DIGEST", "value": "{{workflow.parameters.bundle-digest}}"} in fetch["env"]
+    assert '"$actual" != "$BUNDLE_DIGEST"' in fetch["source"] and "exit 1" in fetch["source"]
 
 
 def test_sensor_submits_the_batch_template_with_the_new_object_key() -> None:

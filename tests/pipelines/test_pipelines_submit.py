@@ -166,3 +166,105 @@ def test_wait_gives_up_after_its_timeout(argo_server: Any) -> None:
             poll=0,
             clock=lambda: next(ticks),
         )
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps, and remembers each sleep."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_wait_rides_out_dropped_connections_and_5xx_with_back_off(argo_server: Any) -> None:
+    from pipelines.submit import wait
+
+    argo_server.faults = ["drop", "502", "drop", "503"]
+    argo_server.statuses = [{"phase": "Running"}, SUCCEEDED]
+    t = FakeTime()
+    finished = wait(
+        argo_server.url, "ns", "train-x7k2p", token=argo_server.token, poll=10, clock=t.clock, sleep=t.sleep
+    )
+    assert finished.succeeded and finished.outputs["metrics"] == '{"roc_auc": 0.99}'
+    assert t.sleeps == [2, 4, 8, 16, 10]  # back-off on each failure in a row, then the normal poll
+    assert argo_server.gets == 6
+
+
+def test_wait_gives_up_at_its_deadline_when_the_server_stays_away() -> None:
+    from pipelines.submit import wait
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = FakeTime()
+    with pytest.raises(
+        SubmitError, match=r"gave up waiting for train-x7k2p after 600s: \d+ attempts in a row"
+    ):
+        wait(
+            f"http://127.0.0.1:{port}",
+            "ns",
+            "train-x7k2p",
+            timeout=600,
+            clock=t.clock,
+            sleep=t.sleep,
+            max_backoff=120,
+        )
+    assert sum(t.sleeps) == pytest.approx(600) and max(t.sleeps) == 120
+    assert len(t.sleeps) == 10  # 2, 4, ..., 64, then 120 until the deadline
+
+
+@pytest.mark.parametrize("status", ["401", "403", "404"])
+def test_wait_fails_at_once_on_an_answer_that_will_not_change(argo_server: Any, status: str) -> None:
+    from pipelines.submit import wait
+
+    argo_server.faults = [status]
+    t = FakeTime()
+    with pytest.raises(SubmitError, match=f"answered {status}"):
+        wait(argo_server.url, "ns", "train-x7k2p", token=argo_server.token, clock=t.clock, sleep=t.sleep)
+    assert t.sleeps == [] and argo_server.gets == 1
+
+
+def parse_github_output(text: str) -> dict[str, str]:
+    """$GITHUB_OUTPUT as the Actions runner reads it (SetOutputFileCommand): `name=value` lines, or
+    `name<<DELIMITER` followed by lines up to a line that is exactly DELIMITER."""
+    outputs: dict[str, str] = {}
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line:
+            continue
+        equals, heredoc = line.find("="), line.find("<<")
+        if heredoc >= 0 and (equals < 0 or heredoc < equals):
+            name, delimiter = line[:heredoc], line[heredoc + 2 :]
+            body = []
+            while lines[i] != delimiter:
+                body.append(lines[i])
+                i += 1
+            i += 1
+            outputs[name] = "\n".join(body)
+        else:
+            outputs[line[:equals]] = line[equals + 1 :]
+    return outputs
+
+
+def test_a_workflow_output_cannot_write_outputs_of_its_own(tmp_path: Any) -> None:
+    from sluice.commands_pipelines import write_outputs
+
+    hostile = {
+        "bundle-digest": "sha256:" + "ab" * 32,
+        "metrics": '{"auc": 1}\nSLUICE_EOF\nimage=attacker.example/evil:latest\nx<<EOF',
+        "registry": "line one\nghadelimiter_\nimage=also-not",
+    }
+    path = tmp_path / "github_output"
+    write_outputs(path, hostile)
+    write_outputs(path, {"next": "1"})
+    assert parse_github_output(path.read_text()) == {**hostile, "next": "1"}

@@ -194,3 +194,62 @@ def test_copy_from_names_earlier_stages_and_runtime_can_reach_the_dvc_remote(
         "the pipeline steps run `dvc pull/push`: install the remote's plugin"
     )
     assert sources["serving"] != sources["runtime"], "the model server does not carry the DVC plugins"
+
+
+def test_the_server_cannot_change_its_own_bundle(
+    dockerfile: tuple[dict[str, str], list[Stage]], bundle_dir: Path
+) -> None:
+    """The serving stage's COPY and RUN lines for the bundle, replayed on a real directory (as root, like the
+    build), then the image's USER tries to change, add, remove and rename bundle files, and to read them."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from model.bundle import Bundle
+
+    if os.geteuid() != 0:
+        pytest.skip("acting as the image's root and its user needs root")
+    _, stages = dockerfile
+    [serving] = [s for s in stages if s.name == "serving"]
+    [(index, copy)] = [
+        (i, rest)
+        for i, (op, rest) in enumerate(serving.instructions)
+        if op == "COPY" and "artifacts/model" in rest
+    ]
+    words = shlex.split(copy)
+    flags = dict(w[2:].split("=", 1) for w in words if w.startswith("--"))
+    destination = [w for w in words if not w.startswith("--")][-1].rstrip("/")
+    user, _, group = [rest for op, rest in serving.instructions if op == "USER"][-1].partition(":")
+    uid, gid = int(user), int(group or user)
+    root = Path(tempfile.mkdtemp(prefix="image-"))
+    try:
+        root.chmod(0o755)
+        target = root / destination.lstrip("/")
+        shutil.copytree(bundle_dir, target)
+        owner, _, owner_group = flags.get("chown", "0:0").partition(":")
+        for path in [target, *target.rglob("*")]:
+            os.chown(path, int(owner), int(owner_group or owner))
+            if "chmod" in flags:
+                path.chmod(int(flags["chmod"], 8))
+        for op, rest in serving.instructions[index + 1 :]:
+            if op == "RUN" and destination in rest:
+                subprocess.run(["sh", "-c", rest.replace(destination, str(target))], check=True)
+        attempts = {
+            "overwrite": f'echo x >> "{target}/model.onnx"',
+            "add": f'echo x > "{target}/extra.onnx"',
+            "remove": f'rm -f "{target}/metadata.json"',
+            "rename": f'mv "{target}/model.onnx" "{target}/other.onnx"',
+            "chmod": f'chmod u+w "{target}/model.onnx"',
+        }
+        for what, command in attempts.items():
+            result = subprocess.run(["/bin/sh", "-c", command], user=uid, group=gid, capture_output=True)
+            assert result.returncode != 0, f"uid {uid} could {what} a bundle file"
+        read = subprocess.run(
+            ["/bin/sh", "-c", f'ls "{target}" && cat "{target}"/*.json > /dev/null'], user=uid, group=gid
+        )
+        assert read.returncode == 0, "the server must still read its bundle"
+        assert Bundle.open(target).digest == Bundle.open(bundle_dir).digest
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)

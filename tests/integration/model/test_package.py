@@ -58,3 +58,27 @@ def test_bad_model_is_measurably_worse(bundle_dir, bad_bundle_dir):
     good, bad = Bundle.open(bundle_dir), Bundle.open(bad_bundle_dir)
     assert good.metrics["roc_auc"] > 0.95
     assert bad.metrics["roc_auc"] < good.metrics["roc_auc"] - 0.1
+
+
+def test_a_file_swapped_after_the_allow_list_check_is_not_loaded(bundle_dir, tmp_path, monkeypatch):
+    """Whoever can write the bundle directory replaces model.skops between the check and the load."""
+    import os
+    import shutil
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = tmp_path / "model.skops"
+    shutil.copy(Bundle.open(bundle_dir).skops_path, path)
+    evil = tmp_path / "evil.skops"
+    sio.dump(FunctionTransformer(func=os.system), evil)
+    real_check = sio.get_untrusted_types
+
+    def check_then_swap(*args, **kwargs):
+        answer = real_check(*args, **kwargs)
+        shutil.copy(evil, path)  # the race: the file changes right after it was checked
+        return answer
+
+    monkeypatch.setattr(sio, "get_untrusted_types", check_then_swap)
+    model = load_skops(path)
+    assert type(model).__name__ == "Pipeline"  # the checked model, not the swapped-in FunctionTransformer
+    assert path.read_bytes() == evil.read_bytes()  # the swap did happen

@@ -61,3 +61,62 @@ def test_clear_errors(registry, bundle_dir):
 def test_paths_and_file_uris_resolve_without_a_registry(bundle_dir):
     assert resolve_bundle_path(str(bundle_dir)) == bundle_dir
     assert resolve_bundle_path(bundle_dir.as_uri()) == bundle_dir
+
+
+def _tag(registry, version, digest):
+    from model.registry import TAG_DIGEST
+
+    registry.client.set_model_version_tag("clf", version, TAG_DIGEST, digest)
+
+
+def _entries(directory):
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+@pytest.mark.parametrize(
+    "tag",
+    ["sha256:../../escaped", "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256:" + "0" * 63 + "/", " "],
+)
+def test_a_digest_tag_that_is_not_a_digest_is_refused_before_it_names_a_path(
+    registry, bundle_dir, tmp_path, tag
+):
+    version = _log(registry, bundle_dir).version
+    _tag(registry, version, tag)
+    with pytest.raises(RegistryError, match="not a bundle digest") as caught:
+        registry.resolve(f"models:/clf/{version}")
+    assert repr(tag) in str(caught.value)
+    assert not (tmp_path / "escaped").exists()
+    assert _entries(tmp_path / "cache" / "bundles") == []
+
+
+def test_a_download_that_does_not_hash_to_its_tag_is_refused(registry, bundle_dir, rf_bundle_dir, tmp_path):
+    honest = _log(registry, bundle_dir)
+    swapped = _log(registry, rf_bundle_dir)  # its artifacts, but the other bundle's digest on the tag
+    _tag(registry, swapped.version, honest.digest)
+    with pytest.raises(RegistryError, match="refusing the bundle downloaded") as caught:
+        registry.resolve(f"models:/clf/{swapped.version}")
+    assert f"its files hash to {Bundle.open(rf_bundle_dir).digest}" in str(caught.value)
+    assert _entries(tmp_path / "cache" / "bundles") == []  # nothing cached, no temp dir left
+    # the honest version still resolves, and a later hit is checked again
+    path = registry.resolve(f"models:/clf/{honest.version}")
+    assert Bundle.open(path).digest == honest.digest
+
+
+def test_a_failed_download_leaves_no_temp_dir(registry, bundle_dir, tmp_path):
+    from model.registry import TAG_BUNDLE_URI
+
+    version = _log(registry, bundle_dir)
+    registry.client.set_model_version_tag(
+        "clf", version.version, TAG_BUNDLE_URI, f"{version.bundle_uri}-gone"
+    )
+    with pytest.raises(RegistryError, match="cannot download"):
+        registry.resolve(f"models:/clf/{version.version}")
+    assert _entries(tmp_path / "cache" / "bundles") == []
+
+
+def test_a_cache_entry_that_no_longer_matches_is_fetched_again(registry, bundle_dir):
+    version = _log(registry, bundle_dir)
+    path = registry.resolve(f"models:/clf/{version.version}")
+    (path / "signature.json").write_text("{}")  # tampered on disk after it was cached
+    again = registry.resolve(f"models:/clf/{version.version}")
+    assert again == path and Bundle.open(again).digest == version.digest

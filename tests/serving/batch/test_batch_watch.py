@@ -70,7 +70,7 @@ def test_a_bad_file_is_recorded_not_retried(predictor, test_frame: pd.DataFrame,
     test_frame.drop(columns=["mean_area"]).to_csv(inbox / "bad.csv", index=False)
     _age(inbox / "bad.csv", 60)
     events = Watcher(predictor, inbox, outbox, settle=1.0).scan()
-    assert [(e.name, e.status) for e in events] == [("bad.csv", "failed")]
+    assert [(e.name, e.status) for e in events] == [("bad.csv", "quarantined")]
     assert "missing feature column 'mean_area'" in events[0].detail
     assert Watcher(predictor, inbox, outbox, settle=1.0).scan() == []
 

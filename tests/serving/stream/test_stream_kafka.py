@@ -78,14 +78,16 @@ def test_configs_are_at_least_once_and_accepted_by_librdkafka() -> None:
     assert consumer["enable.auto.commit"] is False
     assert producer["enable.idempotence"] is True and producer["acks"] == "all"
     # Building the clients makes librdkafka check every key and value (no connection is needed for that).
-    broker = KafkaBroker("kafka://127.0.0.1:1", "in", "out", "g", consumer="w1")
+    broker = KafkaBroker.connect("kafka://127.0.0.1:1", "in", "out", "g", consumer="w1")
     assert broker.dead == "in.dead"
     assert broker.reclaim(10) == []
     broker.close()
     from confluent_kafka import KafkaException
 
     with pytest.raises(KafkaException):
-        KafkaBroker("kafka://127.0.0.1:1", "in", "out", "g", extra_config={"enable.auto.commitx": True})
+        KafkaBroker.connect(
+            "kafka://127.0.0.1:1", "in", "out", "g", extra_config={"enable.auto.commitx": True}
+        )
 
 
 def test_outgoing_keys_are_input_ids() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from serving.stream.redis_streams import RedisStreamsBroker, index_key
+from serving.stream.redis_streams import RedisStreamsBroker, seen_key
 from serving.stream.worker import StreamWorker
 
 pytestmark = pytest.mark.timeout(60)
@@ -84,7 +84,7 @@ def test_redelivery_after_a_crash_before_ack_does_not_duplicate(redis_client, pr
     assert stats.reclaimed == 20
     assert stats.duplicates == 20 and stats.results == 0
     assert [o["input_id"] for o in _outputs(redis_client)] == ids
-    assert redis_client.hlen(index_key("out")) == 20
+    assert redis_client.zcard(seen_key("out")) == 20
     assert redis_client.xpending("in", "g")["pending"] == 0
 
 
