@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from deployment.names import DIGEST
 from model.datasets import BUILTIN_PREFIX, check_source
 
 if TYPE_CHECKING:
@@ -100,7 +100,6 @@ TASK_METRICS: dict[str, frozenset[str]] = {
     "multiclass": frozenset({"accuracy", "macro_f1", "log_loss"}),
     "regression": frozenset({"rmse", "mae", "r2"}),
 }
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class ChampionPin(_Strict):
