@@ -1,0 +1,169 @@
+"""Your data, your model: `dvc repro` on three datasets, each configured by commands and files only.
+
+- the default binary set (scikit-learn's breast cancer), as the repository ships it;
+- a multiclass table with numeric, categorical and boolean features, each with missing values (written here,
+  tracked with DVC and profiled by `sluice model profile`);
+- scikit-learn's diabetes set as a regression (`sluice model profile builtin:diabetes`).
+
+One repro per dataset (a module-scoped fixture) serves every test of it: metrics for the task, ONNX parity,
+the signature, serving over both protocols, MLflow's own server agreeing with Sluice, and a unit-changed
+column refused by validation.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO, ScratchRepo, make_scratch
+from sample_tables import SPECIES, penguins
+
+from model.bundle import Bundle, onnx_feeds
+from model.contract import load_contract
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    task: str
+    configure: Callable[[ScratchRepo], None]
+    unit_change: tuple[str, float]  # a column and the factor a unit change multiplies it by
+
+
+def _nothing(repo: ScratchRepo) -> None:
+    """The default: the repository as it ships."""
+
+
+def _penguins(repo: ScratchRepo) -> None:
+    penguins().to_csv(repo.root / "data" / "source" / "penguins.csv", index=False)
+    repo.sluice(
+        "model", "profile", "data/source/penguins.csv", "--target", "species", "--drop", "penguin_id", "--force"
+    )
+
+
+def _diabetes(repo: ScratchRepo) -> None:
+    repo.sluice("model", "profile", "builtin:diabetes", "--target", "target", "--force")
+
+
+DATASETS = {
+    "breast_cancer": Dataset("breast_cancer", "binary", _nothing, ("mean_area", 0.01)),
+    "penguins": Dataset("penguins", "multiclass", _penguins, ("body_mass_g", 0.001)),  # grams -> kilograms
+    "diabetes": Dataset("diabetes", "regression", _diabetes, ("bmi", 100.0)),
+}
+
+
+@dataclass
+class Repro:
+    dataset: Dataset
+    repo: ScratchRepo
+    output: str
+    bundle: Bundle
+
+
+@pytest.fixture(scope="module", params=list(DATASETS))
+def repro(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Repro:
+    dataset = DATASETS[request.param]
+    repo = make_scratch(tmp_path_factory.mktemp(dataset.name) / "repo")
+    dataset.configure(repo)
+    repo.run("git", "add", "-A")
+    repo.git("commit", "-qm", f"data: {dataset.name}", check=False)
+    proc = repo.dvc("repro")
+    return Repro(dataset, repo, proc.stdout, Bundle.open(repo.root / "artifacts" / "model"))
+
+
+def test_repro_trains_by_configuration_only(repro: Repro) -> None:
+    for stage in ("prepare", "validate", "train", "evaluate", "package"):
+        assert f"Running stage '{stage}'" in repro.output
+    # No Python was edited: the scratch repository's model/ is the repository's.
+    compared = filecmp.dircmp(REPO / "model", repro.repo.root / "model", ignore=["__pycache__"])
+    assert not compared.diff_files and not compared.left_only and not compared.right_only
+    scores = json.loads((repro.repo.root / "reports" / "metrics" / "evaluate.json").read_text())
+    assert scores["task"] == repro.dataset.task
+    if repro.dataset.task == "binary":
+        assert scores["accuracy"] > 0.9 and scores["roc_auc"] > 0.95
+    elif repro.dataset.task == "multiclass":
+        assert {"accuracy", "macro_f1", "log_loss"} <= set(scores) and "roc_auc" not in scores
+        assert scores["accuracy"] > 0.8 and scores["macro_f1"] > 0.75
+    else:
+        assert {"rmse", "mae", "r2"} <= set(scores) and "accuracy" not in scores
+        assert scores["rmse"] < 65 and scores["mae"] < 55 and scores["r2"] > 0.3
+    assert "registered as sluice-classifier version 1" in repro.output
+
+
+def _test_split(repro: Repro) -> tuple[pd.DataFrame, pd.Series]:
+    contract = load_contract(repro.repo.root / "contract.yaml")
+    from model.data import read_split
+
+    return read_split(repro.repo.root / "data" / "prepared" / "test.csv", contract)
+
+
+def test_onnx_matches_scikit_learn_on_the_test_split(repro: Repro) -> None:
+    import onnxruntime as ort
+
+    X, _ = _test_split(repro)
+    model = repro.bundle.load_sklearn()
+    signature = repro.bundle.signature
+    session = ort.InferenceSession(str(repro.bundle.onnx_path), providers=["CPUExecutionProvider"])
+    outputs = session.run(signature.onnx_outputs, onnx_feeds(signature, X))
+    parity = repro.bundle.metrics["onnx_parity"]
+    assert parity["rows"] == len(X)
+    if signature.is_classifier:
+        assert (np.asarray(outputs[0]).reshape(-1) == model.predict(X)).all()
+        assert np.abs(outputs[1] - model.predict_proba(X)).max() < 1e-4
+        assert parity["label_matches"] == len(X) and parity["max_probability_diff"] < 1e-4
+    else:
+        predicted = model.predict(X)
+        relative = np.abs(np.asarray(outputs[0]).reshape(-1) - predicted) / np.maximum(1.0, np.abs(predicted))
+        assert relative.max() < 1e-4 and parity["max_prediction_diff"] < 1e-4
+
+
+def test_the_signature_carries_types_and_categories(repro: Repro) -> None:
+    signature = repro.bundle.signature
+    assert signature.task == repro.dataset.task
+    if repro.dataset.name == "penguins":
+        assert signature.classes == list(SPECIES) and signature.layout == "columns"
+        island = next(f for f in signature.features if f.name == "island")
+        assert (island.type, island.dtype, island.nullable) == ("categorical", "string", True)
+        assert island.categories == ["Biscoe", "Dream", "Torgersen"]
+        adult = next(f for f in signature.features if f.name == "adult")
+        assert (adult.type, adult.nullable) == ("boolean", True)
+        assert "penguin_id" not in signature.feature_names
+        assert len(signature.onnx_inputs or []) == len(signature.features)
+    elif repro.dataset.name == "diabetes":
+        assert signature.classes == [] and signature.onnx_outputs == ["variable"]
+        assert all(f.type == "numeric" for f in signature.features)
+    else:
+        assert signature.classes == [0, 1] and signature.layout == "matrix" and len(signature.features) == 30
+
+
+def test_a_unit_changed_column_fails_validation(repro: Repro, tmp_path: Path) -> None:
+    column, factor = repro.dataset.unit_change
+    copy = ScratchRepo(shutil.copytree(repro.repo.root, tmp_path / "repo", symlinks=True), dict(repro.repo.env))
+    if repro.dataset.name == "penguins":  # a new version of the source file: the real path, through dvc repro
+        source = copy.root / "data" / "source" / "penguins.csv"
+        frame = pd.read_csv(source)
+        frame[column] = frame[column] * factor
+        frame.to_csv(source, index=False)
+        proc = copy.dvc("repro", check=False)
+    else:  # a built-in source cannot change: the raw table the stage validates does
+        raw = copy.root / "data" / "raw" / "table.csv"
+        frame = pd.read_csv(raw)
+        frame[column] = frame[column] * factor
+        frame.to_csv(raw, index=False)
+        proc = copy.sluice("model", "validate", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "data validation FAILED" in out and "data/raw/table.csv against" in out and "contract.yaml" in out
+    assert f"expect_column_quantile_values_to_be_between failed on column '{column}'" in out
+    assert "Running stage 'train'" not in out
+    median = float(np.quantile(frame[column].dropna(), 0.5, method="nearest"))
+    assert f"quantile 0.5 is {median:.6g}" in out
