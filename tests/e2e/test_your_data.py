@@ -46,7 +46,14 @@ def _nothing(repo: ScratchRepo) -> None:
 def _penguins(repo: ScratchRepo) -> None:
     penguins().to_csv(repo.root / "data" / "source" / "penguins.csv", index=False)
     repo.sluice(
-        "model", "profile", "data/source/penguins.csv", "--target", "species", "--drop", "penguin_id", "--force"
+        "model",
+        "profile",
+        "data/source/penguins.csv",
+        "--target",
+        "species",
+        "--drop",
+        "penguin_id",
+        "--force",
     )
 
 
@@ -147,7 +154,9 @@ def test_the_signature_carries_types_and_categories(repro: Repro) -> None:
 
 def test_a_unit_changed_column_fails_validation(repro: Repro, tmp_path: Path) -> None:
     column, factor = repro.dataset.unit_change
-    copy = ScratchRepo(shutil.copytree(repro.repo.root, tmp_path / "repo", symlinks=True), dict(repro.repo.env))
+    copy = ScratchRepo(
+        shutil.copytree(repro.repo.root, tmp_path / "repo", symlinks=True), dict(repro.repo.env)
+    )
     if repro.dataset.name == "penguins":  # a new version of the source file: the real path, through dvc repro
         source = copy.root / "data" / "source" / "penguins.csv"
         frame = pd.read_csv(source)
