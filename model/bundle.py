@@ -62,6 +62,9 @@ class Signature(BaseModel):
     task: Task = "binary"
     # Labels are integers or strings, all of one kind (typed Any so callers that know which need no cast).
     classes: list[Any] = []
+    # A regression's physical range of values (the contract's target bounds): it scales an error into
+    # [0, 1], so feedback on a regression can be counted as a reward like a classifier's accuracy.
+    target_bounds: tuple[float, float] | None = None
     layout: Layout = "matrix"
     onnx_input: str = "input"
     onnx_inputs: list[str] | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 BUNDLE_ARTIFACT = "bundle"
@@ -32,10 +33,12 @@ class BundleModel(PythonModel):
         self.session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
         return self
 
-    # No type hints on predict: MLflow would read them as the model's input schema.
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint is one MLflow accepts without deriving a schema from it: the logged signature is the
+    # schema (MLflow converts JSON requests to a DataFrame and checks its columns' types first).
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         import numpy as np
-        import pandas as pd
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 

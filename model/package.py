@@ -97,6 +97,7 @@ def signature_for(model: Any, contract: Contract, onnx_bytes: bytes) -> Signatur
         target=contract.target.name,
         task=contract.task,
         classes=classes if contract.is_classifier else [],
+        target_bounds=None if contract.is_classifier else contract.target.bounds,
         layout=contract.layout,
         onnx_input=inputs[0] if contract.layout == "matrix" else "input",
         onnx_inputs=inputs if contract.layout == "columns" else None,
