@@ -39,6 +39,8 @@ from typing import Any
 import orjson
 
 from deployment import wire
+from serving.core.feedback import check_reward
+from serving.core.validation import RequestError
 from serving.router.executor_metrics import CONTENT_TYPE, GatewayMetrics, PredictorLabels
 from serving.router.routing import RoutingTable, UnknownPredictor, key_point
 from serving.router.shadow import Mirror, MirrorCopy
@@ -394,12 +396,10 @@ class Gateway:
             raise GatewayError(
                 400, "feedback body must be a JSON object with request, response, reward, truth"
             )
-        reward = doc.get("reward", 0.0)
-        if reward is None:
-            reward = 0.0
-        if isinstance(reward, bool) or not isinstance(reward, int | float) or reward < 0:
-            raise GatewayError(400, f"field reward: expected a number >= 0, got {reward!r}")
-        call.extra["reward"] = float(reward)
+        try:  # the predictor core's rule: a reward within the range of the accuracy the gates read
+            call.extra["reward"] = check_reward(doc.get("reward")) or 0.0
+        except RequestError as e:
+            raise GatewayError(400, str(e)) from None
         response = doc.get("response")
         meta = response.get("meta") if isinstance(response, dict) else None
         named = None
