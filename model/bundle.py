@@ -61,10 +61,10 @@ class Signature(BaseModel):
     target: str
     task: Task = "binary"
     # Labels are integers or strings, all of one kind (typed Any so callers that know which need no cast).
-    classes: list[Any] = []
+    classes: list[Any] = Field(default_factory=list, validate_default=True)
     # A regression's physical range of values (the contract's target bounds): it scales an error into
     # [0, 1], so feedback on a regression can be counted as a reward like a classifier's accuracy.
-    target_bounds: tuple[float, float] | None = None
+    target_bounds: tuple[float, float] | None = Field(None, validate_default=True)
     layout: Layout = "matrix"
     onnx_input: str = "input"
     onnx_inputs: list[str] | None = None
@@ -87,6 +87,13 @@ class Signature(BaseModel):
         if task == "multiclass" and len(classes) < 3:
             raise ValueError(f"a multiclass classifier needs at least 3 classes, got {classes}")
         return classes
+
+    @field_validator("target_bounds")
+    @classmethod
+    def _bounds(cls, bounds: tuple[float, float] | None, info: ValidationInfo) -> tuple[float, float] | None:
+        if info.data.get("task") == "regression" and (bounds is None or not bounds[0] < bounds[1]):
+            raise ValueError(f"a regression needs target_bounds [low, high] with low < high, got {bounds}")
+        return bounds
 
     @field_validator("onnx_inputs")
     @classmethod

@@ -111,6 +111,13 @@ class TargetSpec(_Strict):
         if self.task == "regression":
             if self.classes:
                 raise ValueError("a regression target has no classes")
+            if self.bounds is None:
+                raise ValueError(
+                    "a regression target needs `bounds` (its physical range: feedback errors are scaled by it)"
+                )
+            lo, hi = self.bounds
+            if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+                raise ValueError(f"target bounds must be [low, high] with low < high, got {[lo, hi]}")
             return self
         classes = self.classes or []
         if any(isinstance(c, bool) for c in classes):

@@ -23,6 +23,7 @@ class Feedback:
     reward: float
     rows: int
     correct: int | None  # rows whose truth matched the prediction, when both were given
+    error: float | None = None  # a regression: the mean absolute error of the rows, when both were given
 
 
 def check_reward(value: Any) -> float | None:
@@ -65,3 +66,42 @@ def score_feedback(reward: Any, truth: Sequence[Any] | None, predicted: Sequence
         else:
             given = correct / rows
     return Feedback(reward=given, rows=rows, correct=correct)
+
+
+def score_values(
+    reward: Any,
+    truth: Sequence[float] | None,
+    predicted: Sequence[float] | None,
+    bounds: tuple[float, float],
+) -> Feedback:
+    """Feedback on a regression: the reward given (checked), else how close the prediction came.
+
+    A row scores 1 - |truth - prediction| / (high - low) with the target's physical range from the contract
+    (`bounds`), at least 0: a reward in [0, 1] like a classifier's share of right answers, so the gates
+    that read accuracy on feedback (`reward_total / feedback_total`) read one minus the mean error, scaled.
+    The mean absolute error itself is reported too.
+    """
+    given = check_reward(reward)
+    low, high = bounds
+    span = high - low
+    if not (math.isfinite(span) and span > 0):
+        raise ValueError(f"a regression's target bounds must be a range, got {bounds}")
+    error: float | None = None
+    score: float | None = None
+    rows = len(truth) if truth is not None else 1
+    if truth is not None and predicted is not None:
+        if len(truth) != len(predicted):
+            raise RequestError(
+                f"truth has {len(truth)} rows but the prediction has {len(predicted)}: they must match"
+            )
+        errors = [abs(t - p) for t, p in zip(truth, predicted, strict=True)]
+        error = sum(errors) / rows
+        score = sum(max(0.0, 1.0 - e / span) for e in errors) / rows
+    if given is None:
+        if truth is None:
+            given = 0.0
+        elif score is None:
+            raise RequestError("truth: scoring it needs the `response` (or the `request`) it is about")
+        else:
+            given = score
+    return Feedback(reward=given, rows=rows, correct=None, error=error)

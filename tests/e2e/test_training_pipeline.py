@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import yaml
-from conftest import ScratchRepo, make_scratch
+from scratch_repo import ScratchRepo, make_scratch
 
 from model.bundle import Bundle
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REPO, ScratchRepo, make_scratch
 from sample_tables import SPECIES, penguins
+from scratch_repo import REPO, ScratchRepo, make_scratch
 
 from model.bundle import Bundle, onnx_feeds
 from model.contract import load_contract

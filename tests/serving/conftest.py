@@ -75,6 +75,26 @@ def live(bundle_dir: Path) -> Iterator[LiveServer]:
     stop()
 
 
+@pytest.fixture(scope="module")
+def mixed_live(mixed_bundle_dir: Path) -> Iterator[LiveServer]:
+    """`sluice serve`'s app on a multiclass bundle of numeric, categorical and boolean features."""
+    from serving.http.server import build_app
+
+    server, stop = start_live_server(build_app(str(mixed_bundle_dir), max_body_bytes=256 * 1024))
+    yield server
+    stop()
+
+
+@pytest.fixture(scope="module")
+def regression_live(regression_bundle_dir: Path) -> Iterator[LiveServer]:
+    """`sluice serve`'s app on a regression bundle (ridge on the diabetes set)."""
+    from serving.http.server import build_app
+
+    server, stop = start_live_server(build_app(str(regression_bundle_dir), max_body_bytes=256 * 1024))
+    yield server
+    stop()
+
+
 @pytest.fixture(scope="session")
 def test_rows(bundle_dir: Path) -> pd.DataFrame:
     """Rows of the test split the bundle was evaluated on, in signature order."""

@@ -74,5 +74,7 @@ def test_the_pyfunc_refuses_what_sluice_refuses(registry, mixed_bundle_dir):
     rows = _rows(mixed_bundle_dir, "species").head(3).copy()
     model = mlflow.pyfunc.load_model(_register(registry, mixed_bundle_dir, rows))
     rows.loc[rows.index[1], "island"] = "Atlantis"
-    with pytest.raises(MlflowException, match=r"column 'island', row 1: 'Atlantis' is not one of its categories"):
+    with pytest.raises(
+        MlflowException, match=r"column 'island', row 1: 'Atlantis' is not one of its categories"
+    ):
         model.predict(rows)
