@@ -111,6 +111,11 @@ class Signature(BaseModel):
     def is_classifier(self) -> bool:
         return self.task != "regression"
 
+    def read_dtypes(self) -> dict[str, Any]:
+        """`dtype=` for pandas readers: text features (and text labels) stay text."""
+        text = {f.name: str for f in self.features if f.type == "categorical"}
+        return text | ({self.target: str} if self.classes and isinstance(self.classes[0], str) else {})
+
 
 def onnx_feeds(signature: Signature, columns: Mapping[str, Any] | Any) -> dict[str, np.ndarray]:
     """The ONNX Runtime inputs for rows given as columns (a mapping or a DataFrame, values typed as in

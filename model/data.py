@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from model.contract import Contract, load_contract
-from model.datasets import BUILTIN_TARGET, read_source, read_table
+from model.datasets import BUILTIN_TARGET, Typed, read_source, read_table
 from model.layout import Layout
 from model.params import DataParams
 
@@ -33,7 +33,7 @@ def contract_for(layout: Layout, params: DataParams) -> Contract:
 
 
 def load_raw(
-    params: DataParams | None = None, root: str | Path = ".", contract: Contract | None = None
+    params: DataParams | None = None, root: str | Path = ".", contract: Typed | None = None
 ) -> pd.DataFrame:
     """The source table as read (the default: scikit-learn's breast-cancer set)."""
     params = params or DataParams()
@@ -41,13 +41,13 @@ def load_raw(
 
 
 def split(
-    frame: pd.DataFrame, params: DataParams, contract: Contract | None = None
+    frame: pd.DataFrame, params: DataParams, target: str = BUILTIN_TARGET, classifier: bool = True
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A reproducible train/test split, stratified by class when the labels allow it; optional label noise."""
+    """A reproducible train/test split, stratified by class when the labels allow it; optional label noise.
+
+    `target` and `classifier` come from the contract (or a bundle's signature, to recreate its split)."""
     from sklearn.model_selection import train_test_split
 
-    target = contract.target.name if contract else BUILTIN_TARGET
-    classifier = contract.is_classifier if contract else True
     labels = frame[target] if target in frame.columns else None
     stratify = None
     if classifier and labels is not None and labels.notna().all() and labels.value_counts().min() >= 2:
@@ -93,7 +93,7 @@ def prepare(layout: Layout, params: DataParams, contract: Contract | None = None
     frame = read_source(params.source, layout.root, contract)
     layout.raw.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(layout.raw, index=False)
-    train, test = split(frame, params, contract)
+    train, test = split(frame, params, contract.target.name, contract.is_classifier)
     layout.train_csv.parent.mkdir(parents=True, exist_ok=True)
     train.to_csv(layout.train_csv, index=False)
     test.to_csv(layout.test_csv, index=False)

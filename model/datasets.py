@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from model.contract import Contract
+
+class Typed(Protocol):
+    """What a reader needs to know of a table's columns: which are text (a contract, or a bundle's signature)."""
+
+    def read_dtypes(self) -> dict[str, Any]: ...
+
 
 BUILTIN_PREFIX = "builtin:"
 SOURCE_DIR = PurePosixPath("data/source")
@@ -73,7 +78,7 @@ def check_source(source: str) -> str:
     return ""
 
 
-def read_source(source: str, root: Path, contract: Contract | None = None) -> pd.DataFrame:
+def read_source(source: str, root: Path, contract: Typed | None = None) -> pd.DataFrame:
     """The table `source` names; with a contract, text columns are read as text (codes keep leading zeros)."""
     if source.startswith(BUILTIN_PREFIX):
         name = source.removeprefix(BUILTIN_PREFIX)
@@ -83,7 +88,7 @@ def read_source(source: str, root: Path, contract: Contract | None = None) -> pd
     return read_table(root / source, contract)
 
 
-def read_table(path: Path, contract: Contract | None = None) -> pd.DataFrame:
+def read_table(path: Path, contract: Typed | None = None) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
