@@ -247,13 +247,13 @@ def profile_source(
         except ValueError:
             source = str(path)
     contract = profile(frame, target, task=task, drop=drop, source=source, max_categories=max_categories)
-    previous = _previous(out)
-    dump_contract(contract, out)
     result = ProfileResult(contract, out, source)
-
     problem = check_source(source)
+    # Tracking can fail (a file Git already tracks): before anything is written, so a failure leaves nothing.
     if not data.startswith(BUILTIN_PREFIX) and track and not problem:
         result.tracked = track_with_dvc(layout.root, source)
+    previous = _previous(out)
+    dump_contract(contract, out)
     if not set_source:
         return result
     if problem:
@@ -310,6 +310,7 @@ def track_with_dvc(root: Path, source: str) -> str:
         [sys.executable, "-m", "dvc", "add", source], cwd=root, capture_output=True, text=True, timeout=600
     )
     if proc.returncode != 0:
-        message = (proc.stderr or proc.stdout).strip().splitlines()
-        raise ContractError(f"`dvc add {source}` failed: {message[-1] if message else proc.returncode}")
+        said = " ".join(line.strip() for line in (proc.stderr or proc.stdout).splitlines() if line.strip())
+        said = said.removeprefix("ERROR:").strip()
+        raise ContractError(f"`dvc add {source}` failed: {said[:600] or f'exit code {proc.returncode}'}")
     return f"tracked with `dvc add {source}` (commit {source}.dvc)"

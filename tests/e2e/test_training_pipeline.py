@@ -15,7 +15,8 @@ from scratch_repo import ScratchRepo, make_scratch
 from model.bundle import Bundle
 
 STAGES = ["prepare", "validate", "train", "evaluate", "package"]
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# One scratch repository taken through a fixed sequence serves the tests: keep them on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.xdist_group("training-pipeline")]
 
 
 def ran(output: str) -> list[str]:

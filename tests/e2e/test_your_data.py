@@ -14,11 +14,20 @@ from __future__ import annotations
 
 import filecmp
 import json
+import math
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,7 +37,8 @@ from scratch_repo import REPO, ScratchRepo, make_scratch
 from model.bundle import Bundle, onnx_feeds
 from model.contract import load_contract
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# One repro per dataset serves all the tests of it: keep them on one xdist worker (make test: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("your-data")]
 
 
 @dataclass(frozen=True)
@@ -176,3 +186,153 @@ def test_a_unit_changed_column_fails_validation(repro: Repro, tmp_path: Path) ->
     assert "Running stage 'train'" not in out
     median = float(np.quantile(frame[column].dropna(), 0.5, method="nearest"))
     assert f"quantile 0.5 is {median:.6g}" in out
+
+
+def _json_rows(repro: Repro, n: int = 12) -> list[dict[str, Any]]:
+    """Test-split rows as a JSON client sends them: null for missing, true/false, text, numbers."""
+    signature = repro.bundle.signature
+    frame = pd.read_csv(
+        repro.repo.root / "data" / "prepared" / "test.csv", dtype=signature.read_dtypes() or None
+    )
+    rows = []
+    for record in frame.head(n).to_dict(orient="records"):
+        row: dict[str, Any] = {}
+        for f in signature.features:
+            value = record[f.name]
+            missing = value is None or (isinstance(value, float) and math.isnan(value))
+            row[f.name] = None if missing else bool(value) if f.type == "boolean" else value
+        rows.append(row)
+    return rows
+
+
+def _start(repo: ScratchRepo, command: list[str], port: int, ready: str) -> subprocess.Popen[bytes]:
+    env = {**repo.env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo.root / 'mlflow.db'}"}
+    process = subprocess.Popen(
+        command,
+        cwd=repo.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"{command[:3]} exited {process.returncode}: {process.stderr.read()[-2000:]!r}"
+            )  # type: ignore[union-attr]
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.2)
+    _stop(process)
+    raise AssertionError(f"{command[:3]} not ready on port {port} after 120 s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_served_from_the_registry_over_both_protocols_and_by_mlflow_alike(repro: Repro) -> None:
+    """`models:/sluice-classifier/1` to `sluice serve` and to `mlflow models serve`: the same answers."""
+    signature = repro.bundle.signature
+    uri = "models:/sluice-classifier/1"
+    rows = _json_rows(repro)
+    sluice_port, mlflow_port = _free_port(), _free_port()
+    sluice = _start(
+        repro.repo,
+        [sys.executable, "-m", "sluice", "serve", "--model", uri, "--port", str(sluice_port)],
+        sluice_port,
+        "/v2/health/ready",
+    )
+    try:
+        mlflow = _start(
+            repro.repo,
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(mlflow_port),
+            ],
+            mlflow_port,
+            "/ping",
+        )
+    except BaseException:
+        _stop(sluice)
+        raise
+    try:
+        base = f"http://127.0.0.1:{sluice_port}"
+        v1 = httpx.post(f"{base}/api/v1.0/predictions", json={"jsonData": rows}, timeout=30)
+        assert v1.status_code == 200, v1.text
+        if signature.layout == "columns":  # one tensor per feature
+            datatype = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+            inputs = [
+                {
+                    "name": f.name,
+                    "shape": [len(rows)],
+                    "datatype": datatype[f.type],
+                    "data": [r[f.name] for r in rows],
+                }
+                for f in signature.features
+            ]
+        else:
+            matrix = [[r[n] for n in signature.feature_names] for r in rows]
+            inputs = [
+                {"name": "input", "shape": [len(rows), len(matrix[0])], "datatype": "FP64", "data": matrix}
+            ]
+        v2 = httpx.post(f"{base}/v2/models/sluice-classifier/infer", json={"inputs": inputs}, timeout=30)
+        assert v2.status_code == 200, v2.text
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+
+        columns = list(rows[0])
+        split = {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}
+        answer = httpx.post(
+            f"http://127.0.0.1:{mlflow_port}/invocations", json={"dataframe_split": split}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        by_mlflow = pd.DataFrame(answer.json()["predictions"])
+        if signature.is_classifier:
+            sluice_probabilities = np.asarray(v1.json()["jsonData"]["probabilities"])
+            v2_probabilities = np.reshape(outputs["probabilities"]["data"], outputs["probabilities"]["shape"])
+            np.testing.assert_allclose(v2_probabilities, sluice_probabilities, atol=1e-6)
+            assert list(by_mlflow.columns) == [str(c) for c in signature.classes]
+            np.testing.assert_allclose(by_mlflow.to_numpy(), sluice_probabilities, atol=1e-6)
+            assert outputs["label"]["data"] == v1.json()["jsonData"]["labels"]
+        else:
+            values = np.asarray(v1.json()["jsonData"]["predictions"])
+            np.testing.assert_allclose(outputs["prediction"]["data"], values, rtol=1e-9)
+            np.testing.assert_allclose(by_mlflow["prediction"], values, rtol=1e-6)
+        text = [f.name for f in signature.features if f.type == "categorical"]
+        if text:  # a category the contract does not list: refused by both, with a 400 that names it
+            hostile = {**rows[0], text[0]: "Atlantis"}
+            refused = httpx.post(f"{base}/api/v1.0/predictions", json={"jsonData": [hostile]}, timeout=30)
+            assert refused.status_code == 400 and "'Atlantis' is not one of its categories" in refused.text
+            split = {"columns": columns, "data": [[hostile[c] for c in columns]]}
+            refused = httpx.post(
+                f"http://127.0.0.1:{mlflow_port}/invocations", json={"dataframe_split": split}, timeout=60
+            )
+            assert refused.status_code == 400 and "'Atlantis' is not one of its categories" in refused.text
+    finally:
+        _stop(mlflow)
+        _stop(sluice)

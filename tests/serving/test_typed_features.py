@@ -212,3 +212,27 @@ def test_an_int64_beyond_its_range_is_refused_though_json_reads_it_as_a_float(re
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 400 and "value out of range for INT64" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ({"datatype": "BYTES", "data": [{"a": 1}]}, "data holds an object"),
+        ({"datatype": "BYTES", "data": [[["Dream"]]]}, "data nested deeper than [rows, 1]"),
+        ({"datatype": "BYTES", "data": [3]}, "datatype BYTES but data holds 3"),
+        ({"datatype": "BOOL", "data": ["true"]}, "datatype BOOL but data holds 'true'"),
+        ({"datatype": "FP64", "data": [None, "x"]}, "datatype FP64 but data holds 'x'"),
+        ({"datatype": "BYTES", "data": ["Dream", "Biscoe"]}, "shape [1] needs 1 values, data holds 2"),
+        ({"datatype": "BYTES", "data": ["x" * 100_000]}, "is not one of its categories"),
+    ],
+)
+def test_hostile_typed_tensors_are_a_400_naming_the_input(
+    mixed_live: Any, mixed_rows: Any, mixed_bundle_dir: Path, tensor: dict[str, Any], message: str
+) -> None:
+    records, _, _ = mixed_rows
+    inputs = _v2_inputs(records[:1], Bundle.open(mixed_bundle_dir).signature)
+    island = next(i for i in inputs if i["name"] == "island")
+    island.update(tensor)
+    r = httpx.post(f"{mixed_live.url}/v2/models/{mixed_live.app.name}/infer", json={"inputs": inputs})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["error"] and len(r.json()["error"]) < 1000  # a huge value is not echoed whole

@@ -158,3 +158,41 @@ def test_champion_unpin_and_pin_without_a_registry_champion(repo: Path) -> None:
     shown = sluice(repo, "model", "champion").stdout
     assert "pinned (params.yaml): none" in shown and "registry @champion: none" in shown
     assert "evaluate.champion cleared" in sluice(repo, "model", "champion", "--unpin").stdout
+
+
+def test_a_file_git_already_tracks_is_refused_before_anything_is_written(repo: Path) -> None:
+    penguins().to_csv(repo / "data" / "source" / "penguins.csv", index=False)
+    run(repo, "git", "add", "data/source/penguins.csv")
+    run(repo, "git", "-c", "user.email=t@sluice.invalid", "-c", "user.name=t", "commit", "-qm", "csv in git")
+    before = (repo / "contract.yaml").read_text(), (repo / "params.yaml").read_text()
+    proc = sluice(
+        repo,
+        "model",
+        "profile",
+        "data/source/penguins.csv",
+        "-t",
+        "species",
+        "--drop",
+        "penguin_id",
+        "--force",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert (
+        "`dvc add data/source/penguins.csv` failed" in proc.stderr and "already tracked by SCM" in proc.stderr
+    )
+    assert ((repo / "contract.yaml").read_text(), (repo / "params.yaml").read_text()) == before
+    # --no-track profiles it all the same (a small table kept in Git is the user's call)
+    sluice(
+        repo,
+        "model",
+        "profile",
+        "data/source/penguins.csv",
+        "-t",
+        "species",
+        "--drop",
+        "penguin_id",
+        "--force",
+        "--no-track",
+    )
+    assert load_contract(repo / "contract.yaml").target.name == "species"
