@@ -58,14 +58,19 @@ def score_feedback(reward: Any, truth: Sequence[Any] | None, predicted: Sequence
                 f"truth has {len(truth)} rows but the prediction has {len(predicted)}: they must match"
             )
         correct = sum(1 for t, p in zip(truth, predicted, strict=True) if t == p)
-    if given is None:
-        if truth is None:
-            given = 0.0  # Seldon's Feedback is a protobuf: its JSON form drops a zero reward
-        elif correct is None:
-            raise RequestError("truth: scoring it needs the `response` (or the `request`) it is about")
-        else:
-            given = correct / rows
-    return Feedback(reward=given, rows=rows, correct=correct)
+    score = None if correct is None else correct / rows
+    return Feedback(reward=_settle(given, truth is not None, score), rows=rows, correct=correct)
+
+
+def _settle(given: float | None, has_truth: bool, score: float | None) -> float:
+    """The reward counted: the one given, else the truth's score; no reward and no truth counts 0."""
+    if given is not None:
+        return given
+    if not has_truth:
+        return 0.0  # Seldon's Feedback is a protobuf: its JSON form drops a zero reward
+    if score is None:
+        raise RequestError("truth: scoring it needs the `response` (or the `request`) it is about")
+    return score
 
 
 def score_values(
@@ -97,11 +102,4 @@ def score_values(
         errors = [abs(t - p) for t, p in zip(truth, predicted, strict=True)]
         error = sum(errors) / rows
         score = sum(max(0.0, 1.0 - e / span) for e in errors) / rows
-    if given is None:
-        if truth is None:
-            given = 0.0
-        elif score is None:
-            raise RequestError("truth: scoring it needs the `response` (or the `request`) it is about")
-        else:
-            given = score
-    return Feedback(reward=given, rows=rows, correct=None, error=error)
+    return Feedback(reward=_settle(given, truth is not None, score), rows=rows, correct=None, error=error)

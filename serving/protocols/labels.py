@@ -58,18 +58,7 @@ def truth_labels(message: Any, classes: Sequence[Label] | None = None, where: st
 
     With `classes` given, a label that is not one of them is refused (it could never count as right).
     """
-    if not isinstance(message, Mapping):
-        raise RequestError(f"{where}: expected a SeldonMessage object, got {_type(message)}")
-    data = message.get("data")
-    json_data = message.get("jsonData")
-    if isinstance(data, Mapping):
-        values = _v1_rows(data, where)
-    elif isinstance(json_data, Mapping) and "labels" in json_data:
-        values = _numbers(json_data["labels"], where, labels_ok=True)
-    elif json_data is not None:
-        values = _numbers(json_data, where, labels_ok=True)
-    else:
-        raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
+    values = _truth_rows(message, where, labels_ok=True)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
@@ -86,17 +75,22 @@ def truth_labels(message: Any, classes: Sequence[Label] | None = None, where: st
 
 def truth_values(message: Any, where: str = "truth") -> list[float]:
     """The true value of each row of a regression, from a v1 message: a column or list of finite numbers."""
+    return _one_value_per_row(_truth_rows(message, where, labels_ok=False), where)
+
+
+def _truth_rows(message: Any, where: str, *, labels_ok: bool) -> np.ndarray:
+    """The rows of a truth message: data.ndarray, data.tensor, jsonData.labels, or jsonData itself."""
     if not isinstance(message, Mapping):
         raise RequestError(f"{where}: expected a SeldonMessage object, got {_type(message)}")
     data = message.get("data")
     json_data = message.get("jsonData")
     if isinstance(data, Mapping):
-        values = _v1_rows(data, where)
-    elif json_data is not None:
-        values = _numbers(json_data if isinstance(json_data, list) else [json_data], where, labels_ok=False)
-    else:
-        raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
-    return _one_value_per_row(values, where)
+        return _v1_rows(data, where)
+    if isinstance(json_data, Mapping) and "labels" in json_data:
+        return _numbers(json_data["labels"], where, labels_ok=labels_ok)
+    if json_data is not None:
+        return _numbers(json_data if isinstance(json_data, list) else [json_data], where, labels_ok=labels_ok)
+    raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
 
 
 def predicted_values(answer: Any, where: str = "response") -> list[float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 from seldon_core.flask_utils import SeldonMicroserviceException
-from test_component import _start_microservice, _stop
+from test_component import running_microservice
 from typed_rows import json_rows
 
 from model.bundle import Bundle
@@ -86,21 +85,8 @@ def test_a_regression_component_answers_values_and_scores_feedback(regression_bu
 
 @pytest.fixture(scope="module")
 def microservice(mixed_bundle_dir: Path) -> Iterator[list[int]]:
-    process, ports = _start_microservice(mixed_bundle_dir.resolve().as_uri(), None)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read().decode()[-2000:]  # type: ignore[union-attr]
-            try:
-                if httpx.get(f"http://127.0.0.1:{ports[0]}/health/ping", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "seldon-core-microservice did not start"
-            time.sleep(0.2)
+    with running_microservice(mixed_bundle_dir.resolve().as_uri(), None) as ports:
         yield ports
-    finally:
-        _stop(process)
 
 
 @pytest.mark.slow
