@@ -78,3 +78,37 @@ def test_the_pyfunc_refuses_what_sluice_refuses(registry, mixed_bundle_dir):
         MlflowException, match=r"column 'island', row 1: 'Atlantis' is not one of its categories"
     ):
         model.predict(rows)
+
+
+def test_register_takes_the_bundle_an_experiment_left_unregistered(tmp_path, monkeypatch):
+    """`sluice model register`: the bundle in artifacts/model, logged by its run, becomes a version once."""
+    import shutil
+
+    import mlflow
+
+    from model.data import contract_for, read_split
+    from model.layout import Layout
+    from model.package import build_bundle, log_model, register_bundle
+    from model.params import Params
+    from model.pipeline import train_bundle
+    from model.registry import CHALLENGER, RegistryError
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("SLUICE_CACHE", str(tmp_path / "cache"))
+    shutil.copy(Path(__file__).resolve().parents[3] / "params.yaml", tmp_path / "params.yaml")
+    params = Params()
+    train_bundle(tmp_path, tmp_path / "scratch-bundle", params)
+    layout = Layout.at(tmp_path)
+    registry = Registry(tmp_path)
+    with mlflow.start_run(
+        experiment_id=registry.experiment_id()
+    ) as run:  # what `package` does under dvc exp run
+        bundle = build_bundle(layout, params, layout.bundle, {"mlflow_run_id": run.info.run_id})
+        log_model(bundle, read_split(layout.test_csv, contract_for(layout, params.data))[0])
+    assert registry.client.search_model_versions("name = 'sluice-classifier'") == []
+
+    ref = register_bundle(tmp_path)
+    assert (ref.version, ref.digest) == ("1", bundle.digest)
+    assert registry.alias("sluice-classifier", CHALLENGER).version == "1"
+    with pytest.raises(RegistryError, match="version 1 already is this bundle"):
+        register_bundle(tmp_path)
