@@ -3,6 +3,9 @@
 Chunks have exactly `chunk_size` rows (the last one fewer) whatever the file's blocks or row groups, so a
 rerun cuts the file at the same places and a resumed run writes the same bytes. CSV cells are read as text
 and kept as text: the output repeats the input's cells exactly, and a bad cell rejects one row, not the file.
+For a model of numbers the features become a float64 matrix at once; for a model with typed features
+(categorical, boolean, nullable) each cell becomes the value JSON would carry for its feature (text parsed
+by the feature's type, an empty cell or a null None), and the validator judges it like any request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+
+from serving.core.validation import Features, RequestError
 
 Format = Literal["csv", "parquet", "jsonl"]
 SUFFIXES: dict[str, Format] = {
@@ -120,7 +125,32 @@ def _float_column(column: pa.ChunkedArray | pa.Array, name: str, problems: dict[
     raise BatchError(f"column {name!r}: type {column.type} is not numeric")
 
 
-def _table_chunk(index: int, start: int, table: pa.Table, features: list[str]) -> Chunk:
+def _typed_chunk(index: int, start: int, table: pa.Table, typed: Features) -> Chunk:
+    """Rows of a table for a model with typed features: each cell as JSON would carry it for its feature."""
+    problems: dict[int, str] = {}
+    X = np.empty((table.num_rows, typed.count), dtype=object)
+    for j, name in enumerate(typed.names):
+        column = table.column(name)
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        categorical = typed.rules[j].type == "categorical"
+        for i, cell in enumerate(column.to_pylist()):
+            if text and cell is not None:
+                try:
+                    cell = typed.from_text(cell, j, f"feature {name!r}")
+                except RequestError as e:
+                    problems.setdefault(i, str(e))
+                    cell = None
+            elif categorical and cell is not None and not isinstance(cell, str):
+                cell = str(cell)  # a Parquet column of codes: its text is the category
+            X[i, j] = cell
+    return Chunk(index, start, table.num_rows, X, problems, table=table)
+
+
+def _table_chunk(
+    index: int, start: int, table: pa.Table, features: list[str], typed: Features | None = None
+) -> Chunk:
+    if typed is not None and not typed.plain:
+        return _typed_chunk(index, start, table, typed)
     problems: dict[int, str] = {}
     kinds = {table.schema.field(name).type for name in features}
     kind = next(iter(kinds))
@@ -172,7 +202,11 @@ def read_csv_header(path: Path) -> list[str]:
 
 
 def read_csv_chunks(
-    path: Path, chunk_size: int, features: list[str], malformed: list[MalformedLine] | None = None
+    path: Path,
+    chunk_size: int,
+    features: list[str],
+    malformed: list[MalformedLine] | None = None,
+    typed: Features | None = None,
 ) -> Iterator[Chunk]:
     """CSV in chunks of text cells. Lines with the wrong number of fields are skipped and reported through
     `malformed` (in file order: parsing is single-threaded so that line numbers are known)."""
@@ -198,13 +232,15 @@ def read_csv_chunks(
         )
         start = 0
         for index, table in enumerate(_rechunk(iter(reader), chunk_size)):
-            yield _table_chunk(index, start, table, features)
+            yield _table_chunk(index, start, table, features, typed)
             start += table.num_rows
     except pa.ArrowInvalid as e:
         raise BatchError(f"{path}: {e}") from None
 
 
-def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+def read_parquet_chunks(
+    path: Path, chunk_size: int, features: list[str], typed: Features | None = None
+) -> Iterator[Chunk]:
     import pyarrow.parquet as pq
 
     try:
@@ -212,13 +248,15 @@ def read_parquet_chunks(path: Path, chunk_size: int, features: list[str]) -> Ite
         _check_columns(path, source.schema_arrow.names, features)
         start = 0
         for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
-            yield _table_chunk(index, start, table, features)
+            yield _table_chunk(index, start, table, features, typed)
             start += table.num_rows
     except (pa.ArrowException, OSError) as e:
         raise BatchError(f"{path}: cannot read it as Parquet ({e})") from None
 
 
-def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Iterator[Chunk]:
+def read_jsonl_chunks(
+    path: Path, chunk_size: int, features: list[str], typed: Features | None = None
+) -> Iterator[Chunk]:
     import orjson
 
     index = 0
@@ -230,7 +268,12 @@ def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Itera
                 return
             records: list[Any] = []
             problems: dict[int, str] = {}
-            X = np.full((len(lines), len(features)), np.nan)
+            values_as_sent = typed is not None and not typed.plain  # the validator judges each value
+            X = np.full(
+                (len(lines), len(features)),
+                None if values_as_sent else np.nan,
+                dtype=object if values_as_sent else np.float64,
+            )
             for i, line in enumerate(lines):
                 try:
                     record = orjson.loads(line)
@@ -244,7 +287,9 @@ def read_jsonl_chunks(path: Path, chunk_size: int, features: list[str]) -> Itera
                     continue
                 for j, name in enumerate(features):
                     value = record.get(name)
-                    if isinstance(value, bool) or not isinstance(value, int | float):
+                    if values_as_sent:
+                        X[i, j] = value
+                    elif isinstance(value, bool) or not isinstance(value, int | float):
                         why = "missing value" if value is None else f"non-numeric value {value!r}"
                         problems.setdefault(i, f"feature {name!r}: {why}")
                     else:
@@ -260,21 +305,24 @@ def read_chunks(
     chunk_size: int,
     features: list[str],
     malformed: list[MalformedLine] | None = None,
+    typed: Features | None = None,
 ) -> Iterator[Chunk]:
-    """Chunks of `path`; CSV lines that cannot be split into fields go to `malformed` (others raise)."""
+    """Chunks of `path`; CSV lines that cannot be split into fields go to `malformed` (others raise).
+    `typed`: the model's features with their types, for a model whose features are not all numbers."""
     if not path.is_file():
         raise BatchError(f"{path}: no such file")
     if fmt == "csv":
-        return read_csv_chunks(path, chunk_size, features, malformed)
+        return read_csv_chunks(path, chunk_size, features, malformed, typed)
     if fmt == "parquet":
-        return read_parquet_chunks(path, chunk_size, features)
-    return read_jsonl_chunks(path, chunk_size, features)
+        return read_parquet_chunks(path, chunk_size, features, typed)
+    return read_jsonl_chunks(path, chunk_size, features, typed)
 
 
 # writing ------------------------------------------------------------------------------------------
 
 
-def output_columns(classes: list[int]) -> list[str]:
+def output_columns(classes: list[Any]) -> list[str]:
+    """A classifier's: its label and each class's probability; a regression's (no classes): its value."""
     return ["prediction", *(f"probability_{c}" for c in classes), "model_digest"]
 
 
@@ -283,7 +331,7 @@ def scored_rows(
     keep: np.ndarray,
     labels: np.ndarray,
     probabilities: np.ndarray,
-    classes: list[int],
+    classes: list[Any],
     digest: str,
     fmt: Format,
     numeric: frozenset[str] = frozenset(),
@@ -300,7 +348,8 @@ def scored_rows(
         lines = []
         for k, i in enumerate(np.flatnonzero(keep)):
             record = dict(records[i])
-            record["prediction"] = labels[k].item()
+            label = labels[k]
+            record["prediction"] = label.item() if isinstance(label, np.generic) else label
             for c, cls in enumerate(classes):
                 record[f"probability_{cls}"] = float(probabilities[k, c])
             record["model_digest"] = digest
@@ -312,7 +361,13 @@ def scored_rows(
     clash = [n for n in names if n in table.column_names]
     if clash:
         raise BatchError(f"input column {clash[0]!r} clashes with an output column; rename it")
-    table = table.append_column("prediction", pa.array(labels.astype(np.int64)))
+    if labels.dtype.kind in "OUS":  # text labels
+        predicted = pa.array([str(label) for label in labels.tolist()], pa.string())
+    elif labels.dtype.kind == "f" and not classes:  # a regression's values
+        predicted = pa.array(labels.astype(np.float64))
+    else:
+        predicted = pa.array(labels.astype(np.int64))
+    table = table.append_column("prediction", predicted)
     for c, cls in enumerate(classes):
         table = table.append_column(f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64)))
     table = table.append_column("model_digest", pa.array([digest] * table.num_rows, pa.string()))

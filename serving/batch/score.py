@@ -139,7 +139,9 @@ def validate_chunk(
         except RequestError:
             pass
     reasons = dict(chunk.problems)
-    keep = np.isfinite(chunk.X).all(axis=1)
+    # Typed features (an object matrix): the validator alone knows what each value may be.
+    typed = chunk.X.dtype == object
+    keep = np.ones(chunk.rows, dtype=bool) if typed else np.isfinite(chunk.X).all(axis=1)
     keep[list(reasons)] = False
     for i in np.flatnonzero(~keep):
         if int(i) not in reasons:
@@ -247,7 +249,13 @@ def score_file(
     if progress:
         progress(state.rows)
     chunks = 0
-    numeric = frozenset(predictor.feature_names)
+    # Text columns whose kept cells need no quotes in CSV output: the features that parsed as numbers.
+    numeric = frozenset(
+        n
+        for n, r in zip(predictor.feature_names, predictor.features.rules, strict=True)
+        if r.type != "categorical"
+    )
+    typed = None if predictor.features.plain else predictor.features
 
     def commit(
         index: int, rows: int, scored: bytes | Any, rejected_lines: bytes, kept: int, refused: int
@@ -273,7 +281,9 @@ def score_file(
     pending: deque[Future[None]] = deque()
     malformed: list[MalformedLine] = []
     try:
-        for chunk in _prefetch(read_chunks(input, in_fmt, chunk_size, predictor.feature_names, malformed)):
+        for chunk in _prefetch(
+            read_chunks(input, in_fmt, chunk_size, predictor.feature_names, malformed, typed)
+        ):
             chunks += 1
             if chunk.index < state.done:
                 continue
