@@ -96,6 +96,7 @@ class Predictor:
     args: tuple[str, ...] = ()  # the main container's command and args
     annotations: Mapping[str, str] = field(default_factory=dict)
     min_replicas: int | None = None
+    max_replicas: int | None = None
     overrides: frozenset[str] = frozenset()  # the fields a canary sets itself (none for the stable)
     implementations: tuple[str, ...] = ()  # custom containers and/or framework specs it declares
     container: str | None = None  # the main container's name, KServe's default applied
@@ -332,6 +333,7 @@ def _predictor(
         args=tuple(str(a) for a in [*(main.get("command") or []), *(main.get("args") or [])]),
         annotations=annotations,
         min_replicas=min_replicas,
+        max_replicas=_int(merged.get("maxReplicas"), f"{where}.maxReplicas", fail),
         overrides=frozenset(own) if index else frozenset(),
         implementations=tuple(implementations),
         container=CONTAINER if main_index is not None else None,
@@ -403,6 +405,13 @@ def _kserve_rules(isvc: InferenceService) -> list[Violation]:
             refuse(
                 p.model_uri_field,
                 f"{uri!r}: KServe's storage initializer fetches only {', '.join(STORAGE_PREFIXES)}",
+            )
+        # validateReplicas: KServe's default minReplicas is 1; a maxReplicas of 0 means no upper bound.
+        low, high = (p.min_replicas if p.min_replicas is not None else 1), p.max_replicas or 0
+        if low < 0 or high < 0 or (high and low > high):
+            refuse(
+                f"{p.where}.minReplicas",
+                f"replicas must be 0 <= minReplicas <= maxReplicas, got {low}..{high}",
             )
         if p.protocol is not None and p.protocol not in ("v1", "v2"):
             refuse(f"{p.env_field}[{PROTOCOL_ENV}]", f"protocol must be v1 or v2, got {p.protocol!r}")

@@ -116,6 +116,16 @@ def _set(path: str | tuple[str, ...], value: Any) -> Any:
 
 
 _DELETE = object()
+
+
+def _both(*mutations: Any) -> Any:
+    def mutate(doc: dict[str, Any]) -> None:
+        for m in mutations:
+            m(doc)
+
+    return mutate
+
+
 ANN = ("metadata", "annotations", kserve.DEPLOYMENT_MODE)
 C0 = "spec.canary.0.predictor"
 ENV0 = "spec.predictor.containers.0.env"
@@ -134,6 +144,10 @@ ENV0 = "spec.predictor.containers.0.env"
         (_set(f"{C0}.maxReplicas", 3), "kserve", "spec.canary[0].predictor.maxReplicas"),
         (_set(f"{C0}.autoScaling", {"metrics": []}), "kserve", "spec.canary[0].predictor.autoScaling"),
         (_set(f"{C0}.minReplicas", 2), "kserve", "spec.canary[0].predictor.minReplicas"),
+        (_set("spec.predictor.maxReplicas", 0), None, None),  # no upper bound
+        (_set("spec.predictor.minReplicas", -1), "kserve", "spec.predictor.minReplicas"),
+        (_set("spec.predictor.maxReplicas", -2), "kserve", "spec.predictor.minReplicas"),
+        (_both(_set("spec.predictor.maxReplicas", 1), _set("spec.predictor.minReplicas", 3)), "kserve", "spec.predictor.minReplicas"),
         (_set(f"{ENV0}.0.value", "ftp://host/model"), "kserve", f"spec.predictor.containers[0].env[{kserve.STORAGE_URI}]"),
         (_set(f"{ENV0}.0.value", "models:/clf/1"), "pinning", f"spec.predictor.containers[0].env[{kserve.STORAGE_URI}]"),
         (_set(f"{ENV0}.0.value", "runs:/abc/bundle"), "pinning", f"spec.predictor.containers[0].env[{kserve.STORAGE_URI}]"),
