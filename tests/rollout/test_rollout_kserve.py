@@ -5,6 +5,7 @@ by the manifest's kind."""
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -177,3 +178,47 @@ def test_every_step_layout_is_a_valid_manifest(weight: int, shadow: bool) -> Non
     text = T.apply(TWO, layout, None)
     assert check_manifest(text) == []
     assert T.state(text).layout == layout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_registered_version_becomes_the_uri_kserve_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bundle_dir: Path, rf_bundle_dir: Path
+) -> None:
+    """`models:/` is the registry's name for a version; KServe's storage initializer needs where its bundle is
+    stored. `sluice rollout` writes that (the run's artifact URI), with the digest the version is tagged with."""
+    from rollout_gitops import fast_policy
+    from test_rollout_registry import _registry_in_repo
+    from typer.testing import CliRunner
+
+    from model.bundle import Bundle
+    from sluice.cli import app
+
+    repo, _, _ = _registry_in_repo(tmp_path, monkeypatch, bundle_dir, rf_bundle_dir)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "local.yaml").write_text(yaml.safe_dump(fast_policy("canary")))
+    runner = CliRunner()
+    common = ["--env", "local", "--repo", str(repo)]
+    result = runner.invoke(
+        app, ["rollout", "init", *common, "--target", "kserve", "--model", "models:/clf/1"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "gitops/environments/local/inferenceservice.yaml" in result.output
+    result = runner.invoke(
+        app,
+        ["rollout", "start", *common, "--policies", str(policies), "--candidate", "models:/clf/2"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    text = (repo / "gitops" / "environments" / "local" / "inferenceservice.yaml").read_text()
+    view = kserve.loads(text)
+    assert kserve.admission(view) == []
+    for p, source in zip(view.predictors, (bundle_dir, rf_bundle_dir), strict=True):
+        assert p.model_uri is not None and p.model_uri.endswith("/bundle")
+        stored = Bundle.open(Path(p.model_uri.removeprefix("file://")))
+        assert stored.digest == p.model_digest == Bundle.open(source).digest
+    result = runner.invoke(
+        app, ["rollout", "start", *common, "--policies", str(policies), "--candidate", "models:/clf/9"]
+    )
+    assert result.exit_code == 1 and "has no version '9'" in result.output
