@@ -1,7 +1,8 @@
 """`sluice rollout`: init an environment, start a rollout, reconcile it, see its status, approve or abort.
 
-The GitOps repository (`--repo`, default `.`) holds gitops/environments/<env>/seldondeployment.yaml and
-policies/<env>.yaml, both read from Git (main) on every tick; `--policies` reads the policy from a folder
+The GitOps repository (`--repo`, default `.`) holds gitops/environments/<env>/seldondeployment.yaml (or
+inferenceservice.yaml: the manifest's kind is the environment's target) and policies/<env>.yaml, both read from
+Git (main) on every tick; `--policies` reads the policy from a folder
 instead. Metrics come from a gateway's /metrics (`--metrics-url`) or Prometheus (`--prometheus`). This module
 only parses options and renders: the wiring and the loop are rollout/run.py's, the rules rollout/'s core.
 """
@@ -12,6 +13,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,6 +49,13 @@ Env = Annotated[
     ),
 ]
 Repo = Annotated[Path, typer.Option("--repo", help="The GitOps repository (a git checkout).")]
+
+
+class Target(StrEnum):
+    seldon = "seldon"
+    kserve = "kserve"
+
+
 Policies = Annotated[
     Path | None,
     typer.Option("--policies", help="Read <env>.yaml from this folder instead of policies/ in Git."),
@@ -220,8 +229,22 @@ def init(
     ],
     repo: Repo = Path("."),
     image: Annotated[str | None, typer.Option(help="Serving image, pinned by @sha256.")] = None,
-    deployment: Annotated[str, typer.Option(help="SeldonDeployment name.")] = "sluice-classifier",
-    force: Annotated[bool, typer.Option(help="Replace an existing manifest.")] = False,
+    deployment: Annotated[
+        str, typer.Option(help="The SeldonDeployment's (or InferenceService's) name.")
+    ] = "sluice-classifier",
+    target: Annotated[
+        Target,
+        typer.Option(
+            help="What serves the environment: seldon (a SeldonDeployment, Seldon Core v1) or kserve (an "
+            "InferenceService, KServe 0.20+ in Standard mode). The manifest's kind is the environment's choice."
+        ),
+    ] = Target.seldon,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an existing manifest (of either kind: how an environment changes target)."
+        ),
+    ] = False,
 ) -> None:
     """Write an environment's first manifest: one stable predictor at 100 %, committed to main."""
     with _errors():
@@ -231,10 +254,14 @@ def init(
         from rollout.run import candidate_model
         from rollout.scm import manifest_path
         from rollout.scm.local import LocalGit
-        from rollout.targets.seldon import DEFAULT_IMAGE, initial_manifest
+        from rollout.targets import DEFAULT_IMAGE, kserve, seldon
 
-        model_uri, digest = candidate_model(model, repo)
-        text = initial_manifest(env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE)
+        module = kserve if target is Target.kserve else seldon
+        kind = "InferenceService" if target is Target.kserve else "SeldonDeployment"
+        model_uri, digest = candidate_model(model, repo, kind)
+        text = module.initial_manifest(
+            env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE
+        )
         problems = check_manifest(text)
         if problems:
             raise RolloutError("; ".join(str(p) for p in problems))
@@ -242,7 +269,9 @@ def init(
         commit = LocalGit(repo).write_initial(
             env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=force
         )
-        console.print(f"wrote {manifest_path(env)} on main ({commit[:12]}): {name} at 100%", highlight=False)
+        console.print(
+            f"wrote {manifest_path(env, kind)} on main ({commit[:12]}): {name} at 100%", highlight=False
+        )
 
 
 @rollout_app.command("start")
@@ -266,11 +295,11 @@ def start_cmd(
     unless --force."""
     with _errors():
         from rollout.reconciler import start
-        from rollout.run import candidate_model
+        from rollout.run import candidate_for
 
         options = _options(env, repo, policies, github=github, github_author=github_author)
         environment = _environment(options)
-        model_uri, digest = candidate_model(candidate, repo)
+        model_uri, digest = candidate_for(environment, candidate, repo)
         _show(start(environment, candidate, model_uri, digest, strategy, force=force))
 
 
