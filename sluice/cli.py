@@ -18,6 +18,7 @@ from sluice import (
     commands_rollout,
     commands_serve,
     commands_stream,
+    commands_ui,
     commands_up,
 )
 
@@ -61,6 +62,7 @@ for area in (
     commands_stream,
     commands_edge,
     commands_pipelines,
+    commands_ui,
 ):
     area.register(app)
 
