@@ -35,6 +35,7 @@ class Scope:
     namespace: str
     deployment: str | None = None
     variables: bool = False  # the values are Grafana template variables, written as they are
+    pattern: bool = False  # `namespace` is a regular expression (alert rules over every environment)
 
     @classmethod
     def grafana(cls) -> Scope:
@@ -45,7 +46,8 @@ class Scope:
 
     def selector(self, *extra: str, deployment: bool = True) -> str:
         """`{namespace="...",deployment_name="...",extra...}`."""
-        parts = [f"{n.NAMESPACE}={self._value(self.namespace)}"]
+        op = "=~" if self.pattern else "="
+        parts = [f"{n.NAMESPACE}{op}{self._value(self.namespace)}"]
         if deployment and self.deployment is not None:
             parts.append(f"{n.DEPLOYMENT}={self._value(self.deployment)}")
         parts += extra
@@ -121,4 +123,6 @@ def decisions(s: Scope, window: str) -> str:
 
 
 def drift(s: Scope) -> str:
-    return f"max by ({n.PREDICTOR}, {n.FEATURE}) ({n.DRIFT_SCORE}{s.selector()})"
+    return (
+        f"max by ({n.NAMESPACE}, {n.DEPLOYMENT}, {n.PREDICTOR}, {n.FEATURE}) ({n.DRIFT_SCORE}{s.selector()})"
+    )

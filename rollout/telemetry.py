@@ -180,6 +180,8 @@ class ReconcilerMetrics:
             share = traffic if shadow or len(live) > 1 else 100
             weights.add_metric([*values, name, "true" if shadow else "false"], float(share))
         yield weights
+        # the gates of the last decision, even one that ended the rollout (a rollback says why through them)
+        yield from self._gates(labels, values, result.decision.gates)
         r = _rollout_after(result)
         if r is None or not r.active:
             return
@@ -209,7 +211,6 @@ class ReconcilerMetrics:
             )
             deadline.add_metric(values, last.deadline)
             yield deadline
-        yield from self._gates(labels, values, result.decision.gates)
 
     def _gates(self, labels: list[str], values: list[str], gates: Any) -> Iterator[Metric]:
         glabels = [*labels, n.GATE, n.GATE_METRIC]
