@@ -16,6 +16,7 @@ from sluice import (
     commands_model,
     commands_pipelines,
     commands_rollout,
+    commands_router,
     commands_serve,
     commands_stream,
     commands_ui,
@@ -56,6 +57,7 @@ app.command("demo")(commands_demo.demo)
 for area in (
     commands_serve,
     commands_up,
+    commands_router,
     commands_rollout,
     commands_gitops,
     commands_batch,

@@ -6,7 +6,7 @@ Act 3  a broken candidate (trained on half-flipped labels: it passes no offline 
        straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
 Act 4  the same broken candidate through shadow, A/B and blue/green in turn: each is caught by its gates.
 Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
-the policy's interval and observing the gateway's /metrics.
+the policy's interval and observing the router's /metrics (on its admin port).
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ class Demo:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.traffic: TrafficGenerator | None = None
         self.port = 0
+        self.admin_port = 0
         self.model_name = "sluice-classifier"
 
     # the whole run -----------------------------------------------------------------------------------
@@ -277,7 +278,9 @@ class Demo:
         from rollout.run import Options, build_environment
 
         return build_environment(
-            Options(env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.port}/metrics")
+            Options(
+                env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.admin_port}/metrics"
+            )
         )
 
     def rollout_act(self, name: str, strategy: str, candidate_uri: str, expected: str) -> ActResult:
@@ -407,7 +410,7 @@ class Demo:
 
     # processes -------------------------------------------------------------------------------------------
     def _start_gateway(self, scratch: Scratch) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -418,6 +421,8 @@ class Demo:
             str(MANIFEST_DIR),
             "--port",
             str(self.port),
+            "--admin-port",
+            str(self.admin_port),
             "--log-dir",
             str(logs),
         ]
@@ -434,7 +439,7 @@ class Demo:
 
     def _routes(self) -> list[dict[str, Any]]:
         try:
-            resp = httpx.get(f"http://127.0.0.1:{self.port}/gateway/routes", timeout=2)
+            resp = httpx.get(f"http://127.0.0.1:{self.admin_port}/routes", timeout=2)
             return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError):
             return []
