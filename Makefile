@@ -43,8 +43,9 @@ lint: setup ## ruff, mypy and the import layering contract
 bench: setup ## side-by-side benchmarks; results in benchmarks/results/
 	$(BIN)/python -m benchmarks
 
-render: setup ## render the hera pipelines to pipelines/rendered/
+render: setup ## render the hera pipelines to pipelines/rendered/ and the monitoring to gitops/monitoring/
 	$(BIN)/sluice pipelines render
+	$(BIN)/python -m dashboard.monitoring
 
 clean: ## remove pipeline outputs (keeps .venv)
 	rm -rf artifacts data/raw data/prepared reports/metrics reports/plots reports/demo mlflow.db mlartifacts

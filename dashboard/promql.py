@@ -54,7 +54,8 @@ class Scope:
         return "{" + ",".join(parts) + "}"
 
 
-PREDICTIONS = f'{n.SERVICE}!~"{FEEDBACK_SERVICES}"'
+# Prediction requests only: the server-request histogram counts feedback too (service="feedback").
+PREDICTIONS = f'{n.SERVICE}="{n.SERVICE_PREDICTIONS}"'
 ERRORS = f'{n.CODE}=~"5.."'
 BY = f"sum by ({n.PREDICTOR})"
 

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import (
+from dashboard_fixtures import (
     CANDIDATE,
     ENV,
     STABLE_NAME,

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+from dashboard_fixtures import (
     CANDIDATE,
     CANDIDATE_NAME,
     ENV,

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import TOKEN, free_port, git, token_file, wait_until
+from dashboard_fixtures import TOKEN, free_port, git, token_file, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = "local"
@@ -72,6 +72,7 @@ def policy() -> dict:
 class World:
     repo: Path
     port: int
+    admin: int
     ui: str
     env: dict[str, str]
     logs: Path
@@ -103,9 +104,9 @@ class World:
         return git(self.repo, "rev-parse", "main").strip()
 
 
-def _routes(port: int) -> dict[str, tuple[int, bool]]:
+def _routes(admin: int) -> dict[str, tuple[int, bool]]:
     try:
-        r = httpx.get(f"http://127.0.0.1:{port}/gateway/routes", timeout=2)
+        r = httpx.get(f"http://127.0.0.1:{admin}/routes", timeout=2)
         return {
             p["name"]: (int(p["traffic"]), bool(p["shadow"]))
             for p in r.json()["predictors"]
@@ -142,7 +143,7 @@ def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[Wor
     env = {**os.environ, "PYTHONPATH": str(REPO), "GX_ANALYTICS_ENABLED": "false"}
     logs = tmp_path / "logs"
     logs.mkdir()
-    w = World(repo, free_port(), "", env, logs)
+    w = World(repo, free_port(), free_port(), "", env, logs)
     init = w.sluice("rollout", "init", "--env", ENV, "--model", str(bundle_dir))
     assert init.returncode == 0, init.stderr
     (repo / "policies").mkdir()
@@ -156,16 +157,21 @@ def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[Wor
     traffic = TrafficGenerator(
         f"http://127.0.0.1:{w.port}", rows.to_numpy(), truth.to_numpy(), list(rows.columns), rate=40.0
     )
-    metrics = f"http://127.0.0.1:{w.port}/metrics"
+    metrics = f"http://127.0.0.1:{w.admin}/metrics"
     ui_port = free_port()
     w.ui = f"http://127.0.0.1:{ui_port}"
     try:
         w.spawn(
-            "sluice-up", "up", f"gitops/environments/{ENV}", "--port", str(w.port), "--log-dir", str(logs)
+            "sluice-up",
+            "up",
+            f"gitops/environments/{ENV}",
+            *("--port", str(w.port), "--admin-port", str(w.admin), "--log-dir", str(logs)),
         )
         stable = "m-" + json.loads((bundle_dir / "metadata.json").read_text())["digest"][7:19]
         wait_until(
-            lambda: _routes(w.port) == {stable: (100, False)}, 120, "sluice up did not serve the stable model"
+            lambda: _routes(w.admin) == {stable: (100, False)},
+            120,
+            "sluice up did not serve the stable model",
         )
         traffic.start()
         w.spawn("reconciler", "rollout", "reconcile", "--env", ENV, "--watch", "--metrics-url", metrics)
@@ -306,7 +312,7 @@ def test_the_page_follows_a_canary_and_abort_needs_a_token(
             "aborted by alice via sluice ui"
         )
         assert "aborted by alice via sluice ui" in git(world.repo, "log", "-1", "--format=%B", "main^2")
-        wait_until(lambda: candidate not in _routes(world.port), 60, "the router kept the aborted candidate")
+        wait_until(lambda: candidate not in _routes(world.admin), 60, "the router kept the aborted candidate")
         revisions = page.evaluate("() => window.__revisions")
         browser.close()
 
