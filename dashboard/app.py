@@ -245,7 +245,7 @@ def create_app(board: Board, allowed_hosts: list[str] | None = None) -> FastAPI:
         response_class=StreamingResponse,
         tags=["board"],
     )
-    async def events(request: Request) -> Response:
+    async def events() -> Response:
         sub = board.subscribe()
         if sub is None:
             return JSONResponse({"detail": "too many open event streams; try again later"}, status_code=503)
@@ -257,7 +257,7 @@ def create_app(board: Board, allowed_hosts: list[str] | None = None) -> FastAPI:
                     for part in PARTS:
                         event = board.event(name, part)
                         yield sse(event, board.fragments.get(event) or render.fragment(board, name, part))
-                while not await request.is_disconnected():
+                while True:  # Starlette cancels this generator when the client goes
                     changed = await sub.changes(timeout=15.0)
                     if not changed:
                         yield ": keep-alive\n\n"
