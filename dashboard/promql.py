@@ -66,8 +66,10 @@ def requests_per_second(s: Scope, window: str) -> str:
 
 
 def error_ratio(s: Scope, window: str) -> str:
+    """5xx over all prediction requests; 0 (not no data) for a predictor that never failed."""
     errors = f"{BY} (rate({REQUESTS}_count{s.selector(PREDICTIONS, ERRORS)}[{window}]))"
-    return f"{errors} / {requests_per_second(s, window)}"
+    requests = requests_per_second(s, window)
+    return f"({errors} or {requests} * 0) / {requests}"
 
 
 def latency_quantile(s: Scope, q: float, window: str) -> str:
