@@ -113,7 +113,7 @@ def test_every_panel_and_rule_runs_on_prometheus_and_reads_the_traffic(world) ->
     s = promql.Scope(NAMESPACE, DEPLOYMENT)
     # wait for a few scrapes: rate() over 15 s needs two samples in the range
     wait_until(lambda: len(by_predictor(query(url, promql.requests_per_second(s, "15s")))) == 2, 60, "rates")
-    for where, expr in monitoring.expressions(monitoring.grafana_dashboard()):
+    for _, expr in monitoring.expressions(monitoring.grafana_dashboard()):
         for macro, value in MACROS.items():
             expr = expr.replace(macro, value)
         query(url, expr)  # accepted by Prometheus' own parser and engine
