@@ -108,16 +108,11 @@ class ScrapeFigures:
         self._lock = threading.Lock()
 
     def _scrape(self, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
-        from rollout.metrics.scrape import parse_exposition
+        from rollout.metrics.scrape import ScrapeProvider, parse_exposition
 
-        try:
-            r = self.client.get(self.url)
-        except httpx.HTTPError as e:
-            raise MetricsError(f"scrape {self.url}: {e}") from e
-        if r.status_code != 200:
-            raise MetricsError(f"scrape {self.url}: HTTP {r.status_code}")
-        names = set(predictors) | {m[1] for m in _PREDICTOR.finditer(r.text)}
-        return parse_exposition(r.text, deployment, sorted(names))
+        text = ScrapeProvider(self.url, client=self.client).scrape()
+        names = set(predictors) | {m[1] for m in _PREDICTOR.finditer(text)}
+        return parse_exposition(text, deployment, sorted(names))
 
     def read(self, deployment: str, namespace: str | None, predictors: Sequence[str]) -> Reading:
         now = self.clock()
