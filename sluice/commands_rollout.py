@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.console import console, json_logs, report
+from sluice.console import console, err_console, json_logs, report
 
 if TYPE_CHECKING:
     from rollout.reconciler import Environment, TickResult
@@ -326,12 +326,28 @@ def reconcile(
     github: GitHubRepo = None,
     github_author: GitHubAuthor = None,
     mlflow_tracking_uri: TrackingUri = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="With --watch: serve the reconciler's own Prometheus metrics on this port (heartbeat, stage, "
+            "weights, each gate's verdict and evidence; 0: off). What the Grafana dashboard and the alert rules "
+            "in gitops/monitoring/ read.",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the reconciler: decide and propose the next step of the rollout in progress."""
     if once and watch:
         report("choose one of --once and --watch")
     if until_done and not watch:
         report("--until-done goes with --watch")
+    if metrics_port and not watch:
+        report("--metrics-port goes with --watch")
+    if not 0 <= metrics_port <= 65535:
+        report(f"--metrics-port {metrics_port}: not a port number")
     with _errors():
         from rollout.reconciler import tick
         from rollout.scm import Conflict
@@ -353,19 +369,38 @@ def reconcile(
             except Conflict as e:
                 report(f"skipped: {e}", code=3)
             return
+        telemetry = _telemetry(env, metrics_port, metrics_host) if metrics_port else None
         try:
             if console.is_terminal:
-                _live(environment, max_ticks, until_done)
+                _live(environment, max_ticks, until_done, telemetry)
             else:
                 from rollout.run import ended, run
 
                 with json_logs():
-                    run(environment, max_ticks, until=ended if until_done else None)
+                    run(environment, max_ticks, on_tick=telemetry, until=ended if until_done else None)
         except KeyboardInterrupt:
             console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
 
-def _live(environment: Environment, max_ticks: int, until_done: bool) -> None:
+def _telemetry(env: str, port: int, host: str) -> Callable[[Tick], None]:
+    """Serve the reconciler's metrics on host:port; returns the loop's on_tick that feeds them."""
+    from rollout.telemetry import ReconcilerMetrics
+
+    metrics = ReconcilerMetrics(env)
+    try:
+        metrics.serve(port, host)
+    except OSError as e:
+        report(f"--metrics-port {port}: cannot listen on {host}:{port} ({e.strerror})")
+    err_console.print(f"reconciler metrics on http://{host}:{port}/metrics", highlight=False)
+    return metrics.record
+
+
+def _live(
+    environment: Environment,
+    max_ticks: int,
+    until_done: bool,
+    telemetry: Callable[[Tick], None] | None = None,
+) -> None:
     """The loop with a live view: weights, the gate table and the decisions so far."""
     from rich.console import Group
     from rich.live import Live
@@ -401,7 +436,12 @@ def _live(environment: Environment, max_ticks: int, until_done: bool) -> None:
             )
             live.update(Group(header, _gate_table(result), Text("\n".join(history[-12:]))))
 
-        run(environment, max_ticks, on_tick=render, until=ended if until_done else None)
+        def on_tick(step: Tick) -> None:
+            if telemetry is not None:
+                telemetry(step)
+            render(step)
+
+        run(environment, max_ticks, on_tick=on_tick, until=ended if until_done else None)
 
 
 @rollout_app.command("status")
