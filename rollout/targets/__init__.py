@@ -80,10 +80,21 @@ def dump(doc: CommentedMap) -> str:
 
 def annotate(doc: CommentedMap, rollout: Rollout) -> None:
     """Write the rollout annotation (the engine's one piece of state in a manifest)."""
+    set_annotation(doc, ANNOTATION, rollout.to_json())
+
+
+def annotation_of(doc: CommentedMap, key: str) -> str | None:
+    """The value of one `metadata.annotations` key, or None (the same place in every kind of manifest)."""
+    value = ((doc.get("metadata") or {}).get("annotations") or {}).get(key)
+    return None if value is None else str(value)
+
+
+def set_annotation(doc: CommentedMap, key: str, value: str) -> None:
+    """`metadata.annotations[key] = value`, everything else as it was."""
     meta = doc.setdefault("metadata", CommentedMap())
     if "annotations" not in meta:
         meta["annotations"] = CommentedMap()
-    meta["annotations"][ANNOTATION] = rollout.to_json()
+    meta["annotations"][key] = value
 
 
 def rollout_of(annotations: Mapping[str, str]) -> Rollout | None:
@@ -120,3 +131,9 @@ class ByKind:
 
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
         return target_for(text).add_candidate(text, name, model_uri, model_digest)
+
+    def annotation(self, text: str, key: str) -> str | None:
+        return target_for(text).annotation(text, key)
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        return target_for(text).annotate(text, key, value)
