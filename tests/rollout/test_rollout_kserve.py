@@ -16,7 +16,8 @@ from deployment import kserve
 from rollout.guardrails import check_manifest
 from rollout.state import Rollout, Slot
 from rollout.strategies import Step
-from rollout.targets import ByKind, TargetError, target_for
+from rollout.targets import TargetError
+from rollout.targets.by_kind import ByKind, target_for
 from rollout.targets.kserve import InferenceServiceV1Beta1, initial_manifest
 from rollout.targets.seldon import SeldonDeploymentV1
 from rollout.targets.seldon import initial_manifest as seldon_manifest
