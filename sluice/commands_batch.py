@@ -53,18 +53,51 @@ def score(
         Path | None, typer.Option("--rejects", help="Reject file (default: <output stem>.rejects.jsonl).")
     ] = None,
     model_digest: DigestOption = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="local (one process, streaming), dask or spark. Default: local for one worker, dask for more.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes for dask (a LocalCluster) or spark (local[N]) when no --cluster is given.",
+        ),
+    ] = 1,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="An existing cluster: a Dask scheduler (tcp://host:8786) or a Spark master (spark://host:7077). "
+            "Its workers must see the bundle, the input and the output directory under the same paths.",
+        ),
+    ] = None,
 ) -> None:
-    """Score a file in chunks. Rerun the same command after a crash: finished chunks are kept, not redone."""
+    """Score a file in chunks. Rerun the same command after a crash: finished chunks are kept, not redone.
+
+    Every engine cuts the file into the same chunks and writes the same bytes; dask and spark score runs of
+    chunks in parallel workers and then gather them into the output, local streams the file through one
+    process (the fastest on one core).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from serving.batch.engines import ENGINES, make_engine
     from serving.batch.formats import BatchError, detect_format
     from serving.batch.score import count_rows, score_file
 
+    name = engine or ("dask" if workers > 1 or cluster else "local")
+    if name not in ENGINES:
+        fail(f"--engine {escape(name)}: expected one of {', '.join(ENGINES)}")
     predictor = _load(model, model_digest)
     try:
+        runner = make_engine(name, workers, cluster)
         total = count_rows(input, detect_format(input)) if input.is_file() else None
         with Progress(
-            TextColumn("[bold]scoring[/]"),
+            TextColumn(f"[bold]scoring ({name})[/]"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("rows"),
@@ -80,6 +113,7 @@ def score(
                 chunk_size=chunk_size,
                 rejects=rejects,
                 progress=lambda rows: bar.update(task, completed=rows),
+                engine=runner,
             )
     except BatchError as e:
         fail(escape(str(e)))
