@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -68,6 +70,12 @@ def score(
             help="Worker processes for dask (a LocalCluster) or spark (local[N]) when no --cluster is given.",
         ),
     ] = 1,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json", help="Also write the run's summary (counts, files, seconds) as JSON here."
+        ),
+    ] = None,
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -117,6 +125,44 @@ def score(
             )
     except BatchError as e:
         fail(escape(str(e)))
+    if summary_json is not None:
+        _write_json(summary_json, asdict(summary))
+    console.print(summary.explain(), highlight=False, markup=False)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@app.command("gather")
+def gather(
+    shards: Annotated[
+        Path,
+        typer.Argument(
+            help="A directory holding scored shards, each with its <name>.summary.json (any depth)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", help="The joined output file (format by extension).")],
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Joined reject file (default: <output>.rejects.jsonl).")
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Also write the totals as JSON here.")
+    ] = None,
+) -> None:
+    """Join shards scored one by one (`sluice batch score --summary-json`) into one output and one reject
+    file, in the order of their paths; each reject line says which shard it came from. What the batch-score
+    workflow runs after scoring its shards in parallel pods."""
+    from serving.batch.formats import BatchError
+    from serving.batch.shards import gather as join
+
+    try:
+        summary = join(shards, output, rejects)
+    except BatchError as e:
+        fail(escape(str(e)))
+    if summary_json is not None:
+        _write_json(summary_json, asdict(summary))
     console.print(summary.explain(), highlight=False, markup=False)
 
 

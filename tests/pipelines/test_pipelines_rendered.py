@@ -56,7 +56,12 @@ def _templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _pods(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [(t["name"], t.get("script") or t["container"]) for t in _templates(doc) if "dag" not in t]
+    """The templates that run an image of ours (a `data` template runs Argo's executor, sized by Argo)."""
+    return [
+        (t["name"], t.get("script") or t["container"])
+        for t in _templates(doc)
+        if "dag" not in t and "data" not in t
+    ]
 
 
 WORKFLOW_TEMPLATES = [p for p in PIPELINES if p.kind == "WorkflowTemplate"]
