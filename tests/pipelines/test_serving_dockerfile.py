@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.build_image import kaniko_template
+from pipelines.build_image import BUILD, BUILD_ARGS, BUILD_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "serving" / "Dockerfile"
@@ -161,13 +161,26 @@ def test_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[
 
 def test_the_pipeline_builds_a_target_that_exists(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
     _, stages = dockerfile
-    args = kaniko_template().args or []
-    target = next(a.split("=", 1)[1] for a in args if a.startswith("--target="))
+    target = next(a.split("=", 2)[2] for a in BUILD_OPTIONS if a.startswith("--opt=target="))
     assert target in {s.name for s in stages}
-    assert "--dockerfile=serving/Dockerfile" in args
-    build_args = [a.split("=", 1)[1].split("=")[0] for a in args if a.startswith("--build-arg=")]
+    assert (
+        "--opt=filename=Dockerfile" in BUILD_OPTIONS
+        and "--local=dockerfile=/workspace/src/serving" in BUILD_OPTIONS
+    )
+    build_args = re.findall(r"--opt=\"build-arg:(\w+)=", BUILD)
+    assert build_args == BUILD_ARGS
     declared = {rest.split("=")[0] for s in stages for op, rest in s.instructions if op == "ARG"}
     assert set(build_args) <= declared
+
+
+def test_the_dockerfile_asks_buildkit_for_no_frontend_image_by_tag() -> None:
+    """A `# syntax=` line makes BuildKit pull that frontend image before building: by tag, unless pinned."""
+    for line in DOCKERFILE.read_text().splitlines():
+        match = re.match(r"#\s*syntax\s*=\s*(\S+)", line)
+        if match:
+            assert PINNED.match(match.group(1)), f"{line}: pin the frontend by digest or drop the line"
+        if line.strip() and not line.startswith("#"):
+            break
 
 
 def test_copy_from_names_earlier_stages_and_runtime_can_reach_the_dvc_remote(
