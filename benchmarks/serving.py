@@ -295,6 +295,49 @@ def _profile(running: Running, seconds: int = 5) -> dict[str, float] | None:
     return {stage: round(100 * n / total, 1) for stage, n in hits.items()} if total else None
 
 
+# Hostile requests: how long `sluice serve` takes to refuse each (wall time of the whole exchange, median).
+def hostile_bodies(row: list[float]) -> dict[str, tuple[str, bytes]]:
+    nan_row = "[NaN" + ", 1.0" * (len(row) - 1) + "]"
+    shape = ",".join(["9" * 4300] * 400)  # 1.7 MB of shape; NaN sends the body through the lenient parser
+    deep = "[" * 50_000 + "]" * 50_000
+    return {
+        "huge shape list (1.7 MB)": (
+            "/api/v1.0/predictions",
+            f'{{"data": {{"tensor": {{"shape": [{shape}], "values": [NaN, 1.0]}}}}}}'.encode(),
+        ),
+        "value beyond float32 (1e39)": (
+            "/api/v1.0/predictions",
+            json.dumps({"data": {"ndarray": [[1e39, *row[1:]]]}}).encode(),
+        ),
+        "NaN with 50,000-deep nesting": (
+            "/api/v1.0/predictions",
+            f'{{"data": {{"ndarray": [{nan_row}]}}, "meta": {{"tags": {{"x": {deep}}}}}}}'.encode(),
+        ),
+        "feedback reward 1e12": ("/api/v1.0/feedback", b'{"reward": 1e12}'),
+    }
+
+
+def _hostile(url: str, row: list[float], repeats: int = 5) -> dict[str, dict[str, Any]]:
+    import httpx
+
+    out: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=url, timeout=120, headers={"content-type": "application/json"}) as client:
+        for name, (path, body) in hostile_bodies(row).items():
+            seconds, statuses = [], set()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                statuses.add(client.post(path, content=body).status_code)
+                seconds.append(time.perf_counter() - start)
+            out[name] = {
+                "bytes": len(body),
+                "statuses": sorted(statuses),
+                "median_ms": statistics.median(seconds) * 1e3,
+                "max_ms": max(seconds) * 1e3,
+            }
+            print(f"  hostile: {name}: {sorted(statuses)} in {out[name]['median_ms']:.1f} ms", flush=True)
+    return out
+
+
 # setup ------------------------------------------------------------------------------------------------
 def _bundle() -> Path:
     from model.pipeline import train_bundle
@@ -568,6 +611,7 @@ def _markdown(
     goals: dict[str, Any],
     meta: dict[str, Any],
     profile: dict[str, float] | None,
+    hostile: dict[str, dict[str, Any]] | None = None,
 ) -> str:
     lines = [
         "# Real-time serving: single-row requests",
@@ -603,6 +647,19 @@ def _markdown(
             "|---|---:|",
         ]
         lines += [f"| {stage} | {share} |" for stage, share in profile.items()]
+    if hostile:
+        lines += [
+            "",
+            "Hostile requests to `sluice serve` (wall time of the whole exchange over loopback, 5 tries):",
+            "",
+            "| request | bytes | status | median ms | slowest ms |",
+            "|---|---:|---|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {h['bytes']:,} | {', '.join(map(str, h['statuses']))} | {h['median_ms']:.1f} "
+            f"| {h['max_ms']:.1f} |"
+            for name, h in hostile.items()
+        ]
     lines += ["", "Goals:", ""]
     lines += [
         f"- {k}: {v['value']} (goal {v['goal']}): {'met' if v['met'] else 'NOT met'}"
@@ -651,6 +708,7 @@ def main(results_dir: Path) -> None:
     points: list[Point] = []
     running: list[Running] = []
     profile: dict[str, float] | None = None
+    hostile: dict[str, dict[str, Any]] = {}
     try:
         # All servers up at once (idle ones cost nothing), measured in turns, the order rotated each round:
         # a swing in CPU speed or in the machine's other load then hits every server alike.
@@ -662,12 +720,25 @@ def main(results_dir: Path) -> None:
             for r in running[shift:] + running[:shift]:
                 points.append(_measure(r, round_))
         print("  profiling sluice serve ...", flush=True)
-        profile = _profile(next(r for r in running if r.target.name == "sluice serve (Seldon v1)"))
+        sluice = next(r for r in running if r.target.name == "sluice serve (Seldon v1)")
+        profile = _profile(sluice)
+        hostile = _hostile(sluice.url.removesuffix(sluice.target.path), row)
     finally:
         for r in running:
             _stop(r.process)
     rows = _summary(points)
     goals = _goals(rows)
+    huge = hostile["huge shape list (1.7 MB)"]
+    goals["huge shape list refused"] = {
+        "value": f"{huge['statuses']} in {huge['max_ms']:.0f} ms (slowest of 5)",
+        "goal": "4xx in < 1000 ms",
+        "met": all(400 <= s < 500 for s in huge["statuses"]) and huge["max_ms"] < 1000,
+    }
+    goals["every hostile request refused with a 4xx"] = {
+        "value": sorted({s for h in hostile.values() for s in h["statuses"]}),
+        "goal": "all 4xx",
+        "met": all(400 <= s < 500 for h in hostile.values() for s in h["statuses"]),
+    }
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
@@ -686,6 +757,7 @@ def main(results_dir: Path) -> None:
                 "summary": rows,
                 "in_process_us": in_process,
                 "profile_percent": profile,
+                "hostile": hostile,
                 "goals": goals,
                 "points": [asdict(p) for p in points],
             },
@@ -693,7 +765,7 @@ def main(results_dir: Path) -> None:
         )
         + "\n"
     )
-    markdown = _markdown(rows, in_process, goals, meta, profile)
+    markdown = _markdown(rows, in_process, goals, meta, profile, hostile)
     (results_dir / "serving.md").write_text(markdown)
     print(markdown)
 

@@ -5,8 +5,9 @@ scrape of `sluice up` and Prometheus scraping Seldon's executors alike. Counter 
 their `_total` suffix (as prometheus_client declares them); `total(name)` gives the exposed series.
 
 Every series carries `namespace` and `deployment_name`: two environments run the same deployment and
-predictor names, and their series must never mix. `service` separates predictions from feedback (Seldon's
-`service` label is the request path), so serving figures never count feedback.
+predictor names, and their series must never mix. `service` separates predictions from feedback with the
+values Seldon's executor uses (`predictions`, `feedback`, whichever path or protocol carried them), so serving
+figures never count feedback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ MODEL_VERSION = "model_version"
 SERVICE = "service"
 METHOD = "method"
 CODE = "code"
+
+# Values of the `service` label (Seldon executor's PredictionHttpServiceName, FeedbackHttpServiceName)
+SERVICE_PREDICTIONS = "predictions"
+SERVICE_FEEDBACK = "feedback"
 
 
 def total(counter: str) -> str:

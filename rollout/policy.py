@@ -9,6 +9,7 @@ Durations are seconds or strings such as `30s`, `5m`, `2h`, `1d`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,8 +24,23 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a policy: the field (a dotted path, '' for the whole file), why, and the value."""
+
+    field: str
+    message: str
+    value: Any = None
+
+
 class PolicyError(ValueError):
-    """A policy file that cannot be read or does not fit the schema; the message names file, field, reason."""
+    """A policy file that cannot be read or does not fit the schema; the message names file, field, reason,
+    and `source` and `problems` say the same for a program to show (never re-parsed out of the message)."""
+
+    def __init__(self, message: str, source: str = "", problems: tuple[Problem, ...] = ()):
+        super().__init__(message)
+        self.source = source
+        self.problems = problems
 
 
 def parse_duration(value: Any) -> float:
@@ -54,7 +70,8 @@ class Gate(_Strict):
 
     metric: `success_rate` (1 - 5xx / requests), `latency` (a quantile of request seconds from the histogram),
     `accuracy` (reward / feedback count), `disagreement` (shadow answers differing from the live model's),
-    `promql` (a custom query; `{predictor}`, `{stable}`, `{deployment}`, `{window}` are substituted).
+    `promql` (a custom query; `{predictor}`, `{stable}`, `{deployment}`, `{window}`, `{namespace}` are
+    substituted; Prometheus refuses a query that does not select `namespace="{namespace}"`).
     compare: `absolute` checks the value, `difference` checks value - stable's value, `ratio` value / stable's.
     The check passes when min <= compared value <= max. Fewer than `min_sample` observations is no data;
     `no_data` says what then happens: `hold` (wait, and fail once `no_data_deadline` has passed in the
@@ -188,35 +205,54 @@ class Policy(_Strict):
             raise PolicyError(f"strategy {strategy}: {describe_errors(e)}") from e
 
 
+def problems(e: ValidationError) -> tuple[Problem, ...]:
+    out = []
+    for err in e.errors():
+        value = err.get("input")
+        out.append(
+            Problem(
+                ".".join(str(p) for p in err["loc"]),
+                str(err["msg"]).removeprefix("Value error, "),
+                None if isinstance(value, dict | list) else value,
+            )
+        )
+    return tuple(out)
+
+
 def describe_errors(e: ValidationError) -> str:
     parts = []
-    for err in e.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        value = err.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        parts.append(f"{loc}: {msg}{shown}")
+    for p in problems(e):
+        shown = "" if p.value is None else f" (got {p.value!r})"
+        parts.append(f"{p.field or '(top level)'}: {p.message}{shown}")
     return "; ".join(parts)
 
 
 def parse_policy(data: Any, source: str = "<policy>") -> Policy:
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: a policy is a mapping, got {type(data).__name__}")
+        message = f"a policy is a mapping, got {type(data).__name__}"
+        raise PolicyError(f"{source}: {message}", source, (Problem("", message),))
     try:
         return Policy.model_validate(data)
     except ValidationError as e:
-        raise PolicyError(f"{source}: {describe_errors(e)}") from e
+        raise PolicyError(f"{source}: {describe_errors(e)}", source, problems(e)) from e
+
+
+def loads_policy(text: str, source: str) -> Policy:
+    """A policy from YAML text; `source` names where it came from in every error (a path, path@commit)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise PolicyError(
+            f"{source}: not valid YAML ({e})", source, (Problem("", f"not valid YAML ({e})"),)
+        ) from e
+    return parse_policy(data, source)
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy file. Raises PolicyError naming the file, the field and the reason."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
-        raise PolicyError(f"{path}: no such policy file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise PolicyError(f"{path}: not valid YAML ({e})") from e
-    return parse_policy(data, str(path))
+        raise PolicyError(f"{path}: no such policy file", str(path), (Problem("", "no such policy file"),))
+    return loads_policy(path.read_text(), str(path))

@@ -1,17 +1,21 @@
-"""The reconciler: one `tick(env)` reads the manifest from Git, observes metrics, decides, and proposes.
+"""The reconciler's shell: one `tick(env)` reads Git, observes metrics, decides, and carries the decision out.
 
 ```
 tick(env):
-  manifest = scm.read(env)                   # gitops/environments/<env>/seldondeployment.yaml on main
-  state    = target.state(manifest)          # predictors, weights, rollout annotation
-  obs      = metrics.observe(state, window)  # per-predictor counts, errors, latency, feedback
-  decision = decide(state, policy, obs, now) # pure
-  if decision changes something: scm.propose(target.apply(manifest, decision), decision.report())
+  manifest = scm.read(env)                      # gitops/environments/<env>/seldondeployment.yaml on main
+  policy   = policy of env at that commit       # policies/<env>.yaml, read from Git on every tick
+  state    = target.state(manifest)             # predictors, weights, rollout annotation
+  obs      = metrics.observe(state, window)     # no lock held: observing takes a window
+  with the environment's lock:
+    main still as read?                         # else decide again next tick
+    decision = decide(state, policy, obs, now)  # pure (decision.py)
+    plan = settle(pending, decision)            # pure (proposals.py): merge, discard, wait or write
+    carry out the plan through the SCM
+  the registry's champion follows the stable predictor named in Git
 ```
-It keeps nothing between ticks. A lock stops two reconcilers acting on one environment, and every write is
-checked against the main commit it was decided on. A proposal left unmerged by a crash is merged by the
-next tick if main has not moved (its decision was made on the current state), or discarded. Also here:
-`start`, `approve`, `abort` and `init`, the other ways a human moves a rollout.
+It keeps nothing between ticks: every rule lives in the pure core, every effect behind an adapter (SCM,
+traffic target, metric provider, registry). Also here: `start`, `approve`, `abort` (the ways a human moves a
+rollout) and `preview` (what a tick would decide now, writing nothing: `sluice rollout status`).
 """
 
 from __future__ import annotations
@@ -20,40 +24,77 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Protocol
 
-from deployment.names import predictor_name
+from rollout import evidence
 from rollout.decision import Action, Decision, current_step, decide
 from rollout.decision import abort as abort_decision
 from rollout.guardrails import check_manifest
 from rollout.metrics import MetricProvider, MetricsError
 from rollout.observations import Observations
-from rollout.policy import Policy
-from rollout.scm import SCM, Kind, Outcome, Proposal
-from rollout.state import Rollout, RolloutState
-from rollout.strategies import steps
+from rollout.policy import Policy, PolicyError
+from rollout.proposals import RolloutError, approved, opening, repaired, settle, trailers
+from rollout.scm import SCM, Kind, Outcome, Proposal, Snapshot
+from rollout.state import RolloutState
 from rollout.targets import TrafficTarget
+
+__all__ = [
+    "Environment",
+    "PolicySource",
+    "RolloutError",
+    "TickResult",
+    "abort",
+    "approve",
+    "observe",
+    "preview",
+    "start",
+    "tick",
+]
 
 log = logging.getLogger(__name__)
 
-PromoteHook = Callable[[RolloutState, str], str]
+# Keeps the model registry in step with Git: given the state on main, make the registry's `champion` alias
+# name its stable model. Returns a note when it changed something or failed (retried on the next tick).
+ChampionSync = Callable[[RolloutState], str | None]
 
 
-class RolloutError(RuntimeError):
-    """Something a human must fix before the rollout can go on; the message says what."""
+class PolicySource(Protocol):
+    def load(self, env: str, scm: SCM, revision: str) -> Policy:
+        """The policy of `env` as of the main commit `revision` (PolicyError when it is invalid)."""
+        ...
 
 
 @dataclass
 class Environment:
-    """Everything one environment's reconciler needs: adapters, the policy, a clock."""
+    """Everything one environment's reconciler needs: adapters, where its policy comes from, a clock."""
 
     name: str
     scm: SCM
     target: TrafficTarget
-    policy: Policy
+    policy: Policy | None = None  # a fixed policy; else `policies` is read on every tick
     metrics: MetricProvider | None = None
     clock: Callable[[], float] = time.time
-    on_promote: PromoteHook | None = None  # e.g. move the MLflow champion alias
+    champion: ChampionSync | None = None
+    policies: PolicySource | None = None
+    last_policy: Policy | None = field(default=None, repr=False)  # the last valid one read (a cache)
+
+    def policy_at(self, revision: str, notes: list[str] | None = None) -> Policy:
+        """The policy to act on at `revision`. A policy merged broken is reported and the last valid one is
+        used meanwhile (a rollout in progress keeps its gates); with none valid yet, PolicyError."""
+        if self.policies is None:
+            if self.policy is None:
+                raise PolicyError(f"{self.name}: no policy and no policy source configured")
+            return self.policy
+        try:
+            policy = self.policies.load(self.name, self.scm, revision)
+        except PolicyError as e:
+            if self.last_policy is None:
+                raise
+            if notes is not None:
+                notes.append(f"{e}; acting on the last valid policy until it is fixed")
+            return self.last_policy
+        self.last_policy = policy
+        return policy
 
 
 @dataclass(frozen=True)
@@ -67,6 +108,8 @@ class TickResult:
     observe_seconds: float = 0.0
     decide_seconds: float = 0.0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    policy: Policy | None = None
+    decided_at: float = 0.0  # wall-clock time of the decision
 
     @property
     def wrote(self) -> bool:
@@ -80,7 +123,18 @@ def observe(env: Environment, state: RolloutState, policy: Policy, now: float) -
     _, step = current_step(policy, r)
     since = max(1.0, now - r.entered_at) if step is not None and step.judge == "ab" else None
     custom = {g.name: g.query for g in policy.gates if g.metric == "promql" and g.query}
-    return env.metrics.observe(state.deployment, [r.stable, r.candidate], policy.window, custom, since)
+    return env.metrics.observe(
+        state.deployment, [r.stable, r.candidate], policy.window, custom, since, namespace=state.namespace
+    )
+
+
+def _observe(env: Environment, state: RolloutState, policy: Policy, notes: list[str]) -> Observations:
+    try:
+        return observe(env, state, policy, env.clock())
+    except MetricsError as e:
+        # An unreachable metric source is no data: each gate's no-data rule applies (never a promotion).
+        notes.append(f"metrics unavailable, treated as no data: {e}")
+        return Observations(window=policy.window, source=f"unavailable: {e}")
 
 
 def _write(
@@ -94,205 +148,179 @@ def _write(
             + "; ".join(str(v) for v in violations)
         )
     kind: Kind = "approval" if decision.action == Action.AWAIT_APPROVAL else "auto"
+    body = evidence.with_trailers(decision.report(), trailers(decision, base))
     return env.scm.propose(
-        env.name, text, title or decision.summary(env.name), decision.report(), base, kind, decision.merge_now
+        env.name, text, title or decision.summary(env.name), body, base, kind, decision.merge_now
     )
 
 
-def _promoted(env: Environment, state_text: str, notes: list[str]) -> None:
-    if env.on_promote is None:
+def _follow_champion(env: Environment, state: RolloutState | None, notes: list[str]) -> None:
+    if env.champion is None or state is None:
         return
-    state = env.target.state(state_text)
-    if state.rollout is None or state.rollout.status != "promoted":
-        return
-    try:
-        notes.append(env.on_promote(state, state.rollout.candidate))
-    except Exception as e:  # the registry is a mirror of Git: a failure there must not undo the promotion
-        notes.append(f"promoted in Git, but the registry was not updated: {e}")
+    note = env.champion(state)
+    if note:
+        notes.append(note)
 
 
-_ACTIONS = {
-    "advance": Action.ADVANCE,
-    "start": Action.ADVANCE,
-    "promote": Action.PROMOTE,
-    "rollback": Action.ROLLBACK,
-}
+def _after(env: Environment, outcome: Outcome | None, state: RolloutState) -> RolloutState:
+    """The state on main after a tick: re-read only when the tick merged something."""
+    if outcome is None or not outcome.merged:
+        return state
+    return env.target.state(env.scm.read(env.name).text)
 
 
-def _proposal_decision(p: Proposal, merged: bool) -> Decision:
-    """What a pending proposal did, read back from its title `rollout(env): <action> ...`."""
-    what = p.title.split(": ", 1)[-1].split(" ", 1)[0]
-    if not merged:
-        return Decision(Action.HOLD, f"{p.name} ({what}) is written but cannot be merged yet")
-    return Decision(
-        _ACTIONS.get(what, Action.HOLD), f"merged {p.name} ({p.title}), left unmerged by an earlier run"
-    )
+@dataclass(frozen=True)
+class _Look:
+    """What a tick sees before it decides: main, the policy there, the state, and the observations."""
+
+    snap: Snapshot
+    policy: Policy
+    state: RolloutState
+    obs: Observations
+    observed: float  # seconds spent observing
+    notes: list[str]
+
+
+def _look(env: Environment) -> _Look:
+    notes: list[str] = []
+    snap = env.scm.read(env.name)
+    policy = env.policy_at(snap.revision, notes)
+    state = env.target.state(snap.text)
+    t0 = time.perf_counter()
+    obs = _observe(env, state, policy, notes)
+    return _Look(snap, policy, state, obs, time.perf_counter() - t0, notes)
 
 
 def tick(env: Environment) -> TickResult:
     """One reconcile step of `env`. Safe to run at any moment, from several processes."""
+    seen = _look(env)  # before the lock: observing takes a window, and `sluice rollout abort` must not wait
+    notes, state = seen.notes, seen.state
     with env.scm.lock(env.name):
-        snap = env.scm.read(env.name)
-        state = env.target.state(snap.text)
-        pending = env.scm.pending(env.name)
-        r = state.rollout
-        notes: list[str] = []
-        if r is None or not r.active:
-            waiting = [p for p in pending if p.kind == "approval" and p.base == snap.revision]
-            for p in pending:
-                if p not in waiting:
-                    env.scm.discard(p, "no rollout in progress")
-                    notes.append(f"discarded stale proposal {p.name}")
-            if waiting:  # a start that needs approval
-                wait = Decision(
-                    Action.AWAIT_APPROVAL,
-                    f"waiting for approval of {waiting[-1].name} (`sluice rollout approve --env {env.name}`)",
-                )
-                return TickResult(
-                    env.name, wait, None, snap.revision, state, tuple(waiting), notes=tuple(notes)
-                )
+        # After a window, look again; with nothing observed the snapshot is fresh (a write based on it that
+        # another reconciler overtook is refused by the SCM's compare-and-swap anyway).
+        current = env.scm.read(env.name) if seen.obs.source != "none" else seen.snap
+        if current.revision != seen.snap.revision and (
+            current.text != seen.snap.text or env.policy_at(current.revision) != seen.policy
+        ):
+            moved = Decision(
+                Action.HOLD,
+                f"{env.name} changed on main while metrics were observed "
+                f"({seen.snap.revision[:12]} -> {current.revision[:12]}); deciding again on the next tick",
+            )
             return TickResult(
                 env.name,
-                decide(state, env.policy, Observations(0.0), env.clock()),
-                None,
-                snap.revision,
-                state,
-                (),
+                moved,
+                revision=current.revision,
+                state=env.target.state(current.text),
+                observe_seconds=seen.observed,
                 notes=tuple(notes),
+                policy=seen.policy,
+                decided_at=time.time(),
             )
-
-        now = env.clock()
-        t0 = time.perf_counter()
-        try:
-            obs = observe(env, state, env.policy, now)
-        except MetricsError as e:
-            # An unreachable metric source is no data: each gate's no-data rule applies (never a promotion).
-            obs = Observations(window=env.policy.window, source=f"unavailable: {e}")
-            notes.append(f"metrics unavailable, treated as no data: {e}")
+        pending = env.scm.pending(env.name)
         t1 = time.perf_counter()
-        now = env.clock()  # the observation window has passed
-        decision = decide(state, env.policy, obs, now)
-        t2 = time.perf_counter()
-        timing = {"observe_seconds": t1 - t0, "decide_seconds": t2 - t1}
+        decision = decide(state, seen.policy, seen.obs, env.clock())
+        plan = settle(env.name, state, pending, current.revision, decision)
+        decided, decided_at = time.perf_counter() - t1, time.time()
+        for p, why in plan.discard:
+            env.scm.discard(p, why)
+            notes.append(f"discarded {p.name}: {why}")
+        reported, outcome = plan.decision, None
+        if plan.merge is not None:
+            attempt = env.scm.merge(plan.merge)  # a crash left it unmerged: finish what was decided
+            if attempt.merged:
+                outcome = attempt
+                notes.append(f"repaired: merged {plan.merge.name}, left unmerged by an earlier run")
+            else:
+                reported = repaired(plan.merge, merged=False)
+                notes.append(f"{plan.merge.name} still cannot be merged: {attempt.detail}")
+        elif plan.write:
+            outcome = _write(env, current.text, current.revision, plan.decision)
+        notes += [f"deleted {b}: a branch a crash left without a proposal" for b in env.scm.sweep(env.name)]
+    _follow_champion(env, _after(env, outcome, state), notes)
+    shown = plan.waiting or ((plan.merge,) if plan.merge is not None else ())
+    return TickResult(
+        env.name,
+        reported,
+        outcome,
+        current.revision,
+        state,
+        pending=shown,
+        observe_seconds=seen.observed,
+        decide_seconds=decided,
+        notes=tuple(notes),
+        policy=seen.policy,
+        decided_at=decided_at,
+    )
 
-        safety = decision.action == Action.ROLLBACK or (
-            decision.rollout is not None and decision.rollout.status in ("frozen", "paused")
-        )
-        if not safety and pending:
-            approvals = [p for p in pending if p.kind == "approval"]
-            for p in pending:
-                if p.kind == "auto" and p.base == snap.revision and not approvals:
-                    outcome = env.scm.merge(p)  # a crash left it unmerged: finish what was decided
-                    if outcome.merged:
-                        notes.append(f"repaired: merged {p.name}, left unmerged by an earlier run")
-                        _promoted(env, env.scm.read(env.name).text, notes)
-                    else:
-                        notes.append(f"{p.name} still cannot be merged: {outcome.detail}")
-                    return TickResult(
-                        env.name,
-                        _proposal_decision(p, outcome.merged),
-                        outcome if outcome.merged else None,
-                        snap.revision,
-                        state,
-                        tuple(pending),
-                        notes=tuple(notes),
-                        **timing,
-                    )
-                if p.kind == "auto":
-                    env.scm.discard(p, "stale")
-                    notes.append(f"discarded stale proposal {p.name}")
-            if approvals:
-                wait = Decision(
-                    Action.AWAIT_APPROVAL,
-                    f"waiting for approval of {approvals[-1].name} (`sluice rollout approve --env {env.name}`); "
-                    f"meanwhile: {decision.reason}",
-                    decision.gates,
-                    step=decision.step,
-                )
-                return TickResult(
-                    env.name, wait, None, snap.revision, state, tuple(approvals), notes=tuple(notes), **timing
-                )
-        if safety:
-            for p in pending:
-                env.scm.discard(p, decision.reason)
-                notes.append(f"discarded {p.name}: {decision.action.value}")
-        if not decision.writes:
-            return TickResult(
-                env.name, decision, None, snap.revision, state, (), notes=tuple(notes), **timing
-            )
-        outcome = _write(env, snap.text, snap.revision, decision)
-        if outcome.merged and decision.action == Action.PROMOTE:
-            _promoted(env, env.scm.read(env.name).text, notes)
-        return TickResult(env.name, decision, outcome, snap.revision, state, (), notes=tuple(notes), **timing)
+
+def preview(env: Environment) -> TickResult:
+    """What a tick would decide now, writing nothing and taking no lock (`sluice rollout status`)."""
+    seen = _look(env)
+    t0 = time.perf_counter()
+    decision = decide(seen.state, seen.policy, seen.obs, env.clock())
+    return TickResult(
+        env.name,
+        decision,
+        None,
+        seen.snap.revision,
+        seen.state,
+        pending=tuple(env.scm.pending(env.name)),
+        observe_seconds=seen.observed,
+        decide_seconds=time.perf_counter() - t0,
+        notes=tuple(seen.notes),
+        policy=seen.policy,
+        decided_at=time.time(),
+    )
 
 
 def start(
     env: Environment, candidate_uri: str, model_uri: str, digest: str, strategy: str | None = None
 ) -> TickResult:
     """Add the candidate predictor `m-<short digest>` and open the first step of the rollout."""
-    policy = env.policy.with_strategy(strategy) if strategy else env.policy
     with env.scm.lock(env.name):
-        snap = env.scm.read(env.name)
+        snap: Snapshot = env.scm.read(env.name)
+        policy = env.policy_at(snap.revision)
+        policy = policy.with_strategy(strategy) if strategy else policy
         state = env.target.state(snap.text)
-        if state.rollout is not None and state.rollout.active:
-            r = state.rollout
-            raise RolloutError(
-                f"{env.name}: a {r.strategy} rollout of {r.candidate} is {r.status}; "
-                f"abort it first (`sluice rollout abort --env {env.name}`)"
-            )
-        stable = state.stable_name()
-        name = predictor_name(digest)
-        if name == stable:
-            raise RolloutError(f"{env.name}: {name} is already the stable model")
+        first = opening(env.name, state, policy, digest, candidate_uri, env.clock())
         for p in env.scm.pending(env.name):
             env.scm.discard(p, "a new rollout starts")
-        leftovers = [p.name for p in state.predictors if p.name != stable]
-        now = env.clock()
-        base_text = snap.text
-        if leftovers:  # e.g. blue kept from an older rollout: start from the stable predictor alone
-            from rollout.state import Slot
-
-            base_text = env.target.apply(base_text, (Slot(stable, 100),), None)
-        text = env.target.add_candidate(base_text, name, model_uri, digest)
-        first = steps(policy)[0]
-        sticky = policy.ab.sticky_key if policy.strategy == "ab" else None
-        rollout = Rollout(
-            policy.strategy, name, stable, 0, now, "progressing", "", now, sticky, first.approval
-        )
-        action = Action.AWAIT_APPROVAL if first.approval else Action.ADVANCE
-        decision = Decision(
-            action,
-            f"start {policy.strategy} of {name} ({candidate_uri}) against {stable}",
-            layout=first.layout(stable, name),
-            rollout=rollout,
-            then=Action.ADVANCE if first.approval else None,
-            step=first.name,
-        )
-        title = f"rollout({env.name}): start {policy.strategy} {name} [{first.name}]"
-        outcome = _write(env, text, snap.revision, decision, title=title)
-        return TickResult(env.name, decision, outcome, snap.revision, state)
+        text = snap.text
+        if (
+            first.reset is not None
+        ):  # e.g. blue kept from an older rollout: start from the stable predictor alone
+            text = env.target.apply(text, first.reset, None)
+        assert first.decision.rollout is not None
+        text = env.target.add_candidate(text, first.decision.rollout.candidate, model_uri, digest)
+        outcome = _write(env, text, snap.revision, first.decision, title=first.title)
+        return TickResult(env.name, first.decision, outcome, snap.revision, state, policy=policy)
 
 
 def approve(env: Environment, who: str = "sluice rollout approve") -> TickResult:
     """Merge the step waiting for a human; its stage's bake time starts now."""
+    notes: list[str] = []
     with env.scm.lock(env.name):
         snap = env.scm.read(env.name)
         approvals = [p for p in env.scm.pending(env.name) if p.kind == "approval"]
         if not approvals:
             raise RolloutError(f"{env.name}: nothing is waiting for approval")
         p = approvals[-1]
+        decision = approved(p)
         text = env.scm.read_proposal(p)
         state = env.target.state(text)
         if state.rollout is not None:
             stamped = env.target.apply(
                 text, None, state.rollout.evolve(entered_at=env.clock(), approval=False)
             )
-            env.scm.update_proposal(p, stamped, f"approved by {who}")
+            message = evidence.with_trailers(
+                f"approved by {evidence.one_line(who)}",
+                [(evidence.ACTION, decision.action.value), (evidence.BASE, p.base)],
+            )
+            p = env.scm.update_proposal(p, stamped, message)
         outcome = env.scm.merge(p)
-        notes: list[str] = []
-        _promoted(env, env.scm.read(env.name).text, notes)
-        decision = Decision(Action.PROMOTE if "promot" in p.title else Action.ADVANCE, f"approved {p.name}")
-        return TickResult(env.name, decision, outcome, snap.revision, state, notes=tuple(notes))
+    _follow_champion(env, _after(env, outcome, state), notes)
+    return TickResult(env.name, decision, outcome, snap.revision, state, notes=tuple(notes))
 
 
 def abort(env: Environment, who: str = "sluice rollout abort") -> TickResult:
@@ -307,32 +335,3 @@ def abort(env: Environment, who: str = "sluice rollout abort") -> TickResult:
             env.scm.discard(p, "aborted")
         outcome = _write(env, snap.text, snap.revision, decision)
         return TickResult(env.name, decision, outcome, snap.revision, state)
-
-
-def registry_hook(root: str | Path = ".") -> PromoteHook:
-    """On promotion, move the MLflow `champion` alias to the candidate's registered version, if it has one."""
-
-    def hook(state: RolloutState, candidate: str) -> str:
-        pred = state.predictor(candidate)
-        if pred is None or not pred.model_uri:
-            return "registry: the candidate has no model_uri"
-        uri = pred.model_uri
-        if not uri.startswith("models:/"):
-            return f"registry: {uri} is not a registered model (models:/...), champion alias left alone"
-        from model.registry import Registry
-
-        reg = Registry(root)
-        rest = uri.removeprefix("models:/")
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            ref = reg.alias(name, alias)
-            if ref is None:
-                return f"registry: {uri} no longer resolves"
-            version = ref.version
-        else:
-            name, version = rest.split("/", 1)
-        before = reg.promote(name, version)
-        was = f" (was version {before.version})" if before else ""
-        return f"registry: {name} version {version} is now champion{was}"
-
-    return hook

@@ -113,6 +113,7 @@ class RolloutState:
     predictors: tuple[PredictorState, ...]
     rollout: Rollout | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    namespace: str | None = None  # metadata.namespace: what separates this environment's metrics
 
     def predictor(self, name: str) -> PredictorState | None:
         return next((p for p in self.predictors if p.name == name), None)

@@ -17,7 +17,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from serving.core.feedback import score_feedback
 from serving.core.predictor import Predictor, RequestError
+from serving.core.validation import check_answer
+from serving.protocols import labels
 
 
 class Classifier:
@@ -51,6 +54,10 @@ class Classifier:
         started = time.perf_counter()
         rows = self._validate(X, features_names)
         prediction = self._model.predict(rows)
+        try:
+            check_answer(rows, prediction.probabilities)
+        except RequestError as e:
+            self._bad_request(str(e))
         self._metrics = [
             {"type": "COUNTER", "key": "sluice_model_rows", "value": len(rows)},
             {
@@ -72,22 +79,30 @@ class Classifier:
         truth: Any,
         routing: int | None = None,
     ) -> list[Any]:
-        """Count feedback; with `truth`, score this model on the request's rows (accuracy on feedback).
+        """Count feedback by the core's rules: a reward within [0, 1]; `truth` scored on the request's rows.
 
-        The wrapper itself counts `seldon_api_model_feedback_total` and `..._reward_total`.
+        The wrapper itself counts `seldon_api_model_feedback_total` and `..._reward_total`; a reward out of
+        range is answered with a 400 (the wrapper has counted it by then: the router in front refuses it first).
         """
-        self._metrics = [{"type": "COUNTER", "key": "sluice_model_feedback", "value": 1}]
+        truth_rows = predicted = None
         if truth is not None and np.size(truth) and features is not None and np.size(features):
-            labels = self._model.predict(self._validate(features, feature_names)).labels
-            expected = np.asarray(truth).reshape(-1)
-            if expected.size != labels.size:
-                self._bad_request(f"truth has {expected.size} labels for {labels.size} rows")
-            correct = int((labels == expected.astype(labels.dtype)).sum())
-            self._feedback += int(labels.size)
-            self._correct += correct
+            try:
+                truth_rows = labels.truth_labels({"data": {"ndarray": np.asarray(truth).tolist()}})
+            except RequestError as e:
+                self._bad_request(str(e))
+            predicted = self._model.predict(self._validate(features, feature_names)).labels.tolist()
+        try:
+            # The wrapper's message is a protobuf: an absent reward reads 0.0, so with a truth, 0 means "score it".
+            feedback = score_feedback(reward if truth_rows is None or reward else None, truth_rows, predicted)
+        except RequestError as e:
+            self._bad_request(str(e))
+        self._metrics = [{"type": "COUNTER", "key": "sluice_model_feedback", "value": 1}]
+        if feedback.correct is not None:
+            self._feedback += feedback.rows
+            self._correct += feedback.correct
             self._metrics += [
-                {"type": "COUNTER", "key": "sluice_model_feedback_rows", "value": int(labels.size)},
-                {"type": "COUNTER", "key": "sluice_model_feedback_correct", "value": correct},
+                {"type": "COUNTER", "key": "sluice_model_feedback_rows", "value": feedback.rows},
+                {"type": "COUNTER", "key": "sluice_model_feedback_correct", "value": feedback.correct},
             ]
         return []
 

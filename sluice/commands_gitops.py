@@ -1,8 +1,9 @@
 """`sluice gitops check`: the manifests and policies a pull request touches, checked before Argo CD sees them.
 
 Schemas for every manifest (pipelines/schemas.py), the rollout guardrails on SeldonDeployments
-(rollout.guardrails.check_manifest) and policy validity (rollout.policy.load_policy). Registered on the
-top-level app by sluice/cli.py.
+(rollout.guardrails.check_manifest), policy validity (rollout.policy.load_policy), and whether the environment's
+traffic path can deliver what the policy needs (serving.router.capabilities). Registered on the top-level app
+by sluice/cli.py.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def policy_issues(path: Path) -> Issues:
     from rollout.policy import PolicyError, load_policy
 
     try:
-        load_policy(path)
+        policy = load_policy(path)
     except PolicyError as e:
         # "file: field: reason; field: reason" -> one issue per field
         text = str(e).removeprefix(f"{path}: ")
@@ -46,7 +47,19 @@ def policy_issues(path: Path) -> Issues:
             fld, sep, reason = part.partition(": ")
             issues.append((fld, reason) if sep and " " not in fld else ("", part))
         return issues
-    return []
+    return traffic_issues(path, policy.model_dump())
+
+
+def traffic_issues(path: Path, policy: dict[str, Any]) -> Issues:
+    """Features the policy needs that its environment's traffic path cannot deliver (policies/<env>.yaml is
+    the policy of gitops/environments/<env>/ in the same repository)."""
+    from serving.router.capabilities import problems, traffic_path
+
+    repo = path.resolve().parent.parent
+    env_dir = repo / "gitops" / "environments" / path.stem
+    if not env_dir.is_dir():
+        return []
+    return problems(policy, path.stem, traffic_path(env_dir, repo))
 
 
 def default_checks() -> Checks:

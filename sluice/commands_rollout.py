@@ -1,7 +1,9 @@
 """`sluice rollout`: init an environment, start a rollout, reconcile it, see its status, approve or abort.
 
 The GitOps repository (`--repo`, default `.`) holds gitops/environments/<env>/seldondeployment.yaml and
-policies/<env>.yaml. Metrics come from a gateway's /metrics (`--metrics-url`) or Prometheus (`--prometheus`).
+policies/<env>.yaml, both read from Git (main) on every tick; `--policies` reads the policy from a folder
+instead. Metrics come from a gateway's /metrics (`--metrics-url`) or Prometheus (`--prometheus`). This module
+only parses options and renders: the wiring and the loop are rollout/run.py's, the rules rollout/'s core.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, json_logs, report
 
 if TYPE_CHECKING:
     from rollout.reconciler import Environment, TickResult
+    from rollout.run import Options, Tick
 
 rollout_app = typer.Typer(
     name="rollout",
@@ -26,9 +29,28 @@ rollout_app = typer.Typer(
     no_args_is_help=True,
 )
 
-Env = Annotated[str, typer.Option("--env", "-e", help="Environment: gitops/environments/<env>/.")]
+
+def _env_name(value: str) -> str:
+    """Refuse an environment name before it reaches a path or a ref (`../x`, `main`, `a b`)."""
+    from rollout.scm import BadEnvironment, check_env
+
+    try:
+        return check_env(value)
+    except BadEnvironment as e:
+        raise typer.BadParameter(str(e).removeprefix(f"--env {value!r}: ")) from None
+
+
+Env = Annotated[
+    str,
+    typer.Option(
+        "--env", "-e", callback=_env_name, help="Environment: gitops/environments/<env>/ (a DNS label)."
+    ),
+]
 Repo = Annotated[Path, typer.Option("--repo", help="The GitOps repository (a git checkout).")]
-Policies = Annotated[Path | None, typer.Option("--policies", help="Policy folder (default <repo>/policies).")]
+Policies = Annotated[
+    Path | None,
+    typer.Option("--policies", help="Read <env>.yaml from this folder instead of policies/ in Git."),
+]
 MetricsUrl = Annotated[
     str, typer.Option("--metrics-url", help="A gateway's /metrics, scraped directly (the embedded default).")
 ]
@@ -40,6 +62,24 @@ GitHubRepo = Annotated[
     typer.Option(
         "--github",
         help="owner/name: propose through GitHub pull requests (token from GITHUB_TOKEN) instead of --repo's git.",
+    ),
+]
+GitHubAuthor = Annotated[
+    str | None,
+    typer.Option(
+        "--github-author",
+        envvar="SLUICE_GITHUB_AUTHOR",
+        help="The login the token opens pull requests as, when the token cannot say (GitHub App or Actions "
+        "tokens: e.g. github-actions[bot]). Only pull requests by this identity are acted on.",
+    ),
+]
+TrackingUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mlflow-tracking-uri",
+        envvar="MLFLOW_TRACKING_URI",
+        help="The MLflow registry whose champion alias follows the stable model in Git (default: the "
+        "repository's mlflow.db; with --github, none unless given).",
     ),
 ]
 DEFAULT_METRICS = "http://127.0.0.1:8000/metrics"
@@ -68,67 +108,23 @@ def _errors() -> Iterator[None]:
         StateError,
         TargetError,
     ) as e:
-        fail(str(e))
+        report(e)
 
 
-def build_environment(
-    env: str,
-    repo: Path,
-    policies: Path | None,
-    metrics_url: str | None,
-    prometheus: str | None,
-    github: str | None = None,
-) -> Environment:
-    """Wire one environment's adapters (SCM, Seldon target, metric provider, registry hook) from CLI options.
+def _options(env: str, repo: Path, policies: Path | None = None, **kw: Any) -> Options:
+    from rollout.run import Options
 
-    Also used by `sluice demo`, which runs the reconciler in its own process.
-    """
-    from rollout.metrics import MetricProvider
-    from rollout.policy import load_policy
-    from rollout.reconciler import Environment, registry_hook
-    from rollout.scm import SCM
-    from rollout.targets.seldon import SeldonDeploymentV1
-
-    scm: SCM
-    if github:
-        from rollout.scm.github import GitHub
-
-        scm = GitHub(github)
-    else:
-        from rollout.scm.local import LocalGit
-
-        scm = LocalGit(repo)
-    policy = load_policy((policies or repo / "policies") / f"{env}.yaml")
-    metrics: MetricProvider | None = None
-    if prometheus:
-        from rollout.metrics.prometheus import PrometheusProvider
-
-        metrics = PrometheusProvider(prometheus)
-    elif metrics_url:
-        from rollout.metrics.scrape import ScrapeProvider
-
-        metrics = ScrapeProvider(metrics_url)
-    return Environment(
-        name=env,
-        scm=scm,
-        target=SeldonDeploymentV1(),
-        policy=policy,
-        metrics=metrics,
-        on_promote=registry_hook(repo),
-    )
+    return Options(env=env, repo=repo, policies=policies, **kw)
 
 
-def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
-    """(model_uri to write in the manifest, bundle digest) of a bundle path, file:// or models:/ URI."""
-    from model.bundle import Bundle
-    from model.registry import resolve_bundle_path
+def _environment(options: Options) -> Environment:
+    from rollout.run import build_environment
 
-    bundle = Bundle.open(resolve_bundle_path(uri, repo))
-    model_uri = uri if uri.startswith(("models:/", "file://")) else Path(uri).resolve().as_uri()
-    return model_uri, bundle.digest
+    return build_environment(options)
 
 
 def _gate_table(result: TickResult) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="gates", show_lines=False)
@@ -136,22 +132,25 @@ def _gate_table(result: TickResult) -> Any:
         table.add_column(col)
     colours = {"pass": "green", "fail": "red", "hold": "yellow", "no-data-pass": "yellow", "skip": "dim"}
     for g in result.decision.gates:
-        row = list(g.row())
-        row[-1] = f"[{colours.get(g.verdict, 'white')}]{g.verdict}[/]"
+        row = [escape(str(cell)) for cell in g.row()]
+        row[-1] = f"[{colours.get(g.verdict, 'white')}]{row[-1]}[/]"
         table.add_row(*row)
     return table
 
 
 def _show(result: TickResult) -> None:
+    from rich.markup import escape
+
     d = result.decision
-    line = f"[bold]{result.env}[/]: [cyan]{d.action.value}[/] — {d.reason}"
-    console.print(line, highlight=False)
+    console.print(
+        f"[bold]{escape(result.env)}[/]: [cyan]{d.action.value}[/] — {escape(d.reason)}", highlight=False
+    )
     if d.gates:
         console.print(_gate_table(result))
     if result.outcome is not None:
-        console.print(f"  git: {result.outcome.detail}", highlight=False)
+        console.print(f"  git: {escape(result.outcome.detail)}", highlight=False)
     for note in result.notes:
-        console.print(f"  {note}", highlight=False)
+        console.print(f"  {escape(note)}", highlight=False)
 
 
 def _result_json(result: TickResult) -> dict[str, Any]:
@@ -162,6 +161,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
         "env": result.env,
         "revision": result.revision,
         "deployment": state.deployment if state else None,
+        "namespace": state.namespace if state else None,
         "predictors": [
             {
                 "name": p.name,
@@ -173,7 +173,9 @@ def _result_json(result: TickResult) -> dict[str, Any]:
             for p in (state.predictors if state else ())
         ],
         "rollout": None if r is None else json.loads(r.to_json()),
-        "pending": [{"name": p.name, "kind": p.kind, "title": p.title} for p in result.pending],
+        "pending": [
+            {"name": p.name, "kind": p.kind, "title": p.title, "action": p.action} for p in result.pending
+        ],
         "decision": {
             "action": d.action.value,
             "reason": d.reason,
@@ -192,6 +194,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
                 for g in d.gates
             ],
         },
+        "notes": list(result.notes),
         "wrote": result.outcome.detail if result.outcome else None,
     }
 
@@ -209,7 +212,10 @@ def init(
 ) -> None:
     """Write an environment's first manifest: one stable predictor at 100 %, committed to main."""
     with _errors():
+        from deployment.names import predictor_name
         from rollout.guardrails import check_manifest
+        from rollout.reconciler import RolloutError
+        from rollout.run import candidate_model
         from rollout.scm import manifest_path
         from rollout.scm.local import LocalGit
         from rollout.targets.seldon import DEFAULT_IMAGE, initial_manifest
@@ -218,16 +224,12 @@ def init(
         text = initial_manifest(env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE)
         problems = check_manifest(text)
         if problems:
-            fail("; ".join(str(p) for p in problems))
+            raise RolloutError("; ".join(str(p) for p in problems))
+        name = predictor_name(digest)
         commit = LocalGit(repo).write_initial(
-            env,
-            text,
-            f"rollout({env}): init with m-{digest.split(':')[1][:12]} at 100%\n\nmodel: {model_uri}",
-            force=force,
+            env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=force
         )
-        console.print(
-            f"wrote {manifest_path(env)} on main ({commit[:12]}): m-{digest.split(':')[1][:12]} at 100%"
-        )
+        console.print(f"wrote {manifest_path(env)} on main ({commit[:12]}): {name} at 100%", highlight=False)
 
 
 @rollout_app.command("start")
@@ -240,12 +242,15 @@ def start_cmd(
     repo: Repo = Path("."),
     policies: Policies = None,
     github: GitHubRepo = None,
+    github_author: GitHubAuthor = None,
 ) -> None:
     """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch)."""
     with _errors():
         from rollout.reconciler import start
+        from rollout.run import candidate_model
 
-        environment = build_environment(env, repo, policies, None, None, github)
+        options = _options(env, repo, policies, github=github, github_author=github_author)
+        environment = _environment(options)
         model_uri, digest = candidate_model(candidate, repo)
         _show(start(environment, candidate, model_uri, digest, strategy))
 
@@ -255,7 +260,15 @@ def reconcile(
     env: Env,
     once: Annotated[bool, typer.Option("--once", help="One tick, then exit (the default).")] = False,
     watch: Annotated[
-        bool, typer.Option("--watch", help="Tick every policy interval, with a live view.")
+        bool,
+        typer.Option(
+            "--watch",
+            help="Tick every policy interval and keep running, idle while no rollout is active (what the "
+            "in-cluster reconciler runs). A live view on a terminal, JSON-lines logs otherwise.",
+        ),
+    ] = False,
+    until_done: Annotated[
+        bool, typer.Option("--until-done", help="With --watch: exit once no rollout is in progress.")
     ] = False,
     repo: Repo = Path("."),
     policies: Policies = None,
@@ -263,65 +276,84 @@ def reconcile(
     prometheus: PrometheusUrl = None,
     max_ticks: Annotated[int, typer.Option(help="With --watch: stop after this many ticks (0: never).")] = 0,
     github: GitHubRepo = None,
+    github_author: GitHubAuthor = None,
+    mlflow_tracking_uri: TrackingUri = None,
 ) -> None:
     """Run the reconciler: decide and propose the next step of the rollout in progress."""
     if once and watch:
-        fail("choose one of --once and --watch")
+        report("choose one of --once and --watch")
+    if until_done and not watch:
+        report("--until-done goes with --watch")
     with _errors():
         from rollout.reconciler import tick
         from rollout.scm import Conflict
 
-        environment = build_environment(env, repo, policies, metrics_url, prometheus, github)
+        options = _options(
+            env,
+            repo,
+            policies,
+            metrics_url=metrics_url,
+            prometheus=prometheus,
+            github=github,
+            github_author=github_author,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        environment = _environment(options)
         if not watch:
             try:
                 _show(tick(environment))
             except Conflict as e:
-                fail(f"skipped: {e}", code=3)
+                report(f"skipped: {e}", code=3)
             return
         try:
-            _watch(environment, max_ticks)
+            if console.is_terminal:
+                _live(environment, max_ticks, until_done)
+            else:
+                from rollout.run import ended, run
+
+                with json_logs():
+                    run(environment, max_ticks, until=ended if until_done else None)
         except KeyboardInterrupt:
             console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
 
-def _watch(environment: Environment, max_ticks: int) -> None:
+def _live(environment: Environment, max_ticks: int, until_done: bool) -> None:
+    """The loop with a live view: weights, the gate table and the decisions so far."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
 
-    from rollout.reconciler import tick
-    from rollout.scm import Conflict
+    from rollout.run import ended, run
 
     history: list[str] = []
-    n = 0
+
     with Live(Text("starting…"), console=console, refresh_per_second=4, transient=False) as live:
-        while max_ticks == 0 or n < max_ticks:
-            n += 1
-            try:
-                result = tick(environment)
-            except Conflict as e:
-                history.append(f"{time.strftime('%H:%M:%S')} skipped: {e}")
-                time.sleep(environment.policy.interval)
-                continue
-            d = result.decision
+
+        def render(step: Tick) -> None:
             stamp = time.strftime("%H:%M:%S")
+            if step.result is None:
+                history.append(
+                    f"{stamp} {'skipped' if step.skipped else 'error'}: {step.skipped or step.error}"
+                )
+                live.update(Group(Text(f"tick {step.number}"), Text("\n".join(history[-12:]))))
+                return
+            result = step.result
+            d = result.decision
             if result.wrote or not history or not history[-1].endswith(d.reason):
                 history.append(f"{stamp} {d.action.value}: {d.reason}")
+            history.extend(f"{stamp}   {note}" for note in result.notes)
             weights = ", ".join(
                 f"{p.name}={p.traffic}{' (shadow)' if p.shadow else ''}"
                 for p in (result.state.predictors if result.state else ())
             )
-            header = Text.from_markup(
-                f"[bold]{environment.name}[/] tick {n} · weights: {weights} · "
-                f"decide {result.decide_seconds * 1000:.2f} ms · observe {result.observe_seconds:.2f} s"
+            header = Text(
+                f"{environment.name} tick {step.number} · weights: {weights} · "
+                f"decide {result.decide_seconds * 1000:.2f} ms · observe {result.observe_seconds:.2f} s · "
+                f"next in {step.next_in:g} s"
             )
             live.update(Group(header, _gate_table(result), Text("\n".join(history[-12:]))))
-            r = result.state.rollout if result.state else None
-            if (r is None or not r.active) and not result.wrote:
-                break
-            if result.wrote and result.decision.rollout is not None and not result.decision.rollout.active:
-                break
-            time.sleep(environment.policy.interval)
+
+        run(environment, max_ticks, on_tick=render, until=ended if until_done else None)
 
 
 @rollout_app.command("status")
@@ -335,31 +367,39 @@ def status(
     ] = None,
     prometheus: PrometheusUrl = None,
     github: GitHubRepo = None,
+    github_author: GitHubAuthor = None,
 ) -> None:
     """Stage, weights and the gate table of the rollout in progress (a dry run: writes nothing)."""
     with _errors():
-        from rollout.decision import current_step, decide
-        from rollout.observations import Observations
-        from rollout.reconciler import TickResult, observe
+        from rich.markup import escape
 
-        environment = build_environment(env, repo, policies, metrics_url, prometheus, github)
-        snap = environment.scm.read(env)
-        state = environment.target.state(snap.text)
-        now = environment.clock()
-        obs = (
-            observe(environment, state, environment.policy, now) if environment.metrics else Observations(0.0)
+        from rollout.decision import current_step
+        from rollout.reconciler import preview
+
+        options = _options(
+            env,
+            repo,
+            policies,
+            metrics_url=metrics_url,
+            prometheus=prometheus,
+            github=github,
+            github_author=github_author,
         )
-        decision = decide(state, environment.policy, obs, environment.clock())
-        result = TickResult(env, decision, None, snap.revision, state, tuple(environment.scm.pending(env)))
+        environment = _environment(options)
+        result = preview(environment)
+        observed = environment.metrics is not None
         if as_json:
             out = _result_json(result)
-            if environment.metrics is None:
+            if not observed:
                 out["decision"] = None  # not observed: pass --metrics-url or --prometheus for the gate table
             console.print_json(json.dumps(out))
             return
+        state = result.state
+        assert state is not None and result.policy is not None
         r = state.rollout
         console.print(
-            f"[bold]{env}[/] at {snap.revision[:12]} · deployment {state.deployment}", highlight=False
+            f"[bold]{escape(env)}[/] at {result.revision[:12]} · deployment {escape(state.deployment)}",
+            highlight=False,
         )
         for p in state.predictors:
             role = ""
@@ -369,38 +409,64 @@ def status(
         if r is None:
             console.print("no rollout recorded")
         else:
-            _, step = current_step(environment.policy, r) if r.active else (None, None)
-            console.print(
+            _, step = current_step(result.policy, r) if r.active else (None, None)
+            line = (
                 f"rollout: {r.strategy} · {r.status} · stage {r.stage}{f' ({step.name})' if step else ''}"
-                f"{' · ' + r.message if r.message else ''}",
+                f"{' · ' + r.message if r.message else ''}"
+            )
+            console.print(escape(line), highlight=False)
+        for proposal in result.pending:
+            console.print(
+                escape(f"pending: {proposal.name} ({proposal.kind}, {proposal.action}) {proposal.title}"),
                 highlight=False,
             )
-        for proposal in result.pending:
-            console.print(f"pending: {proposal.name} ({proposal.kind}) {proposal.title}", highlight=False)
-        if environment.metrics is not None and r is not None and r.active:
-            console.print(f"next: {decision.action.value} — {decision.reason}", highlight=False)
-            if decision.gates:
+        for note in result.notes:
+            console.print(f"  {escape(note)}", highlight=False)
+        if observed and r is not None and r.active:
+            d = result.decision
+            console.print(f"next: {d.action.value} — {escape(d.reason)}", highlight=False)
+            if d.gates:
                 console.print(_gate_table(result))
 
 
 @rollout_app.command("approve")
 def approve_cmd(
-    env: Env, repo: Repo = Path("."), policies: Policies = None, github: GitHubRepo = None
+    env: Env,
+    repo: Repo = Path("."),
+    policies: Policies = None,
+    github: GitHubRepo = None,
+    github_author: GitHubAuthor = None,
+    mlflow_tracking_uri: TrackingUri = None,
 ) -> None:
     """Merge the step that waits for a human (its bake time starts now)."""
     with _errors():
         from rollout.reconciler import approve
 
-        _show(approve(build_environment(env, repo, policies, None, None, github)))
+        options = _options(
+            env,
+            repo,
+            policies,
+            github=github,
+            github_author=github_author,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        )
+        _show(approve(_environment(options)))
 
 
 @rollout_app.command("abort")
-def abort_cmd(env: Env, repo: Repo = Path("."), policies: Policies = None, github: GitHubRepo = None) -> None:
+def abort_cmd(
+    env: Env,
+    repo: Repo = Path("."),
+    policies: Policies = None,
+    github: GitHubRepo = None,
+    github_author: GitHubAuthor = None,
+) -> None:
     """Roll back at once: stable to 100 %, candidate removed, pending steps discarded."""
     with _errors():
         from rollout.reconciler import abort
 
-        _show(abort(build_environment(env, repo, policies, None, None, github)))
+        options = _options(env, repo, policies, github=github, github_author=github_author)
+        _show(abort(_environment(options)))
 
 
 def register(app: typer.Typer) -> None:

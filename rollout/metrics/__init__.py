@@ -33,7 +33,10 @@ class MetricProvider(Protocol):
         window: float,
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
+        namespace: str | None = None,
     ) -> Observations:
         """Counts per predictor over the last `window` seconds; with `since`, also totals over that many
-        seconds (Observations.stage, for A/B tests); `custom` maps gate names to PromQL templates."""
+        seconds (Observations.stage, for A/B tests); `custom` maps gate names to PromQL templates. `namespace`
+        is the environment's (the manifest's metadata.namespace): two environments run the same deployment
+        and predictor names, and only the namespace tells their series apart."""
         ...

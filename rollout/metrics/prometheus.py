@@ -1,8 +1,11 @@
 """Observations from Prometheus' HTTP API (`/api/v1/query`), with PromQL over the Seldon executor metrics.
 
-Latency buckets are fetched as `increase()` per `le`, so the quantile a gate asks for is computed by the
-engine exactly as for a direct scrape. `increase()` needs at least two samples in the window: choose a
-window of several scrape intervals.
+Every query selects the environment's namespace (the manifest's metadata.namespace, the `namespace` label
+Prometheus puts on every series it scrapes from a pod): staging and production run the same deployment and
+predictor names, and a query without it would judge production on staging's traffic. A custom PromQL gate
+must select `namespace="{namespace}"` itself, or it is refused. Latency buckets are fetched as `increase()`
+per `le`, so the quantile a gate asks for is computed by the engine exactly as for a direct scrape.
+`increase()` needs at least two samples in the window: choose a window of several scrape intervals.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from deployment import metric_names as names
 from rollout.metrics import COMPARISONS, DISAGREEMENTS, FEEDBACK, REQUESTS, REWARD, MetricsError
 from rollout.observations import Observations, PredictorStats
 
@@ -27,6 +31,20 @@ _REGEX_SPECIAL = set(".^$*+?()[]{}|\\")
 def _names(predictors: Sequence[str]) -> str:
     """A PromQL regex alternation matching exactly these names (backslashes doubled inside the string)."""
     return "|".join("".join("\\\\" + c if c in _REGEX_SPECIAL else c for c in p) for p in predictors)
+
+
+def _string(value: str) -> str:
+    """A PromQL double-quoted string literal holding exactly `value`."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _namespace(namespace: str | None) -> str:
+    if not namespace:
+        raise MetricsError(
+            "the manifest has no metadata.namespace: Prometheus queries must select the environment's "
+            "namespace (staging and production share deployment and predictor names)"
+        )
+    return f"{names.NAMESPACE}={_string(namespace)}"
 
 
 class PrometheusProvider:
@@ -63,8 +81,10 @@ class PrometheusProvider:
     def _per_predictor(self, promql: str) -> dict[str, float]:
         return {s["metric"].get("predictor_name", ""): float(s["value"][1]) for s in self.query(promql)}
 
-    def _stats(self, deployment: str, predictors: Sequence[str], seconds: float) -> dict[str, PredictorStats]:
-        sel = f'deployment_name="{deployment}",predictor_name=~"{_names(predictors)}"'
+    def _stats(
+        self, ns: str, deployment: str, predictors: Sequence[str], seconds: float
+    ) -> dict[str, PredictorStats]:
+        sel = f'{ns},deployment_name={_string(deployment)},predictor_name=~"{_names(predictors)}"'
         w = _range(seconds)
         requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{sel}}}[{w}]))")
         errors = self._per_predictor(
@@ -77,7 +97,7 @@ class PrometheusProvider:
             )
         feedback = self._per_predictor(f"sum by (predictor_name) (increase({FEEDBACK}{{{sel}}}[{w}]))")
         reward = self._per_predictor(f"sum by (predictor_name) (increase({REWARD}{{{sel}}}[{w}]))")
-        psel = f'predictor_name=~"{_names(predictors)}"'
+        psel = f'{ns},predictor_name=~"{_names(predictors)}"'
         comparisons = self._per_predictor(f"sum by (predictor_name) (increase({COMPARISONS}{{{psel}}}[{w}]))")
         disagreements = self._per_predictor(
             f"sum by (predictor_name) (increase({DISAGREEMENTS}{{{psel}}}[{w}]))"
@@ -102,20 +122,31 @@ class PrometheusProvider:
         window: float,
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
+        namespace: str | None = None,
     ) -> Observations:
+        ns = _namespace(namespace)
         values: dict[str, dict[str, float]] = {}
         for gate, template in (custom or {}).items():
+            if "{namespace}" not in template:
+                raise MetricsError(
+                    f'gate {gate}: its query does not select namespace="{{namespace}}", so it could read '
+                    f"another environment's series; add the selector to the query in the policy"
+                )
             for p in predictors:
                 q = template.format(
-                    predictor=p, deployment=deployment, window=_range(window), stable=predictors[0]
+                    predictor=p,
+                    deployment=deployment,
+                    window=_range(window),
+                    stable=predictors[0],
+                    namespace=_string(namespace or "")[1:-1],  # inside the template's own quotes
                 )
                 v = self.value(q)
                 if v is not None:
                     values.setdefault(gate, {})[p] = v
         return Observations(
             window=window,
-            predictors=self._stats(deployment, predictors, window),
+            predictors=self._stats(ns, deployment, predictors, window),
             custom=values,
-            stage=self._stats(deployment, predictors, since) if since else None,
+            stage=self._stats(ns, deployment, predictors, since) if since else None,
             source=f"prometheus {self.url}",
         )

@@ -120,6 +120,7 @@ class ScrapeProvider:
         window: float,
         custom: Mapping[str, str] | None = None,
         since: float | None = None,
+        namespace: str | None = None,  # one gateway serves one environment: its /metrics are all of it
     ) -> Observations:
         first = parse_exposition(self.scrape(), deployment, predictors)
         self.sleep(window)

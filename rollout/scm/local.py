@@ -4,7 +4,9 @@ It writes with git plumbing (hash-object, a private index, commit-tree, update-r
 checked-out branch's files while building a proposal, and moves main with a compare-and-swap
 (`update-ref main NEW OLD`): if main moved since the decision, the merge is refused. If main is checked out
 and its copy of the manifest is unmodified, that file is refreshed after the merge so `git status` stays
-clean. A lock file in .git keeps two reconcilers from acting on one environment at once.
+clean; it is replaced whole (a temporary file renamed over it), never rewritten in place, because
+`sluice up` polls it and must never read half a manifest. A lock file in .git keeps two reconcilers from
+acting on one environment at once.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
+from rollout import evidence
 from rollout.scm import Conflict, Kind, Outcome, Proposal, SCMError, Snapshot, branch_prefix, manifest_path
 
 _IDENTITY = {
@@ -88,6 +92,12 @@ class LocalGit:
             ) from e
         return Snapshot(env, text, head)
 
+    def read_path(self, revision: str, path: str) -> str:
+        try:
+            return self.show(revision, path)
+        except SCMError as e:
+            raise SCMError(f"{self.repo}: no {path} at {revision[:12]}") from e
+
     def pending(self, env: str) -> list[Proposal]:
         out = self.git(
             "for-each-ref",
@@ -99,10 +109,15 @@ class LocalGit:
         for line in out.splitlines():
             branch, tip = line.split()
             kind: Kind = "approval" if branch.startswith(f"{branch_prefix(env)}approval/") else "auto"
-            subject = self.git("log", "-1", "--format=%s", tip).strip()
-            # The fork point from main (an approval branch may carry an "approved" commit on top).
-            base = self.git("merge-base", tip, f"refs/heads/{self.main}").strip()
-            proposals.append(Proposal(env, branch, branch, kind, subject, base))
+            message = self.git("log", "-1", "--format=%B", tip)
+            subject = message.split("\n", 1)[0].strip()
+            # The decision's base, as the proposal recorded it; else the fork point from main.
+            base = (
+                evidence.trailer(message, evidence.BASE)
+                or self.git("merge-base", tip, f"refs/heads/{self.main}").strip()
+            )
+            action = evidence.trailer(message, evidence.ACTION)
+            proposals.append(Proposal(env, branch, branch, kind, subject, base, action=action, head=tip))
         return proposals
 
     def read_proposal(self, proposal: Proposal) -> str:
@@ -132,7 +147,8 @@ class LocalGit:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{commit[:7]}"
         branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
         self.git("update-ref", f"refs/heads/{branch}", commit, "")  # create only
-        proposal = Proposal(env, branch, branch, kind, title, base)
+        action = evidence.trailer(body, evidence.ACTION)
+        proposal = Proposal(env, branch, branch, kind, title, base, action=action, head=commit)
         if not merge:
             return Outcome(proposal, merged=False, detail=f"waiting on branch {branch}")
         return self.merge(proposal)
@@ -165,8 +181,7 @@ class LocalGit:
         if head is None:
             file = self.repo / path
             if not file.exists():
-                file.parent.mkdir(parents=True, exist_ok=True)
-                file.write_text(text)
+                replace_file(file, text)
                 self.git("update-index", "--add", "--", path)
         else:
             self._refresh_worktree(path, head, commit)
@@ -176,11 +191,13 @@ class LocalGit:
         tip = self.rev(f"refs/heads/{proposal.branch}")
         commit = self._commit_file(tip, manifest_path(proposal.env), text, message)
         self.git("update-ref", f"refs/heads/{proposal.branch}", commit, tip)
-        return proposal
+        return replace(proposal, head=commit)
 
     def merge(self, proposal: Proposal) -> Outcome:
         path = manifest_path(proposal.env)
         tip = self.rev(f"refs/heads/{proposal.branch}")
+        if proposal.head and tip != proposal.head:
+            raise Conflict(f"{proposal.branch} moved since it was read ({proposal.head[:12]} -> {tip[:12]})")
         head = self.rev(f"refs/heads/{self.main}")
         if head != proposal.base and self.git("rev-parse", f"{head}:{path}") != self.git(
             "rev-parse", f"{proposal.base}:{path}"
@@ -205,6 +222,10 @@ class LocalGit:
         with contextlib.suppress(SCMError):  # already gone: another run discarded or merged it
             self.git("update-ref", "-d", f"refs/heads/{proposal.branch}")
 
+    def sweep(self, env: str) -> list[str]:
+        """Nothing to sweep: here a branch is the proposal itself (pending, repaired or discarded by a tick)."""
+        return []
+
     def _refresh_worktree(self, path: str, old: str, new: str) -> None:
         """Keep a checked-out main in step with the moved ref, for the one file we changed, if untouched."""
         try:
@@ -220,8 +241,7 @@ class LocalGit:
             old_text = None
         if file.exists() and file.read_text() != old_text:
             return  # edited by hand in the working tree: leave it to the user
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.write_text(self.show(new, path))
+        replace_file(file, self.show(new, path))
         self.git("update-index", "--add", "--", path)  # the index entry follows HEAD for this path only
 
     # lock ------------------------------------------------------------------------------------------
@@ -259,3 +279,21 @@ class LocalGit:
             os.write(fd, f"{os.getpid()} {time.time():.3f}\n".encode())
             return fd
         raise Conflict(f"could not take the lock {path}")
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` whole: a temporary file in the same directory, flushed, then renamed over it. A reader
+    polling the file (`sluice up`) sees the old manifest or the new one, never a truncated one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -64,7 +64,7 @@ class SeldonDeploymentV1:
             rollout = Rollout.from_json(raw) if raw else None
         except StateError as e:
             raise TargetError(f"metadata.annotations.{ANNOTATION}: {e}") from e
-        return RolloutState(sd.name, predictors, rollout)
+        return RolloutState(sd.name, predictors, rollout, namespace=sd.namespace)
 
     def apply(self, text: str, layout: Layout | None, rollout: Rollout | None) -> str:
         doc = self.load(text)

@@ -19,6 +19,7 @@ import numpy as np
 
 from serving.batch.formats import Chunk, Format, read_csv_header, reject_lines, scored_rows
 from serving.core.predictor import Predictor, RequestError
+from serving.core.validation import check_answer
 
 if TYPE_CHECKING:
     from serving.batch.plan import Plan
@@ -143,6 +144,25 @@ def _reason(predictor: Predictor, row: np.ndarray) -> str:
     return ""
 
 
+def _refuse_uncomputed(
+    keep: np.ndarray, X: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, reasons: dict[int, str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose probabilities the model could not compute (`check_answer`, the rule every serving mode
+    applies) move from the kept rows to the refused ones, with the core's reason; `keep` and `reasons` are
+    updated in place, the answers of the rows still kept are returned."""
+    computed = np.isfinite(probabilities).all(axis=1)
+    if computed.all():
+        return labels, probabilities
+    rows = np.flatnonzero(keep)
+    for k in np.flatnonzero(~computed):
+        try:
+            check_answer(X[k : k + 1], probabilities[k : k + 1])
+        except RequestError as e:
+            reasons[int(rows[k])] = str(e).removeprefix("row 0: ")
+        keep[rows[k]] = False
+    return labels[computed], probabilities[computed]
+
+
 def score_chunk(
     predictor: Predictor, chunk: Chunk, out_fmt: Format, numeric: frozenset[str] = frozenset()
 ) -> ScoredChunk:
@@ -152,6 +172,7 @@ def score_chunk(
     if X is not None:
         prediction = predictor.predict(X)
         labels, probabilities = prediction.labels, prediction.probabilities
+        labels, probabilities = _refuse_uncomputed(keep, X, labels, probabilities, reasons)
     else:
         labels, probabilities = np.empty(0, np.int64), np.empty((0, n_classes))
     return ScoredChunk(

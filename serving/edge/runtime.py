@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from serving.core.validation import Features, RequestError, check_answer
 from serving.edge.manifest import (
     METADATA_FILE,
     SELFTEST_FILE,
@@ -30,9 +29,8 @@ from serving.edge.manifest import (
     verify,
 )
 
-
-class EdgeInputError(ValueError):
-    """Input rows the model cannot take; the message names the row, feature and value."""
+# Input rows the model cannot take (the message names the row, feature and value), or an unreadable input file.
+EdgeInputError = RequestError
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,10 @@ class EdgeModel:
             ][:2]
         except (KeyError, TypeError, ValueError) as e:
             raise EdgeBundleError(f"{directory / SIGNATURE_FILE}: malformed signature ({e})") from e
-        self._index = {name: i for i, name in enumerate(self.feature_names)}
+        try:
+            self._features = Features(self.feature_names)
+        except ValueError as e:
+            raise EdgeBundleError(f"{directory / SIGNATURE_FILE}: malformed signature ({e})") from e
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -108,7 +109,7 @@ class EdgeModel:
 
     @property
     def n_features(self) -> int:
-        return len(self.feature_names)
+        return self._features.count
 
     # prediction ------------------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> EdgePrediction:
@@ -118,53 +119,14 @@ class EdgeModel:
         return EdgePrediction(np.asarray(labels).reshape(-1), np.asarray(probabilities))
 
     def predict_rows(self, rows: Any) -> EdgePrediction:
-        return self.predict(self.validate(rows))
+        X = self.validate(rows)
+        prediction = self.predict(X)
+        check_answer(X, prediction.probabilities)
+        return prediction
 
     def validate(self, rows: Any) -> np.ndarray:
-        """Records `{feature: value}` or lists of values in signature order -> float32 (rows x features)."""
-        if isinstance(rows, np.ndarray):
-            X = rows.reshape(1, -1) if rows.ndim == 1 else rows
-            if X.ndim != 2 or X.shape[1] != self.n_features:
-                raise EdgeInputError(f"expected rows of {self.n_features} features, got shape {rows.shape}")
-            if X.dtype.kind not in "fiu":
-                raise EdgeInputError(f"expected numbers, got an array of {X.dtype}")
-            X = X.astype(np.float32)
-            self._check_finite(X)
-            return X
-        if isinstance(rows, Mapping):
-            rows = [rows]
-        if isinstance(rows, str | bytes) or not isinstance(rows, Sequence) or len(rows) == 0:
-            raise EdgeInputError("expected a non-empty list of rows")
-        if not isinstance(rows[0], Mapping | Sequence) or isinstance(rows[0], str | bytes):
-            rows = [rows]  # one flat row
-        X = np.empty((len(rows), self.n_features), dtype=np.float32)
-        for r, row in enumerate(rows):
-            if isinstance(row, Mapping):
-                unknown = [k for k in row if k not in self._index]
-                if unknown:
-                    raise EdgeInputError(f"row {r}: unknown feature {unknown[0]!r}")
-                missing = [n for n in self.feature_names if n not in row]
-                if missing:
-                    raise EdgeInputError(f"row {r}: missing feature {missing[0]!r} ({len(missing)} missing)")
-                for name, value in row.items():
-                    X[r, self._index[name]] = _number(value, r, name)
-            elif isinstance(row, Sequence) and not isinstance(row, str | bytes):
-                if len(row) != self.n_features:
-                    raise EdgeInputError(f"row {r}: {len(row)} values, the model takes {self.n_features}")
-                for j, value in enumerate(row):
-                    X[r, j] = _number(value, r, self.feature_names[j])
-            else:
-                raise EdgeInputError(
-                    f"row {r}: expected a record or a list of values, got {type(row).__name__}"
-                )
-        return X
-
-    def _check_finite(self, X: np.ndarray) -> None:
-        if not np.isfinite(X).all():
-            r, c = np.argwhere(~np.isfinite(X))[0]
-            raise EdgeInputError(
-                f"row {r}, feature {self.feature_names[c]!r}: {X[r, c]} is not a finite number"
-            )
+        """Rows in any form the predictor core accepts -> float64 (rows x features), by the same rules."""
+        return self._features.validate(rows)
 
     # self-test -------------------------------------------------------------------------------------
     def self_test(self) -> SelfTestResult:
@@ -184,19 +146,6 @@ class EdgeModel:
         return SelfTestResult(passed, len(X), matches, diff, tolerance)
 
 
-def _number(value: Any, row: int, feature: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise EdgeInputError(f"row {row}, feature {feature!r}: non-numeric value {value!r}") from None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise EdgeInputError(f"row {row}, feature {feature!r}: non-numeric value {value!r}")
-    if not math.isfinite(value):
-        raise EdgeInputError(f"row {row}, feature {feature!r}: {value} is not a finite number")
-    return float(value)
-
-
 def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
@@ -207,7 +156,8 @@ def read_rows(path: Path) -> list[dict[str, Any]] | list[Any]:
         raise EdgeInputError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
-            return [dict(row) for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            return [_csv_record(path, reader.line_num, row) for row in reader]
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -217,6 +167,21 @@ def read_rows(path: Path) -> list[dict[str, Any]] | list[Any]:
     if not isinstance(data, list):
         raise EdgeInputError(f'{path}: expected a JSON list of rows or {{"instances": [...]}}')
     return data
+
+
+def _csv_record(path: Path, line: int, row: dict[str | None, Any]) -> dict[str, float]:
+    """CSV cells are text: parse each as a number here, so the validator sees what a JSON client sends."""
+    if None in row:
+        raise EdgeInputError(f"{path}, line {line}: more cells than the header has columns")
+    record = {}
+    for name, cell in row.items():
+        try:
+            record[str(name)] = float(cell)
+        except (TypeError, ValueError):
+            raise EdgeInputError(
+                f"{path}, line {line}, column {name!r}: non-numeric value {cell!r}"
+            ) from None
+    return record
 
 
 def golden_rows(directory: Path) -> list[Any]:

@@ -4,21 +4,30 @@ Chosen by measurement (benchmarks/serving.py): on this 2-core machine class Fast
 objects and response validation cost more than the model (~3,500 no-op req/s against ~14,000 for uvicorn
 with a bare ASGI app), so the app parses and routes itself and leaves the work to the predictor core.
 The protocol codecs translate; this module only moves bytes, maps errors to status codes and counts.
+
+What Seldon's own clients send is served as Seldon serves it: the microservice's form field `json=`
+(`/predict`, `/send-feedback`), and the ingress paths `/seldon/<namespace>/<deployment>/...` and
+`/seldon/<deployment>/...` (the deployment must be this predictor's when `SELDON_DEPLOYMENT_ID` names it).
+A path answers the methods it declares (plus HEAD for GET and OPTIONS); any other gets 405 with `Allow`.
+An unexpected failure is answered with a generic 500 that carries a reference; the details go to the log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import numpy as np
 import orjson
 
 from serving.core.predictor import Predictor, RequestError
+from serving.core.validation import check_answer, short_repr
 from serving.http import openapi
 from serving.http.model_metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.http.model_metrics import ServingMetrics
@@ -28,7 +37,11 @@ log = logging.getLogger("sluice.serving")
 
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 JSON = b"application/json"
+FORM = b"application/x-www-form-urlencoded"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# A JSON integer longer than this is read as a float, as orjson reads it: a client's huge integer (a shape,
+# a reward) then costs nothing to compare or multiply.
+_MAX_INT_DIGITS = 20
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -58,6 +71,13 @@ def json_response(payload: Any, status: int = 200) -> Response:
 Handler = Callable[["PredictorApp", bytes], Response]
 
 
+@dataclass(frozen=True)
+class Route:
+    endpoint: str  # the metrics label ("" for paths not counted)
+    handler: Handler
+    seldon: bool = False  # a Seldon wrapper route: takes the form field json= too
+
+
 class PredictorApp:
     """Serves one model version over Seldon v1 and Open Inference Protocol v2."""
 
@@ -74,8 +94,10 @@ class PredictorApp:
         # Callers may address the model by the served name or by the bundle's own name.
         self.names = {self.name, predictor.name}
         self.version = predictor.short_digest
+        self.versions = {self.version, predictor.digest}
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics or ServingMetrics(model_name=self.name, model_digest=predictor.digest)
+        self.deployment = self.metrics.deployment_name or None
         self.classes = list(predictor.signature.classes)
         self._feature_set = frozenset(predictor.feature_names)
         self._seldon_encoder = seldon.PredictEncoder(self.classes, self.name, predictor.digest)
@@ -91,23 +113,35 @@ class PredictorApp:
                 self.platform,
             )
         )
-        self._routes: dict[tuple[str, str], tuple[str, Handler]] = {
-            ("POST", "/api/v1.0/predictions"): ("predictions", PredictorApp.seldon_predict),
-            ("POST", "/predict"): ("predictions", PredictorApp.seldon_predict),
-            ("POST", "/api/v1.0/feedback"): ("feedback", PredictorApp.seldon_feedback),
-            ("POST", "/send-feedback"): ("feedback", PredictorApp.seldon_feedback),
-            ("GET", "/health/ping"): ("", PredictorApp.ping),
-            ("GET", "/health/status"): ("", PredictorApp.health_status),
-            ("GET", "/metadata"): ("", PredictorApp.model_metadata),
-            ("GET", "/v2"): ("", PredictorApp.server_metadata),
-            ("GET", "/v2/health/live"): ("", PredictorApp.live),
-            ("GET", "/v2/health/ready"): ("", PredictorApp.live),
-            ("GET", "/metrics"): ("", PredictorApp.prometheus),
-            ("GET", "/prometheus"): ("", PredictorApp.prometheus),
-            ("GET", "/openapi.json"): ("", PredictorApp.openapi_json),
-            ("GET", "/docs"): ("", PredictorApp.docs),
+        predict = Route("predictions", PredictorApp.seldon_predict, seldon=True)
+        feedback = Route("feedback", PredictorApp.seldon_feedback, seldon=True)
+        self._routes: dict[tuple[str, str], Route] = {
+            ("POST", "/api/v1.0/predictions"): predict,
+            ("POST", "/api/v0.1/predictions"): predict,
+            ("POST", "/predict"): predict,
+            ("POST", "/api/v1.0/feedback"): feedback,
+            ("POST", "/api/v0.1/feedback"): feedback,
+            ("POST", "/send-feedback"): feedback,
+            ("GET", "/health/ping"): Route("", PredictorApp.ping),
+            ("GET", "/health/status"): Route("", PredictorApp.health_status),
+            ("GET", "/metadata"): Route("", PredictorApp.model_metadata),
+            ("GET", "/v2"): Route("", PredictorApp.server_metadata),
+            ("GET", "/v2/health/live"): Route("", PredictorApp.live),
+            ("GET", "/v2/health/ready"): Route("", PredictorApp.live),
+            ("GET", "/metrics"): Route("", PredictorApp.prometheus),
+            ("GET", "/prometheus"): Route("", PredictorApp.prometheus),
+            ("GET", "/openapi.json"): Route("", PredictorApp.openapi_json),
+            **{("GET", path): Route("", _docs_asset(path)) for path in openapi.DOCS_ASSETS},
         }
-        self._paths = {path: method for method, path in self._routes}
+        self._by_path: dict[str, dict[str, Route]] = {}
+        for (method, path), route in self._routes.items():
+            self._by_path.setdefault(path, {})[method] = route
+        self._top_segments = {path.split("/")[1] for path in self._by_path} | {"v2"}
+        self._v2_actions = {
+            "": {"GET": Route("", PredictorApp.model_metadata)},
+            "ready": {"GET": Route("", PredictorApp.model_ready)},
+            "infer": {"POST": Route("infer", PredictorApp.v2_infer)},
+        }
 
     # ASGI ------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -129,24 +163,25 @@ class PredictorApp:
         endpoint = ""
         try:
             route = self._routes.get((method, path))
-            if route is not None:
-                endpoint, handler = route
-                body = await self._body(scope, receive) if method == "POST" else b""
-                response = handler(self, body)
-            elif path.startswith("/v2/models/"):
-                endpoint, response = await self._v2_model(method, path, scope, receive)
-            elif path in self._paths:
-                raise HTTPError(405, f"{method} {path}: method not allowed (use {self._paths[path]})")
+            if route is None:
+                route = self._resolve(method, path)
+            endpoint = route.endpoint
+            if method == "POST":
+                body = await self._body(scope, receive, route.seldon)
             else:
-                raise HTTPError(404, f"{path}: no such endpoint (see /docs)")
+                body = b""
+            response = route.handler(self, body)
         except HTTPError as e:
             response = self._error(path, e.status, e.message)
             response.headers = e.headers
         except RequestError as e:
             response = self._error(path, 400, str(e))
-        except Exception as e:  # a bug, not bad input: answer, log, and keep serving
-            log.exception("%s %s failed", method, path)
-            response = self._error(path, 500, f"internal error: {type(e).__name__}: {e}")
+        except RecursionError:  # only a client's nesting goes this deep
+            response = self._error(path, 400, "malformed request: nested too deeply")
+        except Exception:  # a bug, not bad input: a generic answer; the details go to the log only
+            reference = secrets.token_hex(4)
+            log.exception("%s %s failed (reference %s)", method, short_repr(path, 200), reference)
+            response = self._error(path, 500, f"internal error (reference {reference}; details in the log)")
         headers = [
             (b"content-type", response.content_type),
             (b"content-length", str(len(response.body)).encode()),
@@ -158,16 +193,79 @@ class PredictorApp:
         if endpoint:
             self.metrics.observe(endpoint, response.status, time.perf_counter() - start)
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+    def _resolve(self, method: str, path: str) -> Route:
+        """Every request off the fast path: Seldon's ingress prefix, v2 model paths, HEAD, OPTIONS, 405, 404."""
+        if path.startswith("/seldon/"):
+            path = self._strip_ingress(path)
+        if path.startswith("/v2/models/"):
+            routes = self._v2_model(path)
+        else:
+            routes = self._by_path.get(path, {})
+            if not routes:
+                raise HTTPError(404, f"{short_repr(path)}: no such endpoint (see /docs)")
+        route = routes.get(method)
+        if route is not None:
+            return route
+        if method == "HEAD" and "GET" in routes:  # uvicorn sends the GET answer's headers, not its body
+            return routes["GET"]
+        allow = ", ".join([*routes, *(["HEAD"] if "GET" in routes else []), "OPTIONS"]).encode()
+        if method == "OPTIONS":
+            return Route("", lambda app, body: Response(204, b"", b"text/plain", [(b"allow", allow)]))
+        raise HTTPError(
+            405,
+            f"{method} {short_repr(path)}: method not allowed (use {allow.decode()})",
+            [(b"allow", allow)],
+        )
+
+    def _strip_ingress(self, path: str) -> str:
+        # /seldon/<namespace>/<deployment>/<rest> or /seldon/<deployment>/<rest>, as Seldon's ingress routes
+        parts = path.split("/", 5)  # ["", "seldon", a, b, ...]
+        if len(parts) >= 4 and parts[3] in self._top_segments:
+            deployment, rest = parts[2], "/" + "/".join(parts[3:])
+        elif len(parts) >= 5:
+            deployment, rest = parts[3], "/" + "/".join(parts[4:])
+        else:
+            raise HTTPError(
+                404, f"{short_repr(path)}: expected /seldon/<namespace>/<deployment>/api/v1.0/..."
+            )
+        if self.deployment is not None and deployment != self.deployment:
+            raise HTTPError(
+                404, f"no deployment {short_repr(deployment)} here: this predictor serves {self.deployment!r}"
+            )
+        return rest
+
+    def _v2_model(self, path: str) -> dict[str, Route]:
+        """/v2/models/{name}[/versions/{version}][/ready | /infer] -> its routes by method (404 otherwise)."""
+        parts = path[len("/v2/models/") :].split("/")
+        name, rest = parts[0], parts[1:]
+        if name not in self.names:
+            raise HTTPError(404, f"unknown model {short_repr(name)}: this predictor serves {self.name!r}")
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+            if version not in self.versions:
+                raise HTTPError(
+                    404,
+                    f"model {name!r} has no version {short_repr(version)} (this predictor serves {self.version})",
+                )
+        routes = self._v2_actions.get(rest[0] if rest else "")
+        if routes is None or len(rest) > 1:
+            raise HTTPError(404, f"{short_repr(path)}: no such endpoint (see /docs)")
+        return routes
+
+    async def _body(self, scope: Scope, receive: Receive, seldon_route: bool = False) -> bytes:
+        form = False
         for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                raise self._too_large()  # before reading a byte of it
+            if key == b"content-length":
+                if value.isdigit() and int(value) > self.max_body_bytes:
+                    raise self._too_large()  # before reading a byte of it
+            elif key == b"content-type" and seldon_route and not value.startswith(JSON):
+                form = self._form_type(value)
         message = await receive()
         body: bytes = message.get("body", b"")
         if not message.get("more_body", False) and message["type"] == "http.request":
             if len(body) > self.max_body_bytes:
                 raise self._too_large()
-            return body  # the common case: the whole body in one message
+            return _form_json(body) if form else body  # the common case: the whole body in one message
         chunks = [body]
         size = len(body)
         while True:
@@ -176,11 +274,21 @@ class PredictorApp:
             if size > self.max_body_bytes:
                 raise self._too_large()
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                whole = b"".join(chunks)
+                return _form_json(whole) if form else whole
             message = await receive()
             chunk = message.get("body", b"")
             size += len(chunk)
             chunks.append(chunk)
+
+    @staticmethod
+    def _form_type(content_type: bytes) -> bool:
+        media = content_type.split(b";", 1)[0].strip().lower()
+        if media == FORM:
+            return True
+        if media == b"multipart/form-data":
+            raise HTTPError(415, "multipart/form-data is not supported: send JSON, or the form field json=")
+        return False
 
     def _too_large(self) -> HTTPError:
         return HTTPError(
@@ -190,7 +298,7 @@ class PredictorApp:
         )
 
     def _error(self, path: str, status: int, message: str) -> Response:
-        if path.startswith("/v2"):
+        if path.startswith("/v2") or "/v2/" in path:
             return json_response(v2.error_body(message), status)
         return json_response(seldon.error_body(status, message), status)
 
@@ -199,11 +307,12 @@ class PredictorApp:
         request = seldon.decode_predict(_loads(body))
         X = self.predictor.validate(request.rows, request.names)
         prediction = self.predictor.predict(X)
+        check_answer(X, prediction.probabilities)
         self.metrics.add_rows(len(X))
         return Response(200, self._seldon_encoder.encode(request, prediction))
 
     def seldon_feedback(self, body: bytes) -> Response:
-        feedback = seldon.decode_feedback(_loads(body), self.classes)
+        feedback = seldon.decode_feedback(_loads(body), self.classes, self._labels_of)
         self.metrics.record_feedback(feedback.reward)
         meta = {
             "tags": {
@@ -216,6 +325,11 @@ class PredictorApp:
             meta["tags"]["correct"] = feedback.correct
         meta["requestPath"] = {self.name: self.predictor.digest}
         return json_response({"data": {"ndarray": []}, "meta": meta})
+
+    def _labels_of(self, request: seldon.PredictRequest) -> list[Any]:
+        """What this model predicts for a feedback's request (checks it; scores a truth sent without response)."""
+        labels: list[Any] = self.predictor.predict_rows(request.rows, request.names).labels.tolist()
+        return labels
 
     def ping(self, body: bytes) -> Response:
         return Response(200, b"pong", b"text/plain")
@@ -240,34 +354,14 @@ class PredictorApp:
     def live(self, body: bytes) -> Response:
         return json_response({"live": True, "ready": True})
 
-    async def _v2_model(self, method: str, path: str, scope: Scope, receive: Receive) -> tuple[str, Response]:
-        # /v2/models/{name}[/versions/{version}][/ready | /infer]
-        parts = path[len("/v2/models/") :].split("/")
-        name, rest = parts[0], parts[1:]
-        if len(rest) >= 2 and rest[0] == "versions":
-            version, rest = rest[1], rest[2:]
-            if name in self.names and version not in (self.version, self.predictor.digest, ""):
-                raise HTTPError(
-                    404, f"model {name!r} has no version {version!r} (this predictor serves {self.version})"
-                )
-        if name not in self.names:
-            raise HTTPError(404, f"unknown model {name!r}: this predictor serves {self.name!r}")
-        action = rest[0] if rest else ""
-        if len(rest) > 1 or action not in ("", "ready", "infer"):
-            raise HTTPError(404, f"{path}: no such endpoint (see /docs)")
-        expected = "POST" if action == "infer" else "GET"
-        if method != expected:
-            raise HTTPError(405, f"{method} {path}: method not allowed (use {expected})")
-        if action == "infer":
-            return "infer", self.v2_infer(await self._body(scope, receive))
-        if action == "ready":
-            return "", json_response({"name": self.name, "ready": True})
-        return "", Response(200, self._metadata)
+    def model_ready(self, body: bytes) -> Response:
+        return json_response({"name": self.name, "ready": True})
 
     def v2_infer(self, body: bytes) -> Response:
         request = v2.decode_infer(_loads(body), self._feature_set)
         X = self.predictor.validate(request.rows)
         prediction = self.predictor.predict(X)
+        check_answer(X, prediction.probabilities)
         self.metrics.add_rows(len(X))
         return json_response(v2.encode_infer(request, prediction, self.name, self.version))
 
@@ -278,8 +372,15 @@ class PredictorApp:
     def openapi_json(self, body: bytes) -> Response:
         return Response(200, self._openapi)
 
-    def docs(self, body: bytes) -> Response:
-        return Response(200, openapi.SWAGGER_HTML.encode(), b"text/html; charset=utf-8")
+
+def _docs_asset(path: str) -> Handler:
+    """Swagger UI, served from the installed package (no CDN): read once, on the first request."""
+
+    def handler(app: PredictorApp, body: bytes) -> Response:
+        content, content_type = openapi.docs_asset(path)
+        return Response(200, content, content_type)
+
+    return handler
 
 
 def _loads(body: bytes) -> Any:
@@ -289,10 +390,27 @@ def _loads(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         if b"NaN" in body or b"Infinity" in body or "infinity" in str(e):
-            # Not JSON, but what Python's json.dumps writes for nan/inf: parse it so that the
-            # validator can name the feature holding the non-finite value.
+            # Not JSON, but what Python's json.dumps writes for nan/inf: parse it so that the validator can
+            # name the feature holding the non-finite value. Bounded like orjson: integers of more than 20
+            # digits read as floats, nesting ends in RecursionError (a 400).
             try:
-                return json.loads(body)
-            except ValueError:
+                return json.loads(body, parse_int=_bounded_int)
+            except (ValueError, RecursionError):
                 pass
         raise RequestError(f"malformed JSON: {e}") from None
+
+
+def _bounded_int(text: str) -> int | float:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
+
+
+def _form_json(body: bytes) -> bytes:
+    """The form field `json=` of a Seldon microservice request (what seldon-core's client sends)."""
+    try:
+        fields = parse_qs(body.decode("ascii"), keep_blank_values=True, max_num_fields=8, strict_parsing=True)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RequestError(f"malformed form body: {e}") from None
+    values = fields.get("json", [])
+    if len(values) != 1:
+        raise RequestError("a form body needs exactly one field json= holding the JSON message")
+    return values[0].encode()

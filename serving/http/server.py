@@ -30,14 +30,37 @@ def build_app(
     return PredictorApp(predictor, name, max_body_bytes=max_body_bytes)
 
 
-def run(app: PredictorApp, host: str = "127.0.0.1", port: int = 9000, log_level: str = "warning") -> None:
+def run(
+    app: PredictorApp,
+    host: str = "127.0.0.1",
+    port: int = 9000,
+    log_level: str = "warning",
+    report_fd: int | None = None,
+) -> None:
+    """Serve `app`; with `report_fd`, bind first (port 0: any free port), then write the port to that fd.
+
+    The runtime that started this process learns the port from the process itself, so no other process can
+    take it between a port being picked and being bound.
+    """
+    import socket
+
     import uvicorn
 
+    sockets = None
+    if report_fd is not None:
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((host, port))
+        sock.listen(2048)
+        port = sock.getsockname()[1]
+        sockets = [sock]
     print(
         f"serving {app.name} ({app.predictor.digest}, {app.predictor.backend}) on http://{host}:{port}",
         flush=True,
     )
-    uvicorn.run(
+    if report_fd is not None:
+        with open(report_fd, "w", closefd=True) as report:
+            report.write(f"{port}\n")
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -48,8 +71,9 @@ def run(app: PredictorApp, host: str = "127.0.0.1", port: int = 9000, log_level:
         log_level=log_level,
         server_header=False,
         date_header=False,
-        proxy_headers=False,  # a predictor sits behind the gateway on loopback; nothing to rewrite
+        proxy_headers=False,  # a predictor sits behind the router on loopback; nothing to rewrite
     )
+    uvicorn.Server(config).run(sockets=sockets)
 
 
 # What Seldon Core's operator sets in a model container: the graph's parameters and the port to serve on.
@@ -86,7 +110,7 @@ def seldon_env(environ: dict[str, str]) -> tuple[str, str | None, int]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.http.server", description=__doc__)
     p.add_argument("--model", help="bundle path, file:// URI, or models:/name@alias|/version")
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="0: any free port (with --report-fd)")
     p.add_argument(
         "--seldon-env",
         action="store_true",
@@ -99,6 +123,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="onnx", help="onnx (fast) or sklearn")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
     p.add_argument("--log-level", default="warning")
+    p.add_argument("--report-fd", type=int, default=None, help="write the bound port to this inherited fd")
     return p
 
 
@@ -112,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         args.digest = args.digest or seldon_digest
-        args.port = args.port or seldon_port
+        args.port = seldon_port if args.port is None else args.port
         metrics_port = os.environ.get(SELDON_METRICS_PORT, "")
     else:
         metrics_port = ""
@@ -138,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(int(metrics_port), addr=args.host, registry=app.metrics.registry)
-    run(app, args.host, args.port, args.log_level)
+    run(app, args.host, args.port, args.log_level, args.report_fd)
     return 0
 
 

@@ -45,7 +45,7 @@ class PredictorSpec:
     def process_key(self) -> tuple[str, str, str, bool]:
         """What a running process serves: a change in any of these needs a new process.
 
-        The shadow flag is part of it because a shadow runs at a lower CPU priority (see serving.local.supervisor).
+        The shadow flag is part of it because a shadow runs at a lower CPU priority (see serving.local.processes).
         """
         return (self.name, self.model_uri, self.model_digest, self.shadow)
 
@@ -55,6 +55,7 @@ class DeploymentSpec:
     name: str
     predictors: tuple[PredictorSpec, ...]
     source: Path
+    view: seldon.SeldonDeployment  # the manifest as the router reads it (weights, annotations, labels)
 
     @property
     def live(self) -> tuple[PredictorSpec, ...]:
@@ -105,7 +106,7 @@ def read_manifest(
     sd = seldon.read(source)
     seldon.check(sd, source)
     predictors = tuple(_predictor(source, p, check_uri) for p in sd.predictors)
-    return DeploymentSpec(name=sd.name, predictors=predictors, source=source)
+    return DeploymentSpec(name=sd.name, predictors=predictors, source=source, view=sd)
 
 
 def _predictor(source: Path, p: seldon.Predictor, check_uri: Callable[[str], None] | None) -> PredictorSpec:

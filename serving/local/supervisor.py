@@ -1,75 +1,45 @@
-"""The local runtime behind `sluice up`: one predictor process per predictor, the gateway, and convergence.
+"""The local runtime behind `sluice up`: one predictor process per predictor, the router, and convergence.
 
-It reads the SeldonDeployment in a directory, starts `python -m serving.http.server` for each predictor on a free
-port, routes to a predictor only once it answers `/v2/health/ready`, then serves the gateway. It polls the
-manifest (every 0.5 s, by content hash) and converges on a change: starts new predictors and waits for them,
-swaps the routing table in one assignment, then drains (in-flight requests finish) and stops the removed
-ones. A manifest it cannot run (invalid, or a predictor that does not come up) is refused with a message and
-the running set stays as it was. A shadow predictor runs at niceness +10, so that on a small machine the
-mirrored copies never take CPU from the live answers (its queue drops copies instead, and counts them);
-turning a shadow into a live predictor therefore starts a fresh process, routed once ready. A predictor process that dies is restarted on its port; meanwhile its
-share of traffic goes to the others and its failed requests are retried there.
+It reads the SeldonDeployment in a directory, starts a predictor process for each predictor (see
+`processes`: each reports its own port and must prove it serves the pinned model and digest), routes to a
+predictor only once it is ready, then serves the router: traffic on one port, admin (metrics, routes) on
+another, bound to loopback by default. It follows the manifest as a file (`serving.router.watch`, the same
+watcher the cluster router uses) and converges on a change: starts new predictors and waits for them, swaps
+the routing in one assignment, then drains (in-flight requests finish) and stops the removed ones. A
+manifest it cannot run (invalid, or a predictor that does not come up) is refused with a message and the
+running set stays as it was. A predictor process that dies is restarted (on a new port it reports);
+meanwhile its share of traffic goes to the others and its failed requests are retried there. One that stops
+answering its readiness probe is taken out of routing until it answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serving.local.spec import DeploymentSpec, ManifestError, PredictorSpec, find_manifest, read_manifest
+from serving.local.processes import Command, PredictorProcess, StartupError, serving_command
+from serving.local.spec import DeploymentSpec, ManifestError, read_manifest
+from serving.router.admin import Admin
+from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import PredictorLabels
-from serving.router.proxy import Backend, Gateway, Routes
-from serving.router.routing import RoutingTable, Target
-from serving.router.server import GatewayServer
-from serving.router.upstream import Upstream, UpstreamError
+from serving.router.listener import Limits, bind, serve_until
+from serving.router.mirroring import MAX_BYTES as MIRROR_BYTES
+from serving.router.proxy import Router
+from serving.router.routes import Backend, routes_for
+from serving.router.watch import ManifestWatch
 
 log = logging.getLogger("sluice.up")
 
-READY_PATH = "/v2/health/ready"
-Command = Callable[[PredictorSpec, str, int], list[str]]
-
-
-class StartupError(RuntimeError):
-    """A predictor process that exited or did not become ready in time; carries the tail of its log."""
-
-
-def serving_command(spec: PredictorSpec, host: str, port: int) -> list[str]:
-    """The predictor server the runtime starts for one predictor."""
-    return [
-        sys.executable,
-        "-m",
-        "serving.http.server",
-        "--model",
-        spec.model_uri,
-        "--port",
-        str(port),
-        "--host",
-        host,
-        "--name",
-        spec.model_name,  # the graph node's name: the same v2 model name whichever predictor answers
-        "--digest",
-        spec.model_digest,
-    ]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["LocalRuntime", "RuntimeEvent", "StartupError", "bind", "serving_command"]
 
 
 @dataclass
@@ -81,48 +51,6 @@ class RuntimeEvent:
     converged: bool = False
 
 
-@dataclass
-class PredictorProcess:
-    spec: PredictorSpec
-    port: int
-    upstream: Upstream
-    log_path: Path
-    popen: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    stopping: bool = False
-    restarting: bool = False
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").rstrip().splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:]) or "(empty log)"
-
-
-SHADOW_NICENESS = 10
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask Linux to SIGTERM the predictor if the runtime dies without stopping it (kill -9)."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _shadow_child() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """A shadow yields the CPU to live predictors: on a small machine it must not slow live answers."""
-    _die_with_parent()
-    with contextlib.suppress(OSError):
-        os.nice(SHADOW_NICENESS)
-
-
 class LocalRuntime:
     """Runs one SeldonDeployment on this machine. Use `serve()` (blocks until stopped) or the pieces."""
 
@@ -132,6 +60,8 @@ class LocalRuntime:
         *,
         host: str = "127.0.0.1",
         port: int = 8000,
+        admin_host: str = "127.0.0.1",
+        admin_port: int = 8001,
         command: Command = serving_command,
         poll_interval: float = 0.5,
         ready_timeout: float = 90.0,
@@ -140,26 +70,36 @@ class LocalRuntime:
         health_timeout: float = 2.0,
         health_failures: int = 3,
         request_timeout: float = 30.0,
+        mirror_bytes: int = MIRROR_BYTES,
+        limits: Limits | None = None,
         log_dir: Path | None = None,
         on_event: Callable[[RuntimeEvent], None] | None = None,
     ):
         self.directory = Path(directory)
         self.host = host
         self.port = port
+        self.admin_host = admin_host
+        self.admin_port = admin_port
         self.command = command
-        self.poll_interval = poll_interval
         self.ready_timeout = ready_timeout
         self.drain_timeout = drain_timeout
         self.health_interval = health_interval
         self.health_timeout = health_timeout
         self.health_failures = health_failures
+        self.limits = limits or Limits()
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="sluice-up-"))
         self.on_event = on_event
-        self.gateway = Gateway(timeout=request_timeout)
+        self.router = Router(timeout=request_timeout, mirror_bytes=mirror_bytes, mirror_process=True)
+        self.admin = Admin(self.router)
         self.spec: DeploymentSpec | None = None
         self.processes: dict[tuple[str, str, str, bool], PredictorProcess] = {}
-        self.manifest_path: Path | None = None
-        self._applied_hash: str | None = None
+        self.watch = ManifestWatch(
+            self.directory,
+            self._apply,
+            interval=poll_interval,
+            report=self._emit,
+            refusals=(ManifestError, StartupError),
+        )
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
@@ -173,8 +113,8 @@ class LocalRuntime:
 
     def snapshot(self) -> list[dict[str, object]]:
         """The running predictors in manifest order: name, traffic, shadow, port, pid, alive, restarts."""
-        rows = []
         order = [p.name for p in self.spec.predictors] if self.spec else []
+        rows = []
         for proc in sorted(self.processes.values(), key=lambda p: _index(order, p.spec.name)):
             rows.append(
                 {
@@ -183,7 +123,7 @@ class LocalRuntime:
                     "shadow": proc.spec.shadow,
                     "port": proc.port,
                     "pid": proc.pid,
-                    "alive": proc.upstream.alive,
+                    "alive": proc.backend.alive,
                     "restarts": proc.restarts,
                     "model_uri": proc.spec.model_uri,
                 }
@@ -191,10 +131,17 @@ class LocalRuntime:
         return rows
 
     # lifecycle ------------------------------------------------------------------------------------------
-    async def serve(self, sock: socket.socket | None = None) -> None:
-        """Start predictors, then the gateway on `sock` (or host:port); run until `stop()` or a signal."""
+    async def serve(self, sock: socket.socket | None = None, admin_sock: socket.socket | None = None) -> None:
+        """Start predictors, then the router on `sock` and its admin endpoint on `admin_sock` (or the
+        configured addresses); run until `stop()` or SIGINT/SIGTERM."""
         sock = sock or bind(self.host, self.port)
+        try:
+            admin_sock = admin_sock or bind(self.admin_host, self.admin_port)
+        except OSError:
+            sock.close()
+            raise
         self.port = sock.getsockname()[1]
+        self.admin_port = admin_sock.getsockname()[1]
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -210,24 +157,24 @@ class LocalRuntime:
                 return
             stopper.cancel()
             startup.result()
-            server = GatewayServer(self.gateway)
-            await server.start(sock)
-            watcher = asyncio.create_task(self._watch())
-            supervisor = asyncio.create_task(self._supervise())
-            prober = asyncio.create_task(self._probe())
-            self._emit(logging.INFO, f"gateway listening on http://{self.host}:{self.port}")
-            try:
-                await self._stop.wait()
-            finally:
-                for t in (watcher, supervisor, prober):
-                    t.cancel()
-                for t in (watcher, supervisor, prober):
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                await server.shutdown()
+            await serve_until(
+                self._stop,
+                self.router,
+                self.admin,
+                sock,
+                admin_sock,
+                self.limits,
+                [self.watch.run(), self._supervise(), self._probe()],
+                on_started=lambda: self._emit(
+                    logging.INFO,
+                    f"router listening on http://{self.host}:{self.port} "
+                    f"(admin: metrics and routes on http://{self.admin_host}:{self.admin_port})",
+                ),
+            )
         finally:
             await self.shutdown()
             sock.close()
+            admin_sock.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(sig)
@@ -237,49 +184,64 @@ class LocalRuntime:
 
     async def start(self) -> None:
         """Read the manifest and bring up its predictors; raises ManifestError or StartupError."""
-        self.manifest_path = find_manifest(self.directory)
-        content = self.manifest_path.read_bytes()
-        spec = read_manifest(self.manifest_path)
-        await self.converge(spec)
-        self._applied_hash = hashlib.sha256(content).hexdigest()
+        path, content = self.watch.read()
+        await self.converge(read_manifest(path))
+        self.watch.mark(content)
 
     async def shutdown(self) -> None:
-        """Stop every predictor process (the gateway has stopped taking requests by now)."""
+        """Stop every predictor process (the router has stopped taking requests by now)."""
         for t in list(self._background):
             t.cancel()
-        self.gateway.swap(None)
+        self.router.swap(None)
         procs = list(self.processes.values()) + self._retiring
         self.processes.clear()
         self._retiring = []
-        await asyncio.gather(*(self._terminate(p) for p in procs))
-        await self.gateway.mirror.stop()
+        await asyncio.gather(*(p.terminate() for p in procs))
+        await self.router.mirror.stop()
 
     # convergence ------------------------------------------------------------------------------------------
+    async def _apply(self, path: Path, content: bytes) -> None:
+        spec = read_manifest(path)
+        self._emit(logging.INFO, f"{path.name} changed: converging")
+        await self.converge(spec)
+
     async def converge(self, spec: DeploymentSpec) -> None:
         """Make the running set match `spec`; on StartupError the running set is left as it was."""
         async with self._lock:
             desired = {p.process_key: p for p in spec.predictors}
+            labels = {
+                p.name: PredictorLabels.of(spec.view.namespace, spec.name, p) for p in spec.view.predictors
+            }
             new = [p for key, p in desired.items() if key not in self.processes]
             started: list[PredictorProcess] = []
             try:
                 for p in new:
-                    proc = self._spawn(p)
+                    proc = PredictorProcess(
+                        p,
+                        Backend(p.name, labels[p.name], AiohttpUpstream(self.host, 0)),
+                        self.log_dir / f"{p.name}-{len(self.processes) + len(started)}.log",
+                        self.host,
+                    )
                     started.append(proc)
-                    self._emit(logging.INFO, f"starting {p.name} ({p.model_uri}) on port {proc.port}")
+                    self._emit(logging.INFO, f"starting {p.name} ({p.model_uri})")
+                    proc.launch(self.command)
                 await asyncio.gather(*(self._wait_ready(proc) for proc in started))
             except BaseException:
-                await asyncio.gather(*(self._terminate(proc) for proc in started))
+                await asyncio.gather(*(proc.terminate() for proc in started))
                 raise
             for proc in started:
-                proc.upstream.ready = True
+                proc.backend.ready = True
                 self.processes[proc.spec.process_key] = proc
             for key, p in desired.items():
-                self.processes[key].spec = p
+                proc = self.processes[key]
+                proc.spec = p
+                proc.backend.labels = labels[p.name]
             removed = [proc for key, proc in self.processes.items() if key not in desired]
-            self.gateway.swap(self._routes(spec))
+            backends = {p.name: self.processes[p.process_key].backend for p in spec.predictors}
+            self.router.swap(routes_for(spec.view, backends))
             for proc in removed:
                 del self.processes[proc.spec.process_key]
-                proc.upstream.ready = False  # not even a retry goes there any more
+                proc.backend.ready = False  # not even a retry goes there any more
                 self._retiring.append(proc)
                 self._in_background(self._retire(proc))
             self.spec = spec
@@ -288,102 +250,55 @@ class LocalRuntime:
             )
             self._emit(logging.INFO, f"routing {spec.name}: {weights}", converged=True)
 
-    def _routes(self, spec: DeploymentSpec) -> Routes:
-        targets = [Target(p.name, p.traffic, p.shadow) for p in spec.predictors]
-        backends = {}
-        for p in spec.predictors:
-            proc = self.processes[p.process_key]
-            backends[p.name] = Backend(p.name, PredictorLabels.of(spec.name, p), proc.upstream)
-        return Routes(spec.name, RoutingTable(targets), backends)
-
     async def _retire(self, proc: PredictorProcess) -> None:
-        drained = await proc.upstream.drain(self.drain_timeout)
+        drained = await _drain(proc.backend, self.drain_timeout)
         if proc.spec.shadow:
-            await self.gateway.mirror.join(min(self.drain_timeout, 2.0))
-        await self._terminate(proc)
+            await self.router.mirror.join(min(self.drain_timeout, 2.0))
+        await proc.terminate()
         if proc in self._retiring:
             self._retiring.remove(proc)
-        note = "" if drained else f" ({proc.upstream.in_flight} requests still in flight after drain timeout)"
+        note = "" if drained else f" ({proc.backend.in_flight} requests still in flight after drain timeout)"
         self._emit(logging.INFO, f"stopped {proc.spec.name}{note}")
 
     # processes ---------------------------------------------------------------------------------------------
-    def _spawn(self, spec: PredictorSpec, port: int | None = None) -> PredictorProcess:
-        port = port or free_port(self.host)
-        log_path = self.log_dir / f"{spec.name}-{port}.log"
-        proc = PredictorProcess(spec, port, Upstream(self.host, port), log_path)
-        self._launch(proc)
-        return proc
-
-    def _launch(self, proc: PredictorProcess) -> None:
-        argv = self.command(proc.spec, self.host, proc.port)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with proc.log_path.open("ab") as out:
-            proc.popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C reaches the runtime only; it stops the predictors itself
-                preexec_fn=_shadow_child if proc.spec.shadow else _die_with_parent,
-            )
-        proc.started_at = time.monotonic()
-
     async def _wait_ready(self, proc: PredictorProcess) -> None:
+        """Learn the process's port, then wait until its probe names the pinned model and digest."""
         deadline = time.monotonic() + self.ready_timeout
-        probe = Upstream(self.host, proc.port, max_idle=1)
-        try:
-            while True:
-                assert proc.popen is not None
-                code = proc.popen.poll()
-                if code is not None:
-                    raise StartupError(
-                        f"predictor {proc.spec.name} exited with code {code} before it was ready:\n"
-                        f"{proc.log_tail()}"
-                    )
-                with contextlib.suppress(UpstreamError):
-                    response = await probe.request("GET", READY_PATH, [], b"", timeout=2.0)
-                    if response.status == 200:
-                        return
-                if time.monotonic() > deadline:
-                    raise StartupError(
-                        f"predictor {proc.spec.name} not ready after {self.ready_timeout:g} s "
-                        f"(GET {READY_PATH} on port {proc.port}):\n{proc.log_tail()}"
-                    )
-                await asyncio.sleep(0.05)
-        finally:
-            probe.close()
-
-    async def _terminate(self, proc: PredictorProcess) -> None:
-        proc.stopping = True
-        proc.upstream.ready = False
-        proc.upstream.close()
-        popen = proc.popen
-        if popen is None or popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while popen.poll() is None and time.monotonic() < deadline:
+        port = await proc.wait_port(deadline)
+        old = proc.backend.upstream
+        proc.backend.upstream = AiohttpUpstream(self.host, port)
+        await old.close()
+        problem: str | None = "not probed"
+        while True:
+            assert proc.popen is not None
+            code = proc.popen.poll()
+            if code is not None:
+                raise StartupError(
+                    f"predictor {proc.spec.name} exited with code {code} before it was ready:\n{proc.log_tail()}"
+                )
+            problem = await proc.probe(timeout=2.0)
+            if problem is None:
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"predictor {proc.spec.name} not ready after {self.ready_timeout:g} s "
+                    f"(port {port}: {problem}):\n{proc.log_tail()}"
+                )
             await asyncio.sleep(0.05)
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                popen.kill()
-            await asyncio.to_thread(popen.wait)
 
     async def _supervise(self) -> None:
         """Restart predictor processes that die (with a growing pause if they keep dying)."""
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
             for proc in list(self.processes.values()):
                 if proc.stopping or proc.restarting or proc.popen is None:
                     continue
                 code = proc.popen.poll()
                 if code is None:
                     continue
-                proc.upstream.ready = False
-                proc.upstream.reset()
+                proc.backend.ready = False
                 proc.restarting = True
+                await proc.backend.upstream.close()  # requests in flight there fail now, and are retried
                 self._emit(
                     logging.WARNING,
                     f"predictor {proc.spec.name} (pid {proc.popen.pid}) exited with code {code}; restarting",
@@ -406,34 +321,24 @@ class LocalRuntime:
                 for p in self.processes.values()
                 if not (p.stopping or p.restarting or p.popen is None or p.popen.poll() is not None)
             ]
-            results = await asyncio.gather(*(self._answers(p) for p in procs))
-            for proc, ok in zip(procs, results, strict=True):
+            results = await asyncio.gather(*(p.probe(self.health_timeout) for p in procs))
+            for proc, problem in zip(procs, results, strict=True):
                 key = id(proc)
-                if self.processes.get(proc.spec.process_key) is not proc:
-                    continue  # retired while the probe ran
-                if ok:
+                if self.processes.get(proc.spec.process_key) is not proc or proc.restarting:
+                    continue  # retired or restarted while the probe ran
+                if problem is None:
                     if failures.pop(key, 0) >= self.health_failures and not proc.stopping:
-                        proc.upstream.ready = True
+                        proc.backend.ready = True
                         self._emit(logging.INFO, f"predictor {proc.spec.name} answers again: routed")
                     continue
                 failures[key] = failures.get(key, 0) + 1
-                if failures[key] == self.health_failures and proc.upstream.ready:
-                    proc.upstream.ready = False
+                if failures[key] == self.health_failures and proc.backend.ready:
+                    proc.backend.ready = False
                     self._emit(
                         logging.WARNING,
-                        f"predictor {proc.spec.name} (pid {proc.pid}) has not answered {READY_PATH} "
-                        f"{self.health_failures} times: out of routing until it does",
+                        f"predictor {proc.spec.name} (pid {proc.pid}) failed its readiness probe "
+                        f"{self.health_failures} times ({problem}): out of routing until it answers",
                     )
-
-    async def _answers(self, proc: PredictorProcess) -> bool:
-        probe = Upstream(self.host, proc.port, max_idle=1)
-        try:
-            response = await probe.request("GET", READY_PATH, [], b"", timeout=self.health_timeout)
-            return response.status == 200
-        except UpstreamError:
-            return False
-        finally:
-            probe.close()
 
     async def _restart(self, proc: PredictorProcess) -> None:
         try:
@@ -441,7 +346,7 @@ class LocalRuntime:
             await asyncio.sleep(min(2.0 ** min(proc.restarts, 4), 10.0) if quick_death else 0.0)
             while not proc.stopping:
                 proc.restarts += 1
-                self._launch(proc)
+                proc.launch(self.command)
                 try:
                     await self._wait_ready(proc)
                 except StartupError as e:
@@ -449,39 +354,17 @@ class LocalRuntime:
                     await asyncio.sleep(min(2.0 ** min(proc.restarts, 4), 10.0))
                     continue
                 if not proc.stopping:
-                    proc.upstream.ready = True
-                    self._emit(logging.INFO, f"predictor {proc.spec.name} is back (pid {proc.pid})")
+                    proc.backend.ready = True
+                    self._emit(
+                        logging.INFO, f"predictor {proc.spec.name} is back (pid {proc.pid}, port {proc.port})"
+                    )
                 return
         finally:
             proc.restarting = False
 
-    # watching ------------------------------------------------------------------------------------------------
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            await self.check_manifest()
-
     async def check_manifest(self) -> None:
         """Converge if the manifest's content changed since it was last applied (or refused)."""
-        try:
-            path = find_manifest(self.directory)
-            content = path.read_bytes()
-        except (ManifestError, OSError) as e:
-            digest = f"missing:{e}"
-            if digest != self._applied_hash:
-                self._applied_hash = digest
-                self._emit(logging.ERROR, f"manifest refused, still running the previous set: {e}")
-            return
-        digest = hashlib.sha256(content).hexdigest()
-        if digest == self._applied_hash:
-            return
-        self._applied_hash = digest
-        try:
-            spec = read_manifest(path)
-            self._emit(logging.INFO, f"{path.name} changed: converging")
-            await self.converge(spec)
-        except (ManifestError, StartupError) as e:
-            self._emit(logging.ERROR, f"manifest refused, still running the previous set: {e}")
+        await self.watch.check()
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -489,20 +372,12 @@ class LocalRuntime:
         task.add_done_callback(self._background.discard)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The gateway's listening socket, bound before any predictor starts so a busy port fails at once."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when proto says TCP.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
+async def _drain(backend: Backend, timeout: float) -> bool:
+    """Wait until no request is in flight on `backend` (True), or `timeout` seconds (False)."""
+    deadline = time.monotonic() + timeout
+    while backend.in_flight > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return backend.in_flight == 0
 
 
 def _index(order: list[str], name: str) -> int:

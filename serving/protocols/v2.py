@@ -8,15 +8,14 @@ or the subset the request names. Plain JSON only (tritonclient with `binary_data
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from serving.core.predictor import Prediction, RequestError
+from serving.core.predictor import Prediction
+from serving.core.validation import RequestError, check_shape, numeric_array, short_repr
 
 DATATYPES: dict[str, type[np.generic]] = {
     "FP32": np.float32,
@@ -40,7 +39,7 @@ def decode_infer(body: Any, feature_names: Collection[str]) -> InferRequest:
         raise RequestError(f"expected an inference request JSON object, got {_type(body)}")
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise RequestError(f"id: expected a string, got {request_id!r}")
+        raise RequestError(f"id: expected a string, got {short_repr(request_id)}")
     inputs = body.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise RequestError("inputs: expected a non-empty list of tensors")
@@ -79,37 +78,44 @@ def _tensor(index: int, tensor: Any) -> tuple[str, np.ndarray]:
     name = tensor.get("name")
     if not isinstance(name, str):
         raise RequestError(f"{where}.name: expected a string")
-    where = f"{where} {name!r}"
+    where = f"{where} {short_repr(name)}"
     datatype = tensor.get("datatype")
-    if datatype not in DATATYPES:
-        raise RequestError(f"{where}: datatype {datatype!r} is not supported (use {', '.join(DATATYPES)})")
-    shape = tensor.get("shape")
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
-        raise RequestError(f"{where}: shape must be a list of non-negative integers, got {shape!r}")
+    if type(datatype) is not str or datatype not in DATATYPES:
+        raise RequestError(
+            f"{where}: datatype {short_repr(datatype)} is not supported (use {', '.join(DATATYPES)})"
+        )
     data = tensor.get("data")
     if not isinstance(data, list):
         raise RequestError(f"{where}: data must be a list, got {_type(data)}")
-    try:
-        flat = np.asarray(data).reshape(-1) if data else np.asarray([], dtype=np.float64)
-    except ValueError:
-        raise RequestError(f"{where}: data is ragged (nested lists of different lengths)") from None
-    expected = math.prod(shape) if shape else 1
-    if flat.size != expected:
-        raise RequestError(f"{where}: shape {shape} needs {expected} values, data holds {flat.size}")
-    if expected == 0:
+    flat = numeric_array(data, f"{where}: data").reshape(-1) if data else np.asarray([], dtype=np.float64)
+    shape = check_shape(tensor.get("shape"), where, flat.size)
+    if flat.size == 0:
         raise RequestError("empty batch: the request holds no rows")
-    kind = flat.dtype.kind
-    if kind not in "fiu":
-        raise RequestError(f"{where}: non-numeric value in data for datatype {datatype}")
-    if datatype.startswith("INT") and kind == "f":
-        raise RequestError(f"{where}: datatype {datatype} but data holds non-integer numbers")
+    if datatype.startswith("INT") and flat.dtype.kind == "f":
+        flat = _integers(data, where, datatype)
+    if not datatype.startswith("INT"):
+        # Kept in float64: the validator names a value too large for the model; a cast to FP32 here would
+        # turn it into an anonymous infinity.
+        try:
+            return name, flat.astype(np.float64, copy=False).reshape(shape)
+        except OverflowError:  # integers beyond any float
+            raise RequestError(f"{where}: value out of range for {datatype}") from None
     try:
         typed = flat.astype(DATATYPES[datatype], copy=False)
     except OverflowError:
         raise RequestError(f"{where}: value out of range for {datatype}") from None
-    if datatype.startswith("INT") and not np.array_equal(typed, flat):
+    if not np.array_equal(typed, flat):
         raise RequestError(f"{where}: value out of range for {datatype}")
     return name, typed.reshape(shape)
+
+
+def _integers(data: list[Any], where: str, datatype: str) -> np.ndarray:
+    """Numbers that numpy read as floats for an INT tensor: integral ones (JSON's 3.0 is 3) kept exactly."""
+    values = np.asarray(data, dtype=object).reshape(-1).tolist()  # the client's numbers, not numpy's floats
+    if not all(type(v) is int or v.is_integer() for v in values):
+        raise RequestError(f"{where}: datatype {datatype} but data holds non-integer numbers")
+    # From the original numbers, not the floats: 9223372036854775807 next to 3.0 must not round to 2**63.
+    return np.asarray([int(v) for v in values], dtype=object)
 
 
 def _outputs(requested: Any) -> list[str]:
@@ -122,7 +128,7 @@ def _outputs(requested: Any) -> list[str]:
         name = output.get("name") if isinstance(output, Mapping) else None
         if name not in OUTPUTS:
             raise RequestError(
-                f"outputs[{i}]: unknown output {name!r} (this model gives {', '.join(OUTPUTS)})"
+                f"outputs[{i}]: unknown output {short_repr(name)} (this model gives {', '.join(OUTPUTS)})"
             )
         names.append(name)
     return names or list(OUTPUTS)
@@ -174,58 +180,3 @@ def error_body(message: str) -> dict[str, str]:
 
 def _type(value: Any) -> str:
     return "null" if value is None else type(value).__name__
-
-
-# Schemas for the OpenAPI document.
-class RequestInput(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    shape: list[int] = Field(examples=[[1, 30]])
-    datatype: str = Field(examples=["FP32"], description="FP32, FP64, INT32 or INT64")
-    data: list[Any]
-    parameters: dict[str, Any] | None = None
-
-
-class RequestOutput(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str = Field(examples=["probabilities"])
-    parameters: dict[str, Any] | None = None
-
-
-class InferenceRequest(BaseModel):
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
-    inputs: list[RequestInput]
-    outputs: list[RequestOutput] | None = None
-
-
-class ResponseOutput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any]
-
-
-class InferenceResponse(BaseModel):
-    model_name: str
-    model_version: str | None = None
-    id: str | None = None
-    outputs: list[ResponseOutput]
-
-
-class TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[TensorMetadata]
-    outputs: list[TensorMetadata]
-
-
-class ErrorResponse(BaseModel):
-    error: str

@@ -1,34 +1,39 @@
-"""The gateway's Prometheus metrics: Seldon executor names and labels, plus shadow comparison counters.
+"""The router's Prometheus metrics: Seldon executor names and labels, plus shadow and retry counters.
 
-This is the contract the rollout engine's metric provider scrapes at `GET /metrics` on the gateway port; the
-same queries work against Prometheus scraping Seldon's executors in a cluster.
+This is the contract the gates read: on one machine by scraping the router's admin port (`GET /metrics`),
+in a cluster through Prometheus scraping the router's pods (and Seldon's executors) with the same queries.
+Every series carries `namespace` and `deployment_name`, so staging and production never mix; names and
+label names come from `deployment.metric_names`.
 
 Seldon Core v1 executor (same names, same label names; `model_name` is added on the server histogram so one
 gate can select by model in both places):
 
     seldon_api_executor_server_requests_seconds_{bucket,count,sum}
-        labels: deployment_name, predictor_name, predictor_version, service, method, code, model_name
+        labels: namespace, deployment_name, predictor_name, predictor_version, service, method, code,
+                model_name
         one observation per request a predictor handled, labelled with that predictor: a request that
         failed on one predictor and was retried on another counts once for each (the failure under the
         failed one, so a retry never hides a failing candidate from an error-rate gate); the shadow's
         mirrored requests are observed under the shadow's name.
-        service = the request path (/api/v1.0/predictions, /v2/models/NAME/infer, ...),
-        method = the HTTP method, code = the HTTP status as a string ("200", "503"; "502" when the
-        predictor could not be reached, "504" when it timed out).
+        service = "predictions" (Seldon v1 and Open Inference Protocol v2 alike) or "feedback", as Seldon's
+        executor labels them: serving figures select service="predictions" and never count feedback.
+        code = the HTTP status as a string ("200", "503"; "502" when the predictor could not be reached,
+        "504" when it timed out).
     seldon_api_executor_client_requests_seconds_{bucket,count,sum}
-        labels: deployment_name, predictor_name, predictor_version, service, model_name, model_image,
-                model_version, method, code
-        one observation per call from the gateway to a predictor process (a retried request counts twice).
-    seldon_api_model_feedback_total             labels: deployment_name, predictor_name, predictor_version,
-    seldon_api_model_feedback_reward_total              model_name, model_image, model_version
+        labels: namespace, deployment_name, predictor_name, predictor_version, service, model_name,
+                model_image, model_version, method, code
+        one observation per call from the router to a predictor (a retried request counts twice).
+    seldon_api_model_feedback_total             labels: namespace, deployment_name, predictor_name,
+    seldon_api_model_feedback_reward_total              predictor_version, model_name, model_image,
+                                                        model_version
         per feedback accepted by the predictor that served the original request; the reward sum.
 
-Sluice additions (same deployment_name / predictor_name labels):
+Sluice additions (namespace, deployment_name, predictor_name):
 
-    sluice_shadow_comparisons_total{deployment_name, predictor_name}     live/shadow answer pairs compared
-    sluice_shadow_disagreements_total{deployment_name, predictor_name}   ... whose predicted classes differ
-    sluice_shadow_dropped_total{deployment_name, predictor_name}         mirror copies dropped (queue full)
-    sluice_gateway_retries_total{deployment_name, predictor_name, retried_on}  failed on one, retried on another
+    sluice_shadow_comparisons_total       live/shadow answer pairs compared
+    sluice_shadow_disagreements_total     ... whose predicted classes differ
+    sluice_shadow_dropped_total           mirror copies dropped (the queue's byte budget was full)
+    sluice_gateway_retries_total{..., retried_on}   failed on one predictor, retried on another
 
 Disagreement rate of a shadow = disagreements_total / comparisons_total over a window (both by predictor_name).
 Latency buckets extend Seldon's defaults down to 0.5 ms, since a local predictor answers in about 1 ms.
@@ -36,23 +41,31 @@ Latency buckets extend Seldon's defaults down to 0.5 ms, since a local predictor
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from deployment import metric_names as n
-from serving.local.spec import PredictorSpec
+from deployment.seldon import Predictor
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SERVER = n.SERVER_REQUESTS
-CLIENT = n.CLIENT_REQUESTS
-FEEDBACK = n.FEEDBACK
-FEEDBACK_REWARD = n.FEEDBACK_REWARD
-SERVER_LABELS = (n.DEPLOYMENT, n.PREDICTOR, n.PREDICTOR_VERSION, n.SERVICE, n.METHOD, n.CODE, n.MODEL)
-CLIENT_LABELS = (
+BOUNDS = [*map(str, BUCKETS), "+Inf"]
+SERVER_LABELS = [
+    n.NAMESPACE,
+    n.DEPLOYMENT,
+    n.PREDICTOR,
+    n.PREDICTOR_VERSION,
+    n.SERVICE,
+    n.METHOD,
+    n.CODE,
+    n.MODEL,
+]
+CLIENT_LABELS = [
+    n.NAMESPACE,
     n.DEPLOYMENT,
     n.PREDICTOR,
     n.PREDICTOR_VERSION,
@@ -62,15 +75,26 @@ CLIENT_LABELS = (
     n.MODEL_VERSION,
     n.METHOD,
     n.CODE,
-)
-FEEDBACK_LABELS = (n.DEPLOYMENT, n.PREDICTOR, n.PREDICTOR_VERSION, n.MODEL, n.MODEL_IMAGE, n.MODEL_VERSION)
+]
+FEEDBACK_LABELS = [
+    n.NAMESPACE,
+    n.DEPLOYMENT,
+    n.PREDICTOR,
+    n.PREDICTOR_VERSION,
+    n.MODEL,
+    n.MODEL_IMAGE,
+    n.MODEL_VERSION,
+]
+PREDICTOR_LABELS = [n.NAMESPACE, n.DEPLOYMENT, n.PREDICTOR]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+DEFAULT_NAMESPACE = "default"  # what Kubernetes calls a manifest without metadata.namespace
 
 
 @dataclass(frozen=True)
 class PredictorLabels:
     """What the metric labels say about one predictor (from the manifest)."""
 
+    namespace: str
     deployment_name: str
     predictor_name: str
     predictor_version: str = ""
@@ -79,107 +103,76 @@ class PredictorLabels:
     model_version: str = ""
 
     @classmethod
-    def of(cls, deployment_name: str, spec: PredictorSpec) -> PredictorLabels:
+    def of(cls, namespace: str | None, deployment_name: str, p: Predictor) -> PredictorLabels:
         return cls(
+            namespace or DEFAULT_NAMESPACE,
             deployment_name,
-            spec.name,
-            spec.predictor_version,
-            spec.model_name,
-            spec.model_image,
-            spec.model_version,
+            p.name,
+            p.version,
+            p.graph_name,
+            p.image_name,
+            p.image_tag,
         )
 
 
-class GatewayMetrics:
-    """Metric families in a private registry, with the labelled children cached for the hot path."""
+@dataclass
+class _Histogram:
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))  # last one: +Inf
+    count: int = 0
+    total: float = 0.0
+
+
+class RouterMetrics:
+    """The router's series, kept as plain numbers on the hot path and turned into metric families when
+    scraped (prometheus_client's locked children cost several µs per observation; the router makes two
+    per request)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.server = Histogram(
-            SERVER,
-            "A histogram of latencies for executor server",
-            SERVER_LABELS,
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.client = Histogram(
-            CLIENT,
-            "A histogram of latencies for client calls from executor",
-            CLIENT_LABELS,
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
-        self.feedback = Counter(FEEDBACK, "Feedback received", FEEDBACK_LABELS, registry=self.registry)
-        self.feedback_reward = Counter(
-            FEEDBACK_REWARD, "Sum of feedback rewards", FEEDBACK_LABELS, registry=self.registry
-        )
-        pair = (n.DEPLOYMENT, n.PREDICTOR)
-        self.comparisons = Counter(
-            n.SHADOW_COMPARISONS,
-            "Mirrored requests whose shadow answer was compared with the live answer",
-            pair,
-            registry=self.registry,
-        )
-        self.disagreements = Counter(
-            n.SHADOW_DISAGREEMENTS,
-            "Mirrored requests whose shadow answer predicted another class than the live answer",
-            pair,
-            registry=self.registry,
-        )
-        self.dropped = Counter(
-            n.SHADOW_DROPPED,
-            "Mirror copies dropped because the shadow queue was full",
-            pair,
-            registry=self.registry,
-        )
-        self.retries = Counter(
-            n.RETRIES,
-            "Requests that failed on one predictor and were retried on another",
-            (*pair, "retried_on"),
-            registry=self.registry,
-        )
-        self._cache: dict[tuple[Any, ...], Callable[..., None]] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._server: dict[tuple[str, ...], _Histogram] = {}
+        self._client: dict[tuple[str, ...], _Histogram] = {}
+        self._feedback: dict[tuple[str, ...], list[float]] = {}  # labels -> [count, reward sum]
+        self._comparisons: dict[tuple[str, ...], list[int]] = {}  # labels -> [compared, disagreed]
+        self._dropped: dict[tuple[str, ...], int] = {}
+        self._retries: dict[tuple[str, ...], int] = {}
+        self.registry.register(self)  # a collector: anything with collect()
 
+    # hot path ------------------------------------------------------------------------------------------
     def observe_server(
         self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
     ) -> None:
-        key = ("s", p, service, method, code)
-        observe = self._cache.get(key)
-        if observe is None:
-            child = self.server.labels(
-                p.deployment_name,
-                p.predictor_name,
-                p.predictor_version,
-                service,
-                method,
-                str(code),
-                p.model_name,
-            )
-            observe = self._cache[key] = child.observe
-        observe(seconds)
+        key = (
+            p.namespace,
+            p.deployment_name,
+            p.predictor_name,
+            p.predictor_version,
+            service,
+            method,
+            str(code),
+            p.model_name,
+        )
+        _observe(self._server, key, seconds)
 
     def observe_client(
         self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
     ) -> None:
-        key = ("c", p, service, method, code)
-        observe = self._cache.get(key)
-        if observe is None:
-            child = self.client.labels(
-                p.deployment_name,
-                p.predictor_name,
-                p.predictor_version,
-                service,
-                p.model_name,
-                p.model_image,
-                p.model_version,
-                method,
-                str(code),
-            )
-            observe = self._cache[key] = child.observe
-        observe(seconds)
+        key = (
+            p.namespace,
+            p.deployment_name,
+            p.predictor_name,
+            p.predictor_version,
+            service,
+            p.model_name,
+            p.model_image,
+            p.model_version,
+            method,
+            str(code),
+        )
+        _observe(self._client, key, seconds)
 
     def count_feedback(self, p: PredictorLabels, reward: float) -> None:
-        values = (
+        key = (
+            p.namespace,
             p.deployment_name,
             p.predictor_name,
             p.predictor_version,
@@ -187,23 +180,86 @@ class GatewayMetrics:
             p.model_image,
             p.model_version,
         )
-        self.feedback.labels(*values).inc()
-        if reward:
-            self.feedback_reward.labels(*values).inc(reward)
-        else:
-            self.feedback_reward.labels(*values)  # the series exists from the first feedback on
+        series = self._feedback.setdefault(key, [0.0, 0.0])
+        series[0] += 1
+        series[1] += reward
 
     def count_comparison(self, p: PredictorLabels, disagree: bool) -> None:
-        self.comparisons.labels(p.deployment_name, p.predictor_name).inc()
-        child = self.disagreements.labels(p.deployment_name, p.predictor_name)
-        if disagree:
-            child.inc()
+        series = self._comparisons.setdefault((p.namespace, p.deployment_name, p.predictor_name), [0, 0])
+        series[0] += 1
+        series[1] += disagree
 
     def count_dropped(self, p: PredictorLabels) -> None:
-        self.dropped.labels(p.deployment_name, p.predictor_name).inc()
+        key = (p.namespace, p.deployment_name, p.predictor_name)
+        self._dropped[key] = self._dropped.get(key, 0) + 1
 
     def count_retry(self, failed: PredictorLabels, retried_on: str) -> None:
-        self.retries.labels(failed.deployment_name, failed.predictor_name, retried_on).inc()
+        key = (failed.namespace, failed.deployment_name, failed.predictor_name, retried_on)
+        self._retries[key] = self._retries.get(key, 0) + 1
+
+    # scrape --------------------------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        server = HistogramMetricFamily(
+            n.SERVER_REQUESTS, "A histogram of latencies for executor server", labels=SERVER_LABELS
+        )
+        for key, h in sorted(self._server.items()):
+            server.add_metric(list(key), _cumulative(h), h.total)
+        client = HistogramMetricFamily(
+            n.CLIENT_REQUESTS, "A histogram of latencies for client calls from executor", labels=CLIENT_LABELS
+        )
+        for key, h in sorted(self._client.items()):
+            client.add_metric(list(key), _cumulative(h), h.total)
+        feedback = CounterMetricFamily(n.FEEDBACK, "Feedback received", labels=FEEDBACK_LABELS)
+        reward = CounterMetricFamily(n.FEEDBACK_REWARD, "Sum of feedback rewards", labels=FEEDBACK_LABELS)
+        for key, (count, total) in sorted(self._feedback.items()):
+            feedback.add_metric(list(key), count)
+            reward.add_metric(list(key), total)
+        comparisons = CounterMetricFamily(
+            n.SHADOW_COMPARISONS,
+            "Mirrored requests whose shadow answer was compared with the live answer",
+            labels=PREDICTOR_LABELS,
+        )
+        disagreements = CounterMetricFamily(
+            n.SHADOW_DISAGREEMENTS,
+            "Mirrored requests whose shadow answer predicted another class than the live answer",
+            labels=PREDICTOR_LABELS,
+        )
+        for key, (compared, disagreed) in sorted(self._comparisons.items()):
+            comparisons.add_metric(list(key), compared)
+            disagreements.add_metric(list(key), disagreed)
+        dropped = CounterMetricFamily(
+            n.SHADOW_DROPPED,
+            "Mirror copies dropped because the shadow queue's byte budget was full",
+            labels=PREDICTOR_LABELS,
+        )
+        for key, count in sorted(self._dropped.items()):
+            dropped.add_metric(list(key), count)
+        retries = CounterMetricFamily(
+            n.RETRIES,
+            "Requests that failed on one predictor and were retried on another",
+            labels=[*PREDICTOR_LABELS, "retried_on"],
+        )
+        for key, count in sorted(self._retries.items()):
+            retries.add_metric(list(key), count)
+        yield from (server, client, feedback, reward, comparisons, disagreements, dropped, retries)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _observe(series: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], seconds: float) -> None:
+    h = series.get(key)
+    if h is None:
+        h = series[key] = _Histogram()
+    h.buckets[bisect_left(BUCKETS, seconds)] += 1
+    h.count += 1
+    h.total += seconds
+
+
+def _cumulative(h: _Histogram) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(BOUNDS, h.buckets, strict=True):
+        running += count
+        out.append((bound, running))
+    return out

@@ -1,151 +1,155 @@
-"""The gateway: a raw ASGI app that fronts one predictor process per predictor, on one port, for both protocols.
+"""The router's traffic endpoint: an ASGI app that translates HTTP to the forwarding policy and back.
 
-Per request it picks a predictor (override header, sticky key, or weighted draw; see `routing`), forwards
-the request over a keep-alive pool, retries once on another live non-shadow predictor when the first one
-cannot be reached or answers 5xx, tells the caller who answered, mirrors a copy to the shadow without
-waiting for it, and records Seldon's executor metrics (see `metrics`).
+Per request it validates what it will pass on or write back (the request target, the puid), picks a
+predictor (`forwarding.choose`: override header, Seldon v2 pin, sticky key, or a weighted draw), forwards
+through that predictor's `Upstream`, retries once elsewhere when allowed, writes the answer, and only then
+mirrors a copy of a prediction to the shadow (feedback is about the live answer, and is never mirrored) and
+records Seldon's executor metrics.
+
+Paths are Seldon's and the Open Inference Protocol's, also behind an ingress prefix as SeldonClient's
+`gateway="istio"` sends them (`/seldon/<namespace>/<deployment>/...`, or `/seldon/<deployment>/...`).
 
 Headers (requests):
-    x-sluice-predictor: NAME    send to this predictor, whatever its weight; no retry, no mirror; 404 if unknown
-    x-seldon-route: :NAME:      Seldon v2's pin: prefer NAME while it is a live, non-shadow predictor (retried
-                                and mirrored like any request); otherwise routed as if absent
-    x-sluice-user: KEY          sticky key: the same KEY gets the same predictor while the weights allow
-    seldon-puid: ID             request id for Seldon v1 (generated when absent), echoed in `meta.puid`
-Headers (responses):
+    x-sluice-predictor: NAME    send to this live predictor, whatever its weight; no retry, no mirror; 404 if
+                                unknown, 400 if NAME is the shadow, 503 if it is not ready
+    x-seldon-route: :NAME:      Seldon v2's pin: prefer NAME while it is a live predictor (retried and
+                                mirrored like any request); otherwise routed as if absent
+    <sticky header>: KEY        the same KEY gets the same predictor while the weights allow (the header is
+                                the rollout's `sticky_key`, default x-sluice-user; see `routing`)
+    seldon-puid: ID             Seldon v1's request id (letters, digits, `._:-`; 400 otherwise)
+Headers (answers):
     x-sluice-predictor: NAME    the predictor that answered
-    x-seldon-route: :NAME:      the same, in Seldon v2's form (send it back to stay on NAME)
+    x-seldon-route: :NAME:      the same, in Seldon v2's form (send it back to stay on NAME, or with feedback)
     x-sluice-retried-from: NAME present when the first predictor failed and NAME's request was retried
-    seldon-puid: ID             on Seldon v1 predictions
-Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predictor`. Feedback
-(`POST /api/v1.0/feedback`) goes to the predictor named by `response.meta.tags.sluice_predictor` in its
-body, else to the one that served `response.meta.puid` (or the `seldon-puid` header), else like a request.
-Gateway endpoints: `GET /metrics` (also `/prometheus`), `GET /gateway/routes` (the routing table as JSON).
-Only predictions and feedback are mirrored and counted in the metrics; other paths (health, metadata) are
-routed the same way and forwarded. `sluice up` serves this app with `serving.router.server`; any ASGI
-server (uvicorn) runs it too.
+    seldon-puid: ID             on Seldon v1 predictions (the caller's id, or one naming the predictor)
+Seldon v1 prediction answers also carry `meta.puid` and `meta.tags.sluice_predictor`. Feedback goes to the
+predictor the answer named (see `attribution`). Admin endpoints (metrics, routes) are served by
+`serving.router.admin` on another port, never here. A 5xx the router writes itself says which predictor
+failed and how, never an address or an exception's text.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
+import asyncio
+import logging
 import random
+import re
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from deployment import metric_names as n
 from deployment import wire
-from serving.router.executor_metrics import CONTENT_TYPE, GatewayMetrics, PredictorLabels
-from serving.router.routing import RoutingTable, UnknownPredictor, key_point
-from serving.router.shadow import Mirror, MirrorCopy
-from serving.router.upstream import HOP_BY_HOP, Response, Upstream, UpstreamError
+from serving.router import puid as puids
+from serving.router.attribution import FeedbackError, read_claim
+from serving.router.executor_metrics import RouterMetrics
+from serving.router.forwarding import Call, Choice, Forwarder, Outcome, RouterError, choose, feedback_choice
+from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy, MirrorSink
+from serving.router.routes import Routes
+from serving.router.upstream import HOP_BY_HOP, forwardable
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-OVERRIDE_HEADER = wire.PREDICTOR_HEADER.encode()
-SELDON_ROUTE_HEADER = wire.SELDON_ROUTE_HEADER.encode()
-STICKY_HEADER = wire.STICKY_HEADER.encode()
-PUID_HEADER = wire.PUID_HEADER.encode()
-RETRIED_HEADER = wire.RETRIED_HEADER.encode()
-TAG = wire.PREDICTOR_TAG
-V1_PREDICT = "/api/v1.0/predictions"
-V1_FEEDBACK = "/api/v1.0/feedback"
+log = logging.getLogger("sluice.router")
+
+OVERRIDE = wire.PREDICTOR_HEADER.encode()
+ROUTE = wire.SELDON_ROUTE_HEADER.encode()
+PUID = wire.PUID_HEADER.encode()
+RETRIED = wire.RETRIED_HEADER.encode()
 MAX_BODY = 8 << 20
-PUID_MEMORY = 100_000
-_DROP_RESPONSE_HEADERS = HOP_BY_HOP | {b"date", b"server", OVERRIDE_HEADER, SELDON_ROUTE_HEADER}
+INGRESS = "/seldon/"
+PREDICT_PATHS = frozenset({"/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"})
+FEEDBACK_PATHS = frozenset({"/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback"})
+_VISIBLE = re.compile(rb"^[!-~]*$")  # the raw target: visible ASCII only (no space, no control byte)
+_ANSWER_DROP = HOP_BY_HOP | {b"date", b"server", OVERRIDE, ROUTE, RETRIED, PUID}
+_GENERIC_500 = "internal error in the router"
 
 
-@dataclass
-class Backend:
-    """A routable predictor: its metric labels and the pool to its process."""
-
-    name: str
-    labels: PredictorLabels
-    upstream: Upstream
-
-
-@dataclass(frozen=True)
-class Routes:
-    """Everything a request needs to be routed; replaced as a whole, so a change is atomic."""
-
-    deployment_name: str
-    table: RoutingTable
-    backends: dict[str, Backend]
-
-    def alive(self, name: str) -> bool:
-        b = self.backends.get(name)
-        return b is not None and b.upstream.alive
+# What else a predictor serves to callers (Seldon's executor and the Open Inference Protocol): forwarded, not
+# counted. Anything outside these (the predictor's /metrics among them) is not the public API: 404 here.
+OTHER_PATHS = frozenset(
+    {
+        "/health/ping",
+        "/health/status",
+        "/metadata",
+        "/api/v1.0/metadata",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
+)
+OTHER_PREFIXES = ("/v2/models/", "/api/v1.0/metadata/", "/api/v1.0/status/")
 
 
-@dataclass
-class _Call:
-    """What the gateway knows about one request while it handles it."""
-
-    method: str
-    path: str
-    service: str
-    kind: str  # "predict", "feedback" or "other"
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    override: str | None = None
-    sticky: str | None = None
-    puid: str | None = None
-    started: float = 0.0
-    pin: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-class GatewayError(Exception):
-    """A request the gateway answers itself (4xx for the caller's mistakes, 5xx when no predictor could)."""
-
-    def __init__(self, status: int, message: str, backend: Backend | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.backend = backend
-
-
-def service_of(method: str, path: str) -> tuple[str, str]:
-    """(metric `service` label, request kind) for a path; templates keep label cardinality bounded."""
+def classify(method: str, path: str) -> str:
+    """The kind of a request: predict, feedback, other (forwarded, not counted) or unknown (a 404 here)."""
     if method == "POST":
-        if path in (V1_PREDICT, "/api/v0.1/predictions", "/predict"):
-            return path, "predict"
-        if path == V1_FEEDBACK or path in ("/api/v0.1/feedback", "/send-feedback"):
-            return path, "feedback"
+        if path in PREDICT_PATHS:
+            return "predict"
+        if path in FEEDBACK_PATHS:
+            return "feedback"
         if path.startswith("/v2/models/") and path.endswith("/infer"):
-            if "/versions/" in path:
-                return "/v2/models/{model_name}/versions/{model_version}/infer", "predict"
-            return "/v2/models/{model_name}/infer", "predict"
-    return "other", "other"
+            return "predict"
+    if (
+        path in OTHER_PATHS
+        or path.startswith(OTHER_PREFIXES)
+        or path in PREDICT_PATHS
+        or path in FEEDBACK_PATHS
+    ):
+        return "other"  # a wrong method on a known path included: the predictor says 405
+    return "unknown"
 
 
-class Gateway:
-    """The ASGI application. `swap(routes)` changes the routing table atomically."""
+@dataclass
+class _Request:
+    """What the router reads from one request before it forwards it."""
+
+    kind: str
+    v1: bool
+    call: Call
+    override: str | None = None
+    pin: str | None = None
+    key: str | None = None
+    puid: str | None = None
+    reward: float = 0.0  # a feedback's reward, once read
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Router:
+    """The ASGI app. `swap(routes)` changes the routing atomically."""
 
     def __init__(
         self,
-        metrics: GatewayMetrics | None = None,
+        metrics: RouterMetrics | None = None,
         *,
         timeout: float = 30.0,
-        mirror_queue: int = 256,
+        max_body: int = MAX_BODY,
+        mirror_bytes: int = MAX_BYTES,
+        mirror_process: bool = False,
         rng: Callable[[], float] = random.random,
     ):
-        self.metrics = metrics or GatewayMetrics()
-        self.routes: Routes | None = None
-        self.timeout = timeout
+        self.metrics = metrics or RouterMetrics()
+        self.forwarder = Forwarder(self.metrics, timeout=timeout)
+        self.mirror: MirrorSink
+        if mirror_process:  # copies leave the router's loop at the cost of one write (see mirror_worker)
+            from serving.router.mirror_worker import MirrorWorker
+
+            self.mirror = MirrorWorker(self.metrics, max_bytes=mirror_bytes)
+        else:
+            self.mirror = Mirror(self.metrics, max_bytes=mirror_bytes)
+        self.max_body = max_body
         self.rng = rng
-        self.mirror = Mirror(self.metrics, maxsize=mirror_queue)
-        self._puids: OrderedDict[str, str] = OrderedDict()
-        # Unique per gateway run and cheap per request (os.urandom is a syscall).
-        self._puid_prefix = os.urandom(6).hex() + "-"
-        self._puid_seq = itertools.count(1)
+        self.routes: Routes | None = None
+        self.puids = puids.PuidMaker()
 
     def swap(self, routes: Routes | None) -> None:
         self.routes = routes
@@ -155,303 +159,208 @@ class Gateway:
         if scope["type"] == "http":
             await self._http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.mirror.start()
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.mirror.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self.mirror.start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.mirror.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method: str = scope["method"]
-        path: str = scope["path"]
-        if method == "GET" and path in ("/metrics", "/prometheus"):
-            await _reply(send, 200, self.metrics.exposition(), CONTENT_TYPE.encode())
-            return
-        if method == "GET" and path == "/gateway/routes":
-            await _reply(send, 200, orjson.dumps(self.describe()), b"application/json")
-            return
-        service, kind = service_of(method, path)
         started = time.perf_counter()
+        routes = self.routes
+        path: str = scope["path"]
         try:
-            call = await self._read(scope, receive, method, path, service, kind)
-            routes = self.routes
+            request = await self._read(scope, receive, routes)
             if routes is None:
-                raise GatewayError(503, "no predictors yet: the runtime is still starting them")
-            backend, response, retried_from = await self._route(routes, call)
-        except GatewayError as e:
-            await _reply(send, e.status, _error_body(path, e.status, e.message), b"application/json")
-            if e.backend is not None and kind != "other":
-                self.metrics.observe_server(
-                    e.backend.labels, service, method, e.status, time.perf_counter() - started
-                )
+                raise RouterError(503, "no predictors yet: the router is still starting")
+            outcome = await self._route(routes, request)
+        except _ClientGone:
             return
-        body = response.body
-        headers = [(k, v) for k, v in response.headers if k not in _DROP_RESPONSE_HEADERS]
-        headers.append((OVERRIDE_HEADER, backend.name.encode()))
-        headers.append((SELDON_ROUTE_HEADER, b":" + backend.name.encode() + b":"))
-        if retried_from is not None:
-            headers.append((RETRIED_HEADER, retried_from.encode()))
-        if kind == "predict" and service != "other" and not path.startswith("/v2/"):
-            body = self._annotate_v1(call, backend.name, response)
-            if call.puid is not None:
-                headers.append((PUID_HEADER, call.puid.encode()))
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        if kind != "other":
-            self.metrics.observe_server(
-                backend.labels, service, method, response.status, time.perf_counter() - started
-            )
-            if kind == "feedback" and 200 <= response.status < 300:
-                self.metrics.count_feedback(backend.labels, call.extra.get("reward", 0.0))
-            if call.override is None:
-                self._offer_mirror(routes, call, response)
+        except RouterError as e:
+            await self._refuse(send, path, e, scope, time.perf_counter() - started)
+            return
+        except Exception:
+            log.exception("%s %s failed in the router", scope.get("method"), path)
+            await _reply(send, 500, _error_body(path, 500, _GENERIC_500))
+            return
+        await self._answer(send, routes, request, outcome)
 
-    # request handling ---------------------------------------------------------------------------------
-    async def _read(
-        self, scope: Scope, receive: Receive, method: str, path: str, service: str, kind: str
-    ) -> _Call:
-        forward: list[tuple[bytes, bytes]] = []
-        override = sticky = puid = pin = None
-        for k, v in scope["headers"]:
-            if k == OVERRIDE_HEADER:
+    # reading -----------------------------------------------------------------------------------------
+    async def _read(self, scope: Scope, receive: Receive, routes: Routes | None) -> _Request:
+        method: str = scope["method"]
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        query: bytes = scope.get("query_string") or b""
+        path: str = scope["path"]
+        if not _VISIBLE.match(raw) or not _VISIBLE.match(query) or not raw.startswith(b"/"):
+            raise RouterError(400, "request target: only visible ASCII characters are allowed")
+        if any(c < " " or c == "\x7f" for c in path):
+            raise RouterError(400, "request path: control characters (such as CR or LF) are not allowed")
+        if path.startswith(INGRESS):
+            path, raw = _strip_ingress(path, raw, routes)
+        kind = classify(method, path)
+        if kind == "unknown":
+            raise RouterError(404, f"{path[:200]}: no such endpoint")
+        v1 = not path.startswith("/v2/")
+        override = pin = key = puid = None
+        sticky = routes.sticky if routes is not None else None
+        headers = scope["headers"]
+        for k, v in headers:
+            if k == OVERRIDE:
                 override = v.decode("latin-1")
-                continue
-            if k == SELDON_ROUTE_HEADER:
+            elif k == ROUTE:
                 pin = v.decode("latin-1")
-                continue
-            if k == STICKY_HEADER:
-                sticky = v.decode("latin-1")
-            elif k == PUID_HEADER:
-                puid = v.decode("latin-1")
-            elif k == b"content-length" and int(v or b"0") > MAX_BODY:
-                raise GatewayError(413, f"body too large: {int(v)} bytes (the limit is {MAX_BODY})")
-            forward.append((k, v))
-        chunks = []
+            elif k == PUID:
+                puid = _puid(v.decode("latin-1"), f"header {wire.PUID_HEADER}")
+            elif k == sticky:
+                key = v.decode("latin-1")
+            elif k == b"content-length" and v.isdigit() and int(v) > self.max_body:
+                raise RouterError(413, f"body too large: {int(v)} bytes (the limit is {self.max_body})")
+        body = await self._body(receive)
+        if kind == "predict" and v1 and b"puid" in body:
+            puid = _body_puid(body) or puid
+        target = raw.decode("ascii") + ("?" + query.decode("ascii") if query else "")
+        forwarded = [(k, v) for k, v in forwardable(headers) if k != OVERRIDE and k != ROUTE]
+        service = {"predict": n.SERVICE_PREDICTIONS, "feedback": n.SERVICE_FEEDBACK}.get(kind, "")
+        call = Call(method, target, service, forwarded, body)
+        return _Request(kind, v1, call, override, pin, key, puid)
+
+    async def _body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
             chunk = message.get("body", b"")
             if chunk:
                 size += len(chunk)
-                if size > MAX_BODY:
-                    raise GatewayError(413, f"body too large: more than {MAX_BODY} bytes")
+                if size > self.max_body:
+                    raise RouterError(413, f"body too large: more than {self.max_body} bytes")
                 chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        path_qs = path
-        if scope.get("query_string"):
-            path_qs += "?" + scope["query_string"].decode("latin-1")
-        call = _Call(
-            method,
-            path_qs,
-            service,
-            kind,
-            forward,
-            b"".join(chunks),
-            override,
-            sticky,
-            puid,
-            time.perf_counter(),
-            pin,
-        )
-        if kind == "predict" and not path.startswith("/v2/") and call.puid is None:
-            call.puid = f"{self._puid_prefix}{next(self._puid_seq):x}"
-        return call
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def _route(self, routes: Routes, call: _Call) -> tuple[Backend, Response, str | None]:
-        table = routes.table
-        retry = True
-        if call.override is not None:
+    # routing -----------------------------------------------------------------------------------------
+    async def _route(self, routes: Routes, request: _Request) -> Outcome:
+        if request.kind == "feedback" and request.v1:
             try:
-                name: str | None = table.resolve_override(call.override)
-            except UnknownPredictor as e:
-                raise GatewayError(404, str(e)) from None
-            retry = False
-        elif call.kind == "feedback":
-            name = self._feedback_target(routes, call)
-            retry = name is None
-            if name is None:
-                name = self._pick(routes, call)
+                claim = read_claim(request.call.body, request.pin, request.puid)
+            except FeedbackError as e:
+                raise RouterError(e.status, str(e)) from None
+            request.reward = claim.reward
+            choice: Choice = feedback_choice(routes, claim)
         else:
-            name = self._pick(routes, call)
-        if name is None:
-            raise GatewayError(503, "no live predictor to answer (all are starting, restarting or stopped)")
-        backend = routes.backends[name]
-        try:
-            response = await self._forward(backend, call)
-            if response.status < 500 or not retry:
-                return backend, response, None
-            failure = f"{name} answered {response.status}"
-        except UpstreamError as e:
-            if not retry:
-                raise GatewayError(504 if e.timeout else 502, f"predictor {name}: {e}", backend) from None
-            if e.timeout:  # the predictor may still be working on it: do not double the load
-                raise GatewayError(504, f"predictor {name}: {e}", backend) from None
-            response = None
-            failure = str(e)
-        other = table.fallback(name, routes.alive)
-        if other is None:
-            if response is not None:
-                return backend, response, None
-            raise GatewayError(
-                502, f"predictor {name} failed ({failure}) and no other predictor is live", backend
+            choice = choose(
+                routes, override=request.override, pin=request.pin, key=request.key, draw=self.rng
             )
-        self.metrics.count_retry(backend.labels, other)
-        if call.kind != "other":
-            # Count the failure against the predictor that failed, as its own Seldon executor would have:
-            # otherwise the retry would hide a failing candidate from the rollout engine's error gate.
-            failed_code = response.status if response is not None else 502
-            self.metrics.observe_server(
-                backend.labels, call.service, call.method, failed_code, time.perf_counter() - call.started
-            )
-        second = routes.backends[other]
-        try:
-            return second, await self._forward(second, call), name
-        except UpstreamError as e:
-            raise GatewayError(
-                504 if e.timeout else 502,
-                f"predictor {name} failed ({failure}), and so did {other}: {e}",
-                second,
-            ) from None
+        return await self.forwarder.forward(routes, choice, request.call)
 
-    def _pick(self, routes: Routes, call: _Call) -> str | None:
-        if call.pin is not None:
-            try:
-                pinned = routes.table.resolve_override(call.pin)
-            except UnknownPredictor:
-                pinned = None
-            if pinned is not None and not routes.table.by_name[pinned].shadow and routes.alive(pinned):
-                return pinned
-        point = key_point(call.sticky) if call.sticky else self.rng() * 100.0
-        return routes.table.pick(point, routes.alive)
+    # answering ---------------------------------------------------------------------------------------
+    async def _answer(self, send: Send, routes: Routes, request: _Request, outcome: Outcome) -> None:
+        backend, response, call = outcome.backend, outcome.response, request.call
+        name = backend.name.encode()
+        headers = [(k, v) for k, v in response.headers if k not in _ANSWER_DROP]
+        headers.append((OVERRIDE, name))
+        headers.append((ROUTE, b":" + name + b":"))
+        if outcome.retried_from is not None:
+            headers.append((RETRIED, outcome.retried_from.encode()))
+        body = response.body
+        if request.kind == "predict" and request.v1 and response.status == 200:
+            body, puid = self._annotate_v1(request, backend.name, body)
+            if puid is not None:
+                headers.append((PUID, puid.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        # The live answer is written: what follows costs the caller nothing.
+        if request.kind != "predict" and request.kind != "feedback":
+            return
+        status = response.status
+        self.metrics.observe_server(
+            backend.labels, call.service, call.method, status, time.perf_counter() - call.started
+        )
+        if request.kind == "feedback" and 200 <= status < 300:
+            self.metrics.count_feedback(backend.labels, scored_reward(response.body, request.reward))
+        if (
+            request.kind == "predict"
+            and request.override is None
+            and 200 <= status < 300
+            and routes.table.shadow is not None
+        ):
+            # After the answer's bytes leave (the server flushes them at the end of this turn of the loop).
+            asyncio.get_running_loop().call_soon(self._offer_mirror, routes, request, status, body)
 
-    async def _forward(self, backend: Backend, call: _Call) -> Response:
-        started = time.perf_counter()
+    def _annotate_v1(self, request: _Request, name: str, body: bytes) -> tuple[bytes, str | None]:
+        """Put the answering predictor and the puid in `meta` -> (body, puid to echo)."""
         try:
-            response = await backend.upstream.request(
-                call.method, call.path, call.headers, call.body, self.timeout
-            )
-        except UpstreamError as e:
-            if call.kind != "other":
-                self.metrics.observe_client(
-                    backend.labels, call.service, call.method, 504 if e.timeout else 502,
-                    time.perf_counter() - started,
-                )  # fmt: skip
-            raise
-        if call.kind != "other":
-            self.metrics.observe_client(
-                backend.labels, call.service, call.method, response.status, time.perf_counter() - started
-            )
-        return response
-
-    # Seldon v1 specifics -------------------------------------------------------------------------------
-    def _annotate_v1(self, call: _Call, name: str, response: Response) -> bytes:
-        """Put the answering predictor and the puid in `meta`; remember which predictor served the puid."""
-        if response.status != 200:
-            return response.body
-        try:
-            doc = orjson.loads(response.body)
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return response.body
+            return body, None
         if not isinstance(doc, dict):
-            return response.body
+            return body, None
         meta = doc.get("meta")
         if not isinstance(meta, dict):
             meta = doc["meta"] = {}
-        if meta.get("puid"):
-            call.puid = str(meta["puid"])
+        echoed = meta.get("puid")
+        if isinstance(echoed, str) and echoed and puids.PATTERN.match(echoed):
+            puid: str | None = echoed
+        elif echoed:
+            puid = None  # the predictor wrote an id we would not echo: leave the body, skip the header
         else:
-            meta["puid"] = call.puid
+            puid = meta["puid"] = request.puid or self.puids.make(name)
         tags = meta.get("tags")
         if not isinstance(tags, dict):
             tags = meta["tags"] = {}
-        tags[TAG] = name
-        if call.puid is not None:
-            self._remember(call.puid, name)
-        call.extra["live"] = doc
-        return orjson.dumps(doc)
+        tags[wire.PREDICTOR_TAG] = name
+        return orjson.dumps(doc), puid
 
-    def _remember(self, puid: str, name: str) -> None:
-        self._puids[puid] = name
-        if len(self._puids) > PUID_MEMORY:
-            self._puids.popitem(last=False)
-
-    def _feedback_target(self, routes: Routes, call: _Call) -> str | None:
-        """The predictor that served the request a feedback is about (None: route like a request)."""
-        try:
-            doc = orjson.loads(call.body)
-        except orjson.JSONDecodeError as e:
-            raise GatewayError(400, f"feedback body is not valid JSON: {e}") from None
-        if not isinstance(doc, dict):
-            raise GatewayError(
-                400, "feedback body must be a JSON object with request, response, reward, truth"
-            )
-        reward = doc.get("reward", 0.0)
-        if reward is None:
-            reward = 0.0
-        if isinstance(reward, bool) or not isinstance(reward, int | float) or reward < 0:
-            raise GatewayError(400, f"field reward: expected a number >= 0, got {reward!r}")
-        call.extra["reward"] = float(reward)
-        response = doc.get("response")
-        meta = response.get("meta") if isinstance(response, dict) else None
-        named = None
-        puid = call.puid
-        if isinstance(meta, dict):
-            tags = meta.get("tags")
-            if isinstance(tags, dict) and isinstance(tags.get(TAG), str):
-                named = tags[TAG]
-            if isinstance(meta.get("puid"), str):
-                puid = meta["puid"]
-        if named is None and puid is not None:
-            named = self._puids.get(puid)
-        if named is None:
-            return None
-        if named not in routes.backends:
-            raise GatewayError(
-                410, f"feedback for predictor {named!r}, which no longer serves this deployment"
-            )
-        return named
-
-    # shadow ---------------------------------------------------------------------------------------------
-    def _offer_mirror(self, routes: Routes, call: _Call, response: Response) -> None:
+    def _offer_mirror(self, routes: Routes, request: _Request, status: int, live: bytes) -> None:
         shadow = routes.table.shadow
         if shadow is None or not routes.table.mirrors(self.rng() * 100.0):
             return
         backend = routes.backends.get(shadow.name)
-        if backend is None or not backend.upstream.alive:
+        if backend is None or not backend.alive:
             return
-        live_body: Any = None
-        if call.kind == "predict":
-            live_body = call.extra.get("live", response.body)
+        call = request.call
         self.mirror.offer(
-            MirrorCopy(
-                backend.upstream,
-                backend.labels,
+            MirrorCopy.of(
+                backend,
                 call.method,
-                call.path,
+                call.target,
                 call.service,
                 call.headers,
                 call.body,
-                response.status,
-                live_body,
+                status,
+                live,
+                len(live),
             )
         )
+
+    async def _refuse(self, send: Send, path: str, e: RouterError, scope: Scope, seconds: float) -> None:
+        if e.status >= 500:
+            log.warning("%s %s: %s (%s)", scope.get("method"), path, e.message, e.detail or "-")
+        extra = [(b"connection", b"close")] if e.status == 413 else []
+        await _reply(send, e.status, _error_body(path, e.status, e.message), extra)
+        backend = e.backend
+        service = {"predict": n.SERVICE_PREDICTIONS, "feedback": n.SERVICE_FEEDBACK}.get(
+            classify(scope["method"], path), ""
+        )
+        if backend is not None and service:
+            self.metrics.observe_server(backend.labels, service, scope["method"], e.status, seconds)
 
     def describe(self) -> dict[str, Any]:
         routes = self.routes
         if routes is None:
             return {"deployment_name": None, "predictors": []}
         return {
+            "namespace": routes.namespace,
             "deployment_name": routes.deployment_name,
             "mirror_percent": routes.table.mirror_percent,
+            "sticky_header": routes.sticky.decode() if routes.sticky else None,
             "predictors": [
                 {
                     "name": t.name,
@@ -459,26 +368,76 @@ class Gateway:
                     "shadow": t.shadow,
                     "address": routes.backends[t.name].upstream.address,
                     "alive": routes.alive(t.name),
-                    "in_flight": routes.backends[t.name].upstream.in_flight,
+                    "in_flight": routes.backends[t.name].in_flight,
                 }
                 for t in routes.table.targets
             ],
         }
 
 
-async def _reply(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        }
-    )
+def scored_reward(answer: bytes, sent: float) -> float:
+    """The reward the predictor counted (its answer's `meta.tags.reward`: it scores a truth against what it
+    predicted), else the one the caller sent; either way within the accuracy metric's range."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return sent
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    tags = meta.get("tags") if isinstance(meta, dict) else None
+    value = tags.get("reward") if isinstance(tags, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        return sent
+    return float(value)
+
+
+def _strip_ingress(path: str, raw: bytes, routes: Routes | None) -> tuple[str, bytes]:
+    """`/seldon/<namespace>/<deployment>/rest` or `/seldon/<deployment>/rest` -> `/rest`, for this deployment."""
+    parts = path.split("/", 5)  # "", "seldon", a, b, rest...
+    raw_parts = raw.split(b"/", 5)
+    if routes is not None:
+        if len(parts) > 4 and parts[2] == routes.namespace and parts[3] == routes.deployment_name:
+            return "/" + "/".join(parts[4:]), b"/" + b"/".join(raw_parts[4:])
+        if len(parts) > 3 and parts[2] == routes.deployment_name:
+            return "/" + "/".join(parts[3:]), b"/" + b"/".join(raw_parts[3:])
+        here = f"{routes.namespace}/{routes.deployment_name}"
+    else:
+        here = "none yet"
+    asked = "/".join(parts[2:4])
+    raise RouterError(404, f"{INGRESS}{asked[:100]}: no such deployment here (this router serves {here})")
+
+
+def _puid(value: str, where: str) -> str:
+    try:
+        return puids.check(value, where)
+    except puids.PuidError as e:
+        raise RouterError(400, str(e)) from None
+
+
+def _body_puid(body: bytes) -> str | None:
+    """A caller's `meta.puid` in a Seldon v1 request, checked (None when absent or the body is not JSON)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # the predictor will say what is wrong with the body
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    value = meta.get("puid") if isinstance(meta, dict) else None
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise RouterError(400, f"field meta.puid: expected a string, got {type(value).__name__}")
+    return _puid(value, "field meta.puid")
+
+
+async def _reply(
+    send: Send, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
     await send({"type": "http.response.body", "body": body})
 
 
 def _error_body(path: str, status: int, message: str) -> bytes:
-    if path.startswith("/v2/"):
+    if path.startswith("/v2/") or "/v2/" in path[:120]:
         return orjson.dumps({"error": message})
     reason = "BAD_REQUEST" if status < 500 else "GATEWAY_ERROR"
     return orjson.dumps({"status": {"code": status, "info": message, "reason": reason, "status": "FAILURE"}})

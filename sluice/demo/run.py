@@ -6,7 +6,7 @@ Act 3  a broken candidate (trained on half-flipped labels: it passes no offline 
        straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
 Act 4  the same broken candidate through shadow, A/B and blue/green in turn: each is caught by its gates.
 Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
-the policy's interval and observing the gateway's /metrics.
+the policy's interval and observing the router's /metrics (on its admin port).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
@@ -47,6 +47,9 @@ from sluice.demo.report import (
 )
 from sluice.demo.scratch import Scratch, make_scratch
 from sluice.demo.traffic import TrafficGenerator
+
+if TYPE_CHECKING:
+    from rollout.reconciler import TickResult
 
 ENV = "local"
 MANIFEST_DIR = Path("gitops/environments/local")
@@ -170,6 +173,7 @@ class Demo:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.traffic: TrafficGenerator | None = None
         self.port = 0
+        self.admin_port = 0
         self.model_name = "sluice-classifier"
 
     # the whole run -----------------------------------------------------------------------------------
@@ -270,65 +274,80 @@ class Demo:
         return str(bundle.path)
 
     # one rollout, reconciled in this process ---------------------------------------------------------------
+    def _environment(self) -> Any:
+        from rollout.run import Options, build_environment
+
+        return build_environment(
+            Options(
+                env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.admin_port}/metrics"
+            )
+        )
+
     def rollout_act(self, name: str, strategy: str, candidate_uri: str, expected: str) -> ActResult:
-        from rollout.reconciler import RolloutError, abort, start, tick
-        from sluice.commands_rollout import build_environment, candidate_model
+        from rollout.reconciler import RolloutError, abort, start
+        from rollout.run import Tick, candidate_model, ended, rollout_after, run
 
         assert self.traffic is not None
+        traffic = self.traffic
         self.console.rule(f"{name} · {strategy}")
-        env = build_environment(ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None)
-        model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
-        state = env.target.state(env.scm.read(ENV).text)
-        stable = state.stable_name()
-        act = ActResult(name, strategy, predictor_name(digest), stable, expected)
-        self.acts.append(act)
-        self.traffic.set_act(name)
-        act.started = time.time()
-        self.live = LiveState(act=name, strategy=strategy)
         if self._write_policy(self.scratch, strategy):
             self.scratch.git("commit", "-qm", f"policies/{ENV}.yaml: the demo's {strategy} policy")
-            env = build_environment(
-                ENV, self.scratch.root, None, f"http://127.0.0.1:{self.port}/metrics", None
-            )
+        env = self._environment()
+        model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
+        stable = env.target.state(env.scm.read(ENV).text).stable_name()
+        act = ActResult(name, strategy, predictor_name(digest), stable, expected)
+        self.acts.append(act)
+        traffic.set_act(name)
+        act.started = time.time()
+        self.live = LiveState(act=name, strategy=strategy)
         result = start(env, candidate_uri, model_uri, digest, strategy)
         self._note(result, act, act.started)
         if strategy == "bluegreen":
             # Smoke traffic pinned to green (at 0 %) once the gateway routes to it.
             self._wait_converged()
-            self.traffic.smoke_target = act.candidate
+            traffic.smoke_target = act.candidate
         deadline = act.started + self.s.act_timeout
+        timed_out = False
+
+        def on_tick(step: Tick) -> None:
+            result = step.result
+            if result is None:
+                self.live.decision = step.skipped or step.error
+                return
+            self._note(result, act, result.decided_at)
+            action = result.decision.action.value
+            if result.wrote and action in ("rollback", "promote"):
+                traffic.smoke_target = None
+                if action == "rollback":
+                    act.stable_at = self._wait_gone(act.candidate)
+                # The reason names the failing gate or the A/B test's verdict; a promotion lists its gates.
+                passed = [g.gate for g in result.decision.gates if g.verdict == "pass"]
+                act.decided_by.append(
+                    result.decision.reason
+                    + (f" (passing: {', '.join(passed)})" if action == "promote" and passed else "")
+                )
+
+        def until(result: TickResult) -> bool:
+            nonlocal timed_out
+            r = rollout_after(result)
+            if ended(result):
+                act.outcome = {"promoted": "promoted", "rolled-back": "rolled back"}.get(
+                    r.status if r is not None else "", r.status if r is not None else "ended"
+                )
+                return True
+            if r is not None and r.status in ("frozen", "paused"):
+                act.outcome = r.status
+                return True
+            timed_out = time.time() > deadline
+            return timed_out
+
         with Live(get_renderable=self._render, console=self.console, refresh_per_second=4, transient=True):
-            while True:
-                began = time.time()
-                result = tick(env)
-                self._note(result, act, began + result.observe_seconds + result.decide_seconds)
-                r = result.decision.rollout or (result.state.rollout if result.state else None)
-                if result.wrote and result.decision.action.value in ("rollback", "promote"):
-                    self.traffic.smoke_target = None
-                    if result.decision.action.value == "rollback":
-                        act.stable_at = self._wait_gone(act.candidate)
-                    # The reason names the failing gate or the A/B test's verdict; a promotion lists its gates.
-                    passed = [g.gate for g in result.decision.gates if g.verdict == "pass"]
-                    promoted = result.decision.action.value == "promote"
-                    act.decided_by.append(
-                        result.decision.reason
-                        + (f" (passing: {', '.join(passed)})" if promoted and passed else "")
-                    )
-                final = env.target.state(env.scm.read(ENV).text).rollout
-                if final is not None and not final.active:
-                    act.outcome = {"promoted": "promoted", "rolled-back": "rolled back"}.get(
-                        final.status, final.status
-                    )
-                    break
-                if r is not None and r.status in ("frozen", "paused"):
-                    act.outcome = r.status
-                    break
-                if time.time() > deadline:
-                    with contextlib.suppress(RolloutError):
-                        self._note(abort(env, "sluice demo (act timed out)"), act, time.time())
-                    act.outcome = "timed out (aborted)"
-                    break
-        self.traffic.smoke_target = None
+            run(env, on_tick=on_tick, until=until)
+            if timed_out:
+                with contextlib.suppress(RolloutError):
+                    self._note(abort(env, "sluice demo (act timed out)"), act, time.time())
+                act.outcome = "timed out (aborted)"
+        traffic.smoke_target = None
         self._wait_converged()
         act.ended = time.time()
         mark = "[green]✓[/]" if act.outcome == expected else "[red]✗[/]"
@@ -391,7 +410,7 @@ class Demo:
 
     # processes -------------------------------------------------------------------------------------------
     def _start_gateway(self, scratch: Scratch) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -402,6 +421,8 @@ class Demo:
             str(MANIFEST_DIR),
             "--port",
             str(self.port),
+            "--admin-port",
+            str(self.admin_port),
             "--log-dir",
             str(logs),
         ]
@@ -418,7 +439,7 @@ class Demo:
 
     def _routes(self) -> list[dict[str, Any]]:
         try:
-            resp = httpx.get(f"http://127.0.0.1:{self.port}/gateway/routes", timeout=2)
+            resp = httpx.get(f"http://127.0.0.1:{self.admin_port}/routes", timeout=2)
             return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError):
             return []

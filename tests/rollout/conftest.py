@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -16,12 +17,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_exporter import Exporter, free_port
+from rollout_exporter import LOCAL, PRODUCTION, STAGING, Exporter, free_port
 
 
-@pytest.fixture
-def exporter() -> Iterator[Exporter]:
-    """A real exporter; a background thread adds each predictor's profile every 50 ms until the test ends."""
+@contextmanager
+def running_exporter() -> Iterator[Exporter]:
+    """A real exporter; a background thread adds each predictor's profile every 50 ms until the block ends."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
     reg = CollectorRegistry()
@@ -45,26 +46,38 @@ def exporter() -> Iterator[Exporter]:
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
-    yield exp
-    stop.set()
-    driver.join(timeout=2)
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=2)
+    try:
+        yield exp
+    finally:
+        stop.set()
+        driver.join(timeout=2)
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=2)
 
 
 @pytest.fixture
-def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus (Debian's package) scraping the exporter every second."""
+def exporter() -> Iterator[Exporter]:
+    with running_exporter() as exp:
+        yield exp
+
+
+@contextmanager
+def running_prometheus(tmp_path: Path, targets: dict[str, int]) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping each target port every second. The key of each target is
+    the `namespace` label Prometheus puts on its series, as a PodMonitor does for a pod's namespace."""
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not Path(binary).exists():
         pytest.skip("prometheus is not installed (scripts/services.sh installs it)")
     port = free_port()
     config = tmp_path / "prometheus.yml"
+    jobs = "".join(
+        f"      - targets: ['127.0.0.1:{target}']\n        labels: {{namespace: '{namespace}'}}\n"
+        for namespace, target in targets.items()
+    )
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        "scrape_configs:\n  - job_name: gateway\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{exporter.port}']\n"
+        f"scrape_configs:\n  - job_name: gateway\n    static_configs:\n{jobs}"
     )
     proc = subprocess.Popen(
         [
@@ -96,3 +109,22 @@ def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def prometheus(exporter: Exporter, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus scraping the exporter, whose series it labels with the local environment's namespace."""
+    with running_prometheus(tmp_path, {LOCAL: exporter.port}) as url:
+        yield url
+
+
+@pytest.fixture
+def two_namespaces(tmp_path: Path) -> Iterator[tuple[str, Exporter, Exporter]]:
+    """One real Prometheus scraping two exporters with identical series, one per namespace: staging's and
+    production's gateways, which run the same deployment and predictor names."""
+    with (
+        running_exporter() as staging,
+        running_exporter() as production,
+        running_prometheus(tmp_path, {STAGING: staging.port, PRODUCTION: production.port}) as url,
+    ):
+        yield url, staging, production

@@ -7,6 +7,8 @@ import threading
 from dataclasses import dataclass, field
 
 DEPLOYMENT = "sluice-classifier"
+LOCAL = "sluice"  # the namespace of initial_manifest()'s environments
+STAGING, PRODUCTION = "sluice-staging", "sluice-production"  # two environments' namespaces
 
 
 @dataclass

@@ -47,8 +47,10 @@ def fast_policy(strategy: str, **over: Any) -> dict[str, Any]:
     return p
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+def git(repo: Path, *args: str, input_text: str | None = None) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True, input=input_text
+    ).stdout
 
 
 def make_repo(tmp: Path, stable_digest: str, env: str = "local") -> Path:

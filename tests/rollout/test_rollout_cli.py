@@ -120,9 +120,25 @@ def test_watch_runs_to_the_end(repo: Path, exporter: Exporter, bundle_dir: Path,
     sluice("rollout", "init", "--env", "local", "--model", str(bundle_dir), "--repo", str(repo))
     sluice("rollout", "start", *common, "--candidate", str(rf_bundle_dir))
     out = sluice(
-        "rollout", "reconcile", *common, "--watch", "--metrics-url", exporter.url, "--max-ticks", "30"
+        "rollout",
+        "reconcile",
+        *common,
+        "--watch",
+        "--until-done",
+        "--metrics-url",
+        exporter.url,
+        "--max-ticks",
+        "30",
     )
-    assert "promote" in out and weights(repo) == {cand: (100, False)}
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "message", "env", "action"} <= set(line) for line in lines)
+    assert (
+        lines[-1]["action"] == "promote"
+        and lines[-1]["wrote"]
+        and lines[-1]["rollout"]["status"] == "promoted"
+    )
+    assert len(out.splitlines()) == len(lines)  # not a terminal: JSON lines only
+    assert weights(repo) == {cand: (100, False)}
     text = sluice("rollout", "status", *common)
     assert "promoted" in text and f"{cand}" in text
 
@@ -197,3 +213,94 @@ def test_status_with_metrics_shows_the_gate_table(
     text = sluice("rollout", "status", *common, "--metrics-url", exporter.url)
     assert "success_rate" in text and "fail" in text and "canary 10%" in text
     assert json.loads(sluice("rollout", "status", *common, "--json"))["decision"] is None
+
+
+HOSTILE_ENVS = ["../x", "main", "a b", "Prod", "", "x" * 64, "-x", "a/b", "HEAD"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_ENVS)
+def test_a_hostile_env_is_refused_before_it_reaches_a_path_or_a_ref(
+    repo: Path, bundle_dir: Path, name: str
+) -> None:
+    before = git(repo, "for-each-ref")
+    for args in (
+        ["rollout", "init", "--env", name, "--model", str(bundle_dir), "--repo", str(repo)],
+        ["rollout", "start", "--env", name, "--candidate", str(bundle_dir), "--repo", str(repo)],
+        ["rollout", "reconcile", "--env", name, "--repo", str(repo)],
+        ["rollout", "status", "--env", name, "--repo", str(repo)],
+        ["rollout", "abort", "--env", name, "--repo", str(repo)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "--env" in result.output and ("DNS label" in result.output or "reserved" in result.output)
+    assert git(repo, "for-each-ref") == before  # no commit, no branch
+    assert not (repo.parent / "x").exists() and not list(repo.rglob("seldondeployment.yaml"))
+
+
+def test_errors_keep_their_brackets_and_name_file_field_and_value(repo: Path, bundle_dir: Path) -> None:
+    # a guardrail violation names the field with [index] and the rule in [brackets]: Rich must not eat them
+    bad = runner.invoke(
+        app,
+        [
+            "rollout",
+            "init",
+            "--env",
+            "local",
+            "--model",
+            str(bundle_dir),
+            "--repo",
+            str(repo),
+            "--image",
+            "x:latest",
+        ],
+    )
+    assert bad.exit_code == 1
+    assert "spec.predictors[0]" in bad.output and "@sha256" in bad.output and "[pinning]" in bad.output, (
+        bad.output
+    )
+    policies = write_policy(repo, {"strategy": "canary", "stages": [{"weight": 200, "bake": "soon"}]})
+    common = ["--env", "local", "--repo", str(repo), "--policies", str(policies)]
+    sluice("rollout", "init", "--env", "local", "--model", str(bundle_dir), "--repo", str(repo))
+    bad = runner.invoke(app, ["rollout", "start", *common, "--candidate", str(bundle_dir)])
+    assert bad.exit_code == 1
+    lines = bad.output.splitlines()
+    source = str(policies / "local.yaml")
+    assert any(source in line and "stages.0.weight" in line and "(got 200)" in line for line in lines), (
+        bad.output
+    )
+    assert any("stages.0.bake" in line and "(got 'soon')" in line for line in lines), bad.output
+
+
+@pytest.mark.timeout(60)
+def test_watch_with_nothing_to_do_keeps_running(repo: Path, bundle_dir: Path, tmp_path: Path) -> None:
+    """What the in-cluster Deployment runs: with no rollout active it must idle, not exit (a crash loop)."""
+    import subprocess
+    import sys
+    import time
+
+    policies = write_policy(repo, fast_policy("canary", interval=0.2))
+    sluice("rollout", "init", "--env", "local", "--model", str(bundle_dir), "--repo", str(repo))
+    out = tmp_path / "out.jsonl"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sluice", "rollout", "reconcile", "--env", "local", "--watch",
+             "--repo", str(repo), "--policies", str(policies), "--metrics-url", "http://127.0.0.1:9/metrics"],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 40
+            while sum(line.startswith("{") for line in out.read_text().splitlines()) < 3:  # three ticks
+                assert proc.poll() is None, f"exited {proc.returncode} with nothing to do: {out.read_text()}"
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.1)
+            assert proc.poll() is None  # still running
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    lines = out.read_text().splitlines()
+    assert all(line.startswith("{") for line in lines[:3]), lines  # not a terminal: JSON lines
+    ticks = [json.loads(line) for line in lines[:3]]
+    assert [t["tick"] for t in ticks] == [1, 2, 3] and {t["reason"] for t in ticks} == {
+        "no rollout in progress"
+    }

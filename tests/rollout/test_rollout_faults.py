@@ -169,6 +169,8 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
         {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.8}
     ]
     env = make_env(repo, fast_policy("canary", gates=gates), exporter.url)
+    now = [1_900_000_000.0]
+    env.clock = lambda: now[0]  # the stage's clock: 0.3 s per tick, however loaded this machine is
     begin(env, setup)
     first = tick(env)
     assert (
@@ -177,6 +179,7 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
         and not first.wrote
     )
     for _ in range(10):
+        now[0] += 0.3
         res = tick(env)
         if res.wrote:
             break
@@ -254,12 +257,12 @@ def test_unreachable_metrics_are_no_data(setup) -> None:  # type: ignore[no-unty
         {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 0.5}
     ]
     env = make_env(repo, fast_policy("canary", gates=gates), f"http://127.0.0.1:{free_port()}/metrics")
+    now = [1_900_000_000.0]
+    env.clock = lambda: now[0]  # the deadline is the stage's clock, not how fast this machine runs git
     begin(env, setup)
     first = tick(env)
     assert first.decision.action == Action.HOLD and any("metrics unavailable" in n for n in first.notes)
-    import time
-
-    time.sleep(0.6)
+    now[0] += 0.6
     res = tick(env)
     assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
     assert weights(repo) == {stable: (100, False)}

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from rollout_exporter import DEPLOYMENT, Exporter
+from rollout_exporter import DEPLOYMENT, LOCAL, PRODUCTION, STAGING, Exporter
 
 from rollout.metrics import MetricsError
 from rollout.metrics.prometheus import PrometheusProvider
@@ -74,9 +74,10 @@ def test_prometheus_provider_against_real_prometheus(exporter: Exporter, prometh
             [A, B],
             window=5,
             custom={
-                "rps": 'sum(rate(seldon_api_executor_server_requests_seconds_count{{predictor_name="{predictor}"}}[{window}]))'
+                "rps": 'sum(rate(seldon_api_executor_server_requests_seconds_count{{namespace="{namespace}",predictor_name="{predictor}"}}[{window}]))'
             },
             since=30,
+            namespace=LOCAL,
         )
         if obs.of(A).requests > 50 and obs.of(B).comparisons > 20:
             break
@@ -98,4 +99,80 @@ def test_prometheus_errors_are_clear() -> None:
 
     p = PrometheusProvider("http://prom", client=httpx.Client(transport=httpx.MockTransport(bad)))
     with pytest.raises(MetricsError, match="parse error"):
-        p.observe(DEPLOYMENT, [A], 60)
+        p.observe(DEPLOYMENT, [A], 60, namespace=STAGING)
+
+
+def _recording() -> tuple[PrometheusProvider, list[str]]:
+    queries: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        queries.append(request.url.params["query"])
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": []}})
+
+    return PrometheusProvider(
+        "http://prom", client=httpx.Client(transport=httpx.MockTransport(answer))
+    ), queries
+
+
+def test_every_query_selects_the_namespace() -> None:
+    provider, queries = _recording()
+    custom = {"rps": 'sum(rate(x{{namespace="{namespace}",predictor_name="{predictor}"}}[{window}]))'}
+    provider.observe(DEPLOYMENT, [A, B], 60, custom, since=600, namespace=PRODUCTION)
+    assert len(queries) > 10
+    for q in queries:
+        assert f'namespace="{PRODUCTION}"' in q, q
+
+
+def test_a_query_that_could_read_another_namespace_is_refused() -> None:
+    provider, queries = _recording()
+    with pytest.raises(MetricsError, match="metadata.namespace"):
+        provider.observe(DEPLOYMENT, [A], 60, namespace=None)
+    custom = {"rps": 'sum(rate(x{{predictor_name="{predictor}"}}[{window}]))'}
+    with pytest.raises(MetricsError, match=r"gate rps: .*namespace"):
+        provider.observe(DEPLOYMENT, [A], 60, custom, namespace=PRODUCTION)
+    assert queries == []  # refused before anything was asked
+
+
+def test_a_hostile_namespace_cannot_break_out_of_its_selector() -> None:
+    provider, queries = _recording()
+    hostile = 'prod"} or vector(1) #'
+    custom = {"rps": 'sum(x{{namespace="{namespace}"}})'}
+    provider.observe(DEPLOYMENT, [A], 60, custom, namespace=hostile)
+    for q in queries:
+        assert 'namespace="prod\\"} or vector(1) #"' in q, q
+
+
+@pytest.mark.timeout(60)
+def test_each_environment_reads_only_its_own_namespace(
+    two_namespaces: tuple[str, Exporter, Exporter],
+) -> None:
+    """One real Prometheus scrapes staging's and production's gateways, which export the very same deployment
+    and predictor names. Production's gates must see production's traffic only."""
+    url, staging, production = two_namespaces
+    staging.set(A, requests=4)
+    staging.set(B, requests=4, error_ratio=0.5, latency=0.3, comparisons=4, disagreement_ratio=0.5)
+    production.set(A, requests=4)
+    production.set(B, requests=4, comparisons=4)
+    provider = PrometheusProvider(url)
+    custom = {
+        "errors": 'sum(rate(seldon_api_executor_server_requests_seconds_count{{namespace="{namespace}",predictor_name="{predictor}",code=~"5.."}}[{window}])) or vector(0)'
+    }
+    deadline = time.monotonic() + 40
+    while True:
+        prod = provider.observe(DEPLOYMENT, [A, B], 5, custom, namespace=PRODUCTION)
+        stag = provider.observe(DEPLOYMENT, [A, B], 5, custom, namespace=STAGING)
+        if min(prod.of(B).requests, stag.of(B).requests, prod.of(B).comparisons) > 20:
+            break
+        assert time.monotonic() < deadline, (prod, stag)
+        time.sleep(0.5)
+    assert stag.of(B).success_rate() == pytest.approx(0.5, abs=0.1)  # staging's candidate is broken...
+    assert prod.of(B).errors == 0 and prod.of(B).success_rate() == 1.0  # ...production's is not
+    p99 = prod.of(B).latency_quantile(0.99)
+    assert p99 is not None and p99 < 0.1
+    assert prod.of(B).disagreement() == 0 and stag.of(B).disagreement() == pytest.approx(0.5, abs=0.1)
+    assert prod.custom["errors"][B] == 0 and stag.custom["errors"][B] > 0
+    # and the requests counted are production's alone, not the sum of both gateways
+    both = provider.value(
+        f'sum(increase(seldon_api_executor_server_requests_seconds_count{{predictor_name="{B}"}}[5s]))'
+    )
+    assert both is not None and prod.of(B).requests < 0.75 * both

@@ -50,6 +50,21 @@ def start_live_server(app: Any) -> tuple[LiveServer, Any]:
     return LiveServer(f"http://127.0.0.1:{port}", port, app), stop
 
 
+@pytest.fixture
+def serve() -> Iterator[Any]:
+    """Start more apps over real sockets within a test: `serve(app) -> LiveServer`; all stopped after it."""
+    stops = []
+
+    def start(app: Any) -> LiveServer:
+        server, stop = start_live_server(app)
+        stops.append(stop)
+        return server
+
+    yield start
+    for stop in stops:
+        stop()
+
+
 @pytest.fixture(scope="module")
 def live(bundle_dir: Path) -> Iterator[LiveServer]:
     """`sluice serve`'s app on the logistic-regression bundle, over a real socket."""

@@ -84,3 +84,89 @@ def test_seldon_client_json_data_and_feedback(live: Any, test_rows: pd.DataFrame
     )
     assert feedback.success, feedback.msg
     assert feedback.response["meta"]["tags"]["reward"] == 1.0
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+@pytest.mark.parametrize("gateway", ["seldon", "istio"])
+def test_seldon_client_gateway_modes_with_feedback(
+    live: Any, gateway: str, test_rows: pd.DataFrame, expected: Any
+) -> None:
+    """`istio` is what clients use through an ingress: /seldon/<namespace>/<deployment>/api/v1.0/..."""
+    import httpx
+    from seldon_core.seldon_client import SeldonClient
+    from seldon_core.utils import grpc_datadef_to_array, json_to_seldon_message
+
+    client = SeldonClient(
+        gateway=gateway,
+        transport="rest",
+        gateway_endpoint=f"127.0.0.1:{live.port}",
+        namespace="production",
+        deployment_name="sluice",
+    )
+    X = test_rows.head(4).to_numpy()
+    result = client.predict(
+        data=X, payload_type="ndarray", names=list(test_rows.columns), client_return_type="proto"
+    )
+    assert result.success, result.msg
+    np.testing.assert_allclose(grpc_datadef_to_array(result.response.data), expected[1][:4], atol=1e-4)
+
+    before = httpx.get(f"{live.url}/metrics").text
+    truth = expected[0][:4].copy()
+    truth[0] = 1 - truth[0]  # one of four wrong
+    scored = client.feedback(
+        prediction_request=result.request,
+        prediction_response=result.response,
+        prediction_truth=json_to_seldon_message({"data": {"ndarray": truth.reshape(-1, 1).tolist()}}),
+        reward=0,  # a protobuf drops a zero: the JSON carries no reward, so the truth is scored
+        client_return_type="dict",
+    )
+    assert scored.success, scored.msg
+    assert scored.response["meta"]["tags"]["reward"] == 0.75
+    given = client.feedback(
+        prediction_request=result.request,
+        prediction_response=result.response,
+        reward=1.0,
+        client_return_type="dict",
+    )
+    assert given.success, given.msg
+    after = httpx.get(f"{live.url}/metrics").text
+    assert (
+        _metric(after, "seldon_api_model_feedback_total")
+        == _metric(before, "seldon_api_model_feedback_total") + 2
+    )
+    assert _metric(after, "seldon_api_model_feedback_reward_total") == pytest.approx(
+        _metric(before, "seldon_api_model_feedback_reward_total") + 1.75
+    )
+    hostile = client.feedback(prediction_request=result.request, reward=1e12, client_return_type="dict")
+    assert not hostile.success and hostile.msg.startswith("400")
+
+
+@pytest.mark.parametrize("payload_type", ["ndarray", "tensor"])
+def test_seldon_client_microservice_mode_with_feedback(
+    live: Any, payload_type: str, test_rows: pd.DataFrame, expected: Any
+) -> None:
+    """Microservice mode posts the form field json= to /predict and /send-feedback, as to Seldon's wrapper."""
+    from seldon_core.seldon_client import SeldonClient
+    from seldon_core.utils import grpc_datadef_to_array
+
+    client = SeldonClient(microservice_endpoint=f"127.0.0.1:{live.port}")
+    X = test_rows.head(3).to_numpy()
+    result = client.microservice(
+        method="predict", data=X, payload_type=payload_type, names=list(test_rows.columns)
+    )
+    assert result.success, result.msg
+    np.testing.assert_allclose(grpc_datadef_to_array(result.response.data), expected[1][:3], atol=1e-4)
+    assert result.response.meta.requestPath[live.app.name] == live.app.predictor.digest
+
+    bad = client.microservice(method="predict", data=X[:, :5], payload_type=payload_type)
+    assert not bad.success and bad.response is not None  # the 400's body is a SeldonMessage too
+    assert "wrong feature count" in bad.response.status.info
+
+    feedback = client.microservice_feedback(
+        prediction_request=result.request, prediction_response=result.response, reward=0.5
+    )
+    assert feedback.success, feedback.msg
+    assert feedback.response.meta.tags["reward"].number_value == 0.5

@@ -87,6 +87,26 @@ def test_feedback_scores_truth(component: Classifier, test_rows: pd.DataFrame, e
     }
 
 
+@pytest.mark.parametrize(
+    ("reward", "truth", "message"),
+    [
+        (1e12, None, "reward: 1000000000000.0 is outside [0, 1]"),
+        (-0.5, None, "reward: -0.5 is outside [0, 1]"),
+        (float("nan"), None, "reward: nan is outside"),
+        (0.0, np.asarray([[0], [1]]), "truth has 2 rows but the prediction has 1"),
+        (0.0, np.asarray([[0.5]]), "expected class labels (integers), got 0.5"),
+    ],
+)
+def test_feedback_out_of_range_is_a_400(
+    component: Classifier, reward: float, truth: Any, message: str
+) -> None:
+    from seldon_core.flask_utils import SeldonMicroserviceException
+
+    with pytest.raises(SeldonMicroserviceException) as e:
+        component.send_feedback(np.ones((1, 30)), None, reward, truth)
+    assert e.value.status_code == 400 and message in e.value.message
+
+
 def test_tags_health_and_metadata(component: Classifier, bundle_dir: Path) -> None:
     from seldon_core.metadata import validate_model_metadata
 

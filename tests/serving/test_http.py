@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,12 +182,40 @@ def test_feedback_counts_reward_and_truth(http: httpx.Client) -> None:
     assert _metric(after, "seldon_api_model_feedback_reward_total") == pytest.approx(r0 + 1.0)
 
 
+def test_feedback_truth_with_the_request_only_is_scored_against_this_model(
+    http: httpx.Client, test_rows: pd.DataFrame, expected: Any
+) -> None:
+    rows = test_rows.head(4)
+    truth = expected[0][:4].copy()
+    truth[0] = 1 - truth[0]  # one of four wrong
+    r = http.post(
+        "/api/v1.0/feedback",
+        json={"request": _v1(rows.to_numpy().tolist()), "truth": {"data": {"ndarray": truth.tolist()}}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["meta"]["tags"]["reward"] == 0.75 and r.json()["meta"]["tags"]["correct"] == 3
+    # Seldon's clients drop a zero reward from the JSON: no reward and no truth counts 0, as under Seldon.
+    assert (
+        http.post("/api/v1.0/feedback", json={"request": _v1([[1.0] * 30])}).json()["meta"]["tags"]["reward"]
+        == 0
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({}, "needs a `reward`"),
+        ({"truth": {"data": {"ndarray": [[1]]}}}, "truth: scoring it needs the `response`"),
+        ({"response": [0.1, 0.9], "reward": 1}, "response: expected a SeldonMessage object"),
         ({"reward": "high"}, "reward: expected a number"),
-        ({"reward": -1}, ">= 0"),
+        ({"reward": -1}, "reward: -1 is outside [0, 1]"),
+        # One message may not outweigh many: accuracy on feedback is reward / messages, within [0, 1].
+        ({"reward": 1e12}, "reward: 1000000000000.0 is outside [0, 1]"),
+        ({"reward": 1.5}, "reward: 1.5 is outside [0, 1]"),
+        ({"reward": 10**400}, "reward: inf is outside [0, 1]"),
+        (
+            {"truth": {"data": {"ndarray": [[7]]}}, "response": {"data": {"ndarray": [[0.1, 0.9]]}}},
+            "truth: 7 is not a class of this model (0, 1)",
+        ),
         (
             {
                 "truth": {"data": {"ndarray": [[1]]}},
@@ -196,7 +225,7 @@ def test_feedback_counts_reward_and_truth(http: httpx.Client) -> None:
         ),
         (
             {"truth": {"data": {"ndarray": [["x"]]}}, "response": {"data": {"ndarray": [[0.1, 0.9]]}}},
-            "expected numbers",
+            "truth: 'x' is not a class of this model",
         ),
         ([1, 2], "expected a Feedback JSON object"),
     ],
@@ -227,14 +256,35 @@ def test_metrics_count_requests_by_code(http: httpx.Client, live: Any) -> None:
     assert f'model_digest="{live.app.predictor.digest}"' in after
 
 
-def test_openapi_and_docs(http: httpx.Client) -> None:
+def test_openapi_says_what_the_model_takes(http: httpx.Client, live: Any) -> None:
     doc = http.get("/openapi.json").json()
-    assert doc["openapi"].startswith("3.")
+    assert doc["openapi"].startswith("3.1")
     for path in ("/api/v1.0/predictions", "/api/v1.0/feedback", "/v2/models/{name}/infer", "/health/ping"):
         assert path in doc["paths"]
-    assert "SeldonMessage" in doc["components"]["schemas"]
-    docs = http.get("/docs")
-    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    schemas = doc["components"]["schemas"]
+    features = live.app.predictor.feature_names
+    record = schemas["PredictRequest"]["properties"]["jsonData"]["anyOf"][1]
+    assert record["required"] == features and record["additionalProperties"] is False
+    row = schemas["PredictRequest"]["properties"]["data"]["properties"]["ndarray"]["anyOf"][1]
+    assert row["minItems"] == row["maxItems"] == len(features)
+    assert row["items"]["maximum"] == 2.0**64  # products of two values still fit the float32 model
+    assert schemas["FeedbackRequest"]["properties"]["reward"]["maximum"] == 1
+    for path, ops in doc["paths"].items():  # every operation that takes input declares its 4xx answers
+        for op in ops.values():
+            if "requestBody" in op or op.get("parameters"):
+                assert any(code.startswith("4") for code in op["responses"]), path
+
+
+def test_docs_are_served_offline(http: httpx.Client) -> None:
+    page = http.get("/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from another host
+    assets = re.findall(r'(?:href|src)="(docs/[^"]+)"', page.text)
+    assert {"docs/swagger-ui.css", "docs/swagger-ui-bundle.js"} <= set(assets)
+    for asset in assets:
+        r = http.get("/" + asset)
+        assert r.status_code == 200 and len(r.content) > 500, asset
+    assert "SwaggerUIBundle" in http.get("/docs/swagger-ui-bundle.js").text
 
 
 # bad input: always a 4xx naming the problem, never a 500 ---------------------------------------------
@@ -251,7 +301,12 @@ V1 = "/api/v1.0/predictions"
         (V1, _v1([[1.0] * 29 + [None]]), 400, "non-numeric"),
         (V1, _v1([]), 400, "empty batch"),
         (V1, {"jsonData": []}, 400, "empty batch"),
-        (V1, {"data": {"tensor": {"shape": [2, 30], "values": [1.0] * 30}}}, 400, "holds 60 values but 30"),
+        (
+            V1,
+            {"data": {"tensor": {"shape": [2, 30], "values": [1.0] * 30}}},
+            400,
+            "needs 60 values, data holds 30",
+        ),
         (V1, {"data": {}}, 400, "expected `ndarray` or `tensor`"),
         (V1, {"strData": "hello"}, 400, "strData is not supported"),
         (V1, {}, 400, "expected one of data.ndarray"),
@@ -343,7 +398,72 @@ def test_body_too_large_is_413_and_server_keeps_serving(http: httpx.Client, live
     assert http.post(V1, json=_v1([[1.0] * 30])).status_code == 200
 
 
-def test_wrong_method_is_405(http: httpx.Client, live: Any) -> None:
-    assert http.get(V1).status_code == 405
-    assert http.get(f"/v2/models/{live.app.name}/infer").status_code == 405
-    assert http.post("/health/ping").status_code == 405
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", V1, "POST, OPTIONS"),
+        ("TRACE", V1, "POST, OPTIONS"),
+        ("PUT", "/api/v1.0/feedback", "POST, OPTIONS"),
+        ("POST", "/health/ping", "GET, HEAD, OPTIONS"),
+        ("TRACE", "/metrics", "GET, HEAD, OPTIONS"),
+        ("DELETE", "/v2/models/{m}/infer", "POST, OPTIONS"),
+        ("TRACE", "/v2/models/{m}/versions/{v}/ready", "GET, HEAD, OPTIONS"),
+        ("PATCH", "/seldon/ns/dep/api/v1.0/predictions", "POST, OPTIONS"),
+    ],
+)
+def test_undeclared_methods_get_405_with_allow(
+    http: httpx.Client, live: Any, method: str, path: str, allow: str
+) -> None:
+    path = path.replace("{m}", live.app.name).replace("{v}", live.app.version)
+    r = http.request(method, path)
+    assert r.status_code == 405, r.text
+    assert r.headers["allow"] == allow
+    assert method in (r.json().get("error") or r.json()["status"]["info"])
+    options = http.request("OPTIONS", path)
+    assert options.status_code == 204 and options.headers["allow"] == allow
+
+
+def test_head_answers_like_get_without_a_body(http: httpx.Client) -> None:
+    got, head = http.get("/v2/health/ready"), http.head("/v2/health/ready")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == got.headers["content-length"]
+
+
+def test_ingress_paths_and_the_deployment_they_name(bundle_dir: Any, serve: Any) -> None:
+    from serving.core.predictor import Predictor
+    from serving.http.app import PredictorApp
+    from serving.http.model_metrics import ServingMetrics
+
+    predictor = Predictor.load(bundle_dir)
+    metrics = ServingMetrics(predictor.name, predictor.digest, deployment_name="sluice")
+    server = serve(PredictorApp(predictor, metrics=metrics))  # under Seldon: SELDON_DEPLOYMENT_ID=sluice
+    body = _v1([[1.0] * 30])
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        assert c.post("/seldon/production/sluice/api/v1.0/predictions", json=body).status_code == 200
+        assert c.post("/seldon/sluice/api/v1.0/predictions", json=body).status_code == 200  # no namespace
+        infer = f"/seldon/production/sluice/v2/models/{predictor.name}/infer"
+        v2_body = {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP64", "data": [1.0] * 30}]}
+        assert c.post(infer, json=v2_body).status_code == 200
+        other = c.post("/seldon/production/other/api/v1.0/predictions", json=body)
+        assert other.status_code == 404
+        assert "no deployment 'other' here: this predictor serves 'sluice'" in other.json()["status"]["info"]
+        assert c.post("/seldon/x", json=body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status", "message"),
+    [
+        ("application/x-www-form-urlencoded", b"json=%7B%7D", 400, "expected one of data.ndarray"),
+        ("application/x-www-form-urlencoded", b"data=1", 400, "exactly one field json="),
+        ("application/x-www-form-urlencoded", b"json=1&json=2", 400, "exactly one field json="),
+        ("application/x-www-form-urlencoded", b"json=%ff%fe", 400, "malformed"),
+        ("application/x-www-form-urlencoded; charset=utf-8", b"\xff=1", 400, "malformed form body"),
+        ("multipart/form-data; boundary=x", b"--x--", 415, "multipart/form-data is not supported"),
+    ],
+)
+def test_seldon_form_bodies(
+    http: httpx.Client, content_type: str, body: bytes, status: int, message: str
+) -> None:
+    r = http.post("/predict", content=body, headers={"content-type": content_type})
+    assert r.status_code == status, r.text
+    assert message in r.json()["status"]["info"]

@@ -97,6 +97,12 @@ def test_validate_shapes_agree(predictor: Predictor, rows: np.ndarray) -> None:
         np.testing.assert_array_equal(as_list, other)
     one = predictor.validate(X[0].tolist())  # a flat row is one row
     assert one.shape == (1, len(names))
+    record = predictor.validate(dict(zip(names, X[0].tolist(), strict=True)))  # so is one record
+    np.testing.assert_array_equal(record, one)
+    largest = 2.0**64  # the largest magnitude taken: products of two such values still fit a float32
+    assert predictor.validate([[largest] * len(names)]).max() == largest
+    prediction = predictor.predict(predictor.validate([[largest, -largest] * (len(names) // 2)]))
+    assert np.isfinite(prediction.probabilities).all()
     assert predictor.validate([[int(v) for v in X[0]]]).dtype == np.float64
 
 
@@ -124,7 +130,25 @@ def test_validate_shapes_agree(predictor: Predictor, rows: np.ndarray) -> None:
         (lambda n, names: [dict.fromkeys(names, 1.0), 3], "row 1: expected a record"),
         (lambda n, names: {**{name: [1.0] for name in names}, names[0]: [1.0, 2.0]}, "different lengths"),
         (lambda n, names: {**{name: [1.0] for name in names}, "x": [1.0]}, "unknown feature 'x'"),
-        (lambda n, names: {name: 1.0 for name in names}, "expected a list of values"),
+        (lambda n, names: {**{name: [1.0] for name in names}, names[1]: 1.0}, "expected a list of values"),
+        # Finite in float64, infinite in the float32 the model computes in: refused, not answered with NaN.
+        (
+            lambda n, names: [[1e39] + [1.0] * (n - 1)],
+            "feature {0}: 1e+39 is beyond the range the model takes",
+        ),
+        (lambda n, names: [[1.0] * (n - 1) + [-(10**40)]], "is beyond the range the model takes"),
+        (
+            lambda n, names: [{**dict.fromkeys(names, 1.0), names[2]: 3.5e38}],
+            "feature {2}: 3.5e+38 is beyond",
+        ),
+        (
+            lambda n, names: {**{name: [1.0] for name in names}, names[4]: [10**400]},
+            "feature {4}: inf is not",
+        ),
+        # numpy reads a boolean among numbers as 1.0; no form accepts it as a feature value
+        (lambda n, names: [[1.0] * (n - 1) + [True]], "non-numeric value in the request: True"),
+        (lambda n, names: [[1] * (n - 1) + [False]], "non-numeric value in the request: False"),
+        (lambda n, names: [[1.0] * (n - 1) + [10**5000]], "feature {29}: inf is not a finite number"),
     ],
 )
 def test_validate_rejects(predictor: Predictor, make: object, message: str) -> None:

@@ -250,3 +250,30 @@ def test_a_corrupt_parquet_file_is_named(predictor, tmp_path: Path) -> None:
     (tmp_path / "in.parquet").write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(BatchError, match=r"in\.parquet: cannot read it as Parquet"):
         score_file(predictor, tmp_path / "in.parquet", tmp_path / "out.parquet")
+
+
+def test_rows_the_model_cannot_compute_are_rejected_with_the_core_reason(
+    predictor, test_frame: pd.DataFrame, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A model whose arithmetic overflows on some rows (probabilities NaN; no bundle here does so within the
+    values the core accepts, so the model's answer is altered for rows 7 and 60): those rows go to the rejects
+    with the reason every serving mode gives, the others are scored."""
+    from serving.core.predictor import Prediction
+
+    real = predictor.predict
+
+    def overflowing(X):  # type: ignore[no-untyped-def]
+        answer = real(X)
+        probabilities = answer.probabilities.copy()
+        probabilities[np.isin(np.arange(len(X)), [7 % len(X), 60 % len(X)]) & (len(X) > 60)] = np.nan
+        return Prediction(answer.labels, probabilities)
+
+    monkeypatch.setattr(predictor, "predict", overflowing)
+    test_frame.to_csv(tmp_path / "in.csv", index=False)
+    summary = score_file(predictor, tmp_path / "in.csv", tmp_path / "out.csv", chunk_size=100)
+    assert (summary.rows, summary.scored, summary.rejected) == (143, 141, 2)
+    rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in rejects] == [7, 60]
+    assert all(r["reason"].startswith("the model cannot compute probabilities") for r in rejects)
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert "r7" not in set(out["id"]) and len(out) == 141 and out["probability_0"].notna().all()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from serving.edge.manifest import EdgeBundleError, sha256_file
-from serving.edge.runtime import EdgeInputError, EdgeModel
+from serving.edge.runtime import EdgeInputError, EdgeModel, read_rows
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -55,15 +55,55 @@ def test_predictions_match_the_predictor_core(edge_bundle: Path, bundle_dir: Pat
     assert np.abs(edge.probabilities - expected.probabilities).max() < 1e-6
 
 
-def test_records_and_lists_give_the_same_answer(edge_bundle: Path) -> None:
+def test_records_lists_and_csv_give_the_same_answer(edge_bundle: Path, tmp_path: Path) -> None:
     model = EdgeModel.load(edge_bundle)
     row = json.loads((edge_bundle / "selftest.json").read_text())["rows"][0]
     record = dict(zip(model.feature_names, row, strict=True))
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text(",".join(record) + "\n" + ",".join(repr(v) for v in record.values()) + "\n")
     a = model.predict_rows([record])
     b = model.predict_rows(row)
-    c = model.predict_rows({k: str(v) for k, v in record.items()})  # CSV gives strings
-    assert a.labels.tolist() == b.labels.tolist() == c.labels.tolist()
-    assert np.allclose(a.probabilities, b.probabilities)
+    c = model.predict_rows(record)  # one record
+    d = model.predict_rows(read_rows(csv_file))
+    assert a.labels.tolist() == b.labels.tolist() == c.labels.tolist() == d.labels.tolist()
+    assert np.allclose(a.probabilities, d.probabilities)
+
+
+def test_csv_cells_are_numbers_or_refused_by_line_and_column(edge_bundle: Path, tmp_path: Path) -> None:
+    model = EdgeModel.load(edge_bundle)
+    names = model.feature_names
+    bad = tmp_path / "bad.csv"
+    bad.write_text(",".join(names) + "\n" + ",".join(["1.0"] * 29 + ["big"]) + "\n")
+    with pytest.raises(
+        EdgeInputError, match=f"bad.csv, line 2, column {names[-1]!r}: non-numeric value 'big'"
+    ):
+        read_rows(bad)
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(names) + "\n" + ",".join(["1.0"] * 31) + "\n")
+    with pytest.raises(EdgeInputError, match="line 2: more cells than the header"):
+        read_rows(wide)
+
+
+def test_edge_and_core_share_one_validator(edge_bundle: Path, bundle_dir: Path) -> None:
+    """The same hostile rows get the same verdict, word for word, on a device and on a predictor."""
+    from serving.core.predictor import Predictor, RequestError
+
+    edge, core = EdgeModel.load(edge_bundle), Predictor.load(bundle_dir)
+    names = core.feature_names
+    hostile = [
+        [[1e39] * 30],  # finite in float64, infinite in the model's float32 input
+        [dict.fromkeys(names, 1.0) | {names[3]: -1e39}],
+        [[1.0] * 29 + [True]],
+        {n: ["1.0"] for n in names},
+        [[1.0] * 29],
+        [[1.0] * 30, [2.0] * 30, [float("nan")] * 30],
+    ]
+    for rows in hostile:
+        with pytest.raises(RequestError) as on_core:
+            core.validate(rows)
+        with pytest.raises(EdgeInputError) as on_edge:
+            edge.validate(rows)
+        assert str(on_edge.value) == str(on_core.value)
 
 
 @pytest.mark.parametrize(
@@ -74,6 +114,11 @@ def test_records_and_lists_give_the_same_answer(edge_bundle: Path) -> None:
         (lambda r: r.update(mean_radius="big"), "feature 'mean_radius': non-numeric value 'big'"),
         (lambda r: r.update(mean_radius=float("nan")), "feature 'mean_radius': nan is not a finite number"),
         (lambda r: r.update(mean_radius=None), "feature 'mean_radius': non-numeric value None"),
+        (lambda r: r.update(mean_radius="17.9"), "feature 'mean_radius': non-numeric value '17.9'"),
+        (
+            lambda r: r.update(mean_radius=1e39),
+            "feature 'mean_radius': 1e\\+39 is beyond the range the model takes",
+        ),
     ],
 )
 def test_bad_rows_are_refused_by_name(edge_bundle: Path, mutate, message: str) -> None:

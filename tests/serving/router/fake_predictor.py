@@ -1,9 +1,11 @@
 """A small real HTTP predictor for gateway tests: speaks the paths the gateway forwards, answers as itself.
 
-`python fake_predictor.py --port N --name NAME [--label 0|1] [--delay S] [--status 500] [--exit-after N]
-[--hang-after N]` (`--hang-after`: after N predictions the process stops answering anything, health included).
-Answers Seldon v1 predictions with a probability row that names class `--label`, v2 infer with a label
-output, feedback with an empty answer; counts requests per path at `GET /fake/stats`.
+`python fake_predictor.py --port N --name NAME [--model M --digest D] [--report-fd FD] [--label 0|1]
+[--delay S] [--status 500] [--exit-after N] [--hang-after N]` (`--hang-after`: after N predictions the process
+stops answering anything, health included; `--report-fd`: bind port N (0: any) and write the port to FD, as
+the real predictor server does). Answers Seldon v1 predictions with a probability row that names class
+`--label`, v2 infer with a label output, feedback with an empty answer, and the readiness probe
+`/v2/models/M/versions/D/ready` for its model and digest only; counts requests per path at `GET /fake/stats`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections import Counter
 from typing import Any
@@ -20,7 +23,16 @@ import orjson
 import uvicorn
 
 
-def make_app(name: str, label: int, delay: float, status: int, exit_after: int, hang_after: int = 0) -> Any:
+def make_app(
+    name: str,
+    label: int,
+    delay: float,
+    status: int,
+    exit_after: int,
+    hang_after: int = 0,
+    model: str = "classifier",
+    digest: str = "",
+) -> Any:
     counts: Counter[str] = Counter()
     bodies: list[Any] = []
 
@@ -36,7 +48,12 @@ def make_app(name: str, label: int, delay: float, status: int, exit_after: int, 
         path = scope["path"]
         counts[path] += 1
         code = 200
-        if path == "/fake/stats":
+        ready = f"/v2/models/{model}/versions/{digest}/ready"
+        if path == ready:
+            answer = {"name": model, "ready": True}
+        elif path.endswith("/ready") and path.startswith("/v2/models/"):
+            code, answer = 404, {"error": f"this predictor serves {model} at {digest}"}
+        elif path == "/fake/stats":
             answer: Any = {"name": name, "counts": dict(counts), "bodies": bodies[-20:]}
         elif path in ("/v2/health/ready", "/health/ping", "/v2/health/live"):
             answer = {"ready": True}
@@ -53,7 +70,7 @@ def make_app(name: str, label: int, delay: float, status: int, exit_after: int, 
             answer = {"data": {"ndarray": []}, "meta": {}}
         else:
             code, answer = 404, {"error": f"no route {path}"}
-        if path not in ("/fake/stats", "/v2/health/ready", "/health/ping", "/v2/health/live"):
+        if path not in ("/fake/stats", "/v2/health/ready", "/health/ping", "/v2/health/live", ready):
             if delay:
                 await asyncio.sleep(delay)
             if status != 200:
@@ -87,15 +104,19 @@ def main() -> None:
     parser.add_argument("--status", type=int, default=200)
     parser.add_argument("--exit-after", type=int, default=0)
     parser.add_argument("--hang-after", type=int, default=0)
+    parser.add_argument("--model", default="classifier")
+    parser.add_argument("--digest", default="")
+    parser.add_argument("--report-fd", type=int, default=None)
     a, _ = parser.parse_known_args()
-    uvicorn.run(
-        make_app(a.name, a.label, a.delay, a.status, a.exit_after, a.hang_after),
-        host=a.host,
-        port=a.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
+    app = make_app(a.name, a.label, a.delay, a.status, a.exit_after, a.hang_after, a.model, a.digest)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    sock = socket.socket()
+    sock.bind((a.host, a.port))
+    sock.listen(128)
+    if a.report_fd is not None:
+        with open(a.report_fd, "w") as report:
+            report.write(f"{sock.getsockname()[1]}\n")
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 if __name__ == "__main__":

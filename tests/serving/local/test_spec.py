@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from gateway_harness import digest_of, predictor, write_manifest
+from up_harness import digest_of, predictor, write_manifest
 
 from serving.local.spec import ManifestError, check_model_uri, find_manifest, read_manifest
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -18,35 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_harness import metric_samples, predictor, write_manifest
+from up_harness import SluiceUp, metric_samples, pid_listening_on, predictor, write_manifest
 
 from model.bundle import Bundle
-
-REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pid_listening_on(port: int) -> int:
-    """The predictor process started with `--port PORT` (found in /proc: the runtime does not say)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (
-            b"serving.http.server" in argv
-            and b"--port" in argv
-            and argv[argv.index(b"--port") + 1] == str(port).encode()
-        ):
-            return int(entry)
-    raise LookupError(f"no serving.http.server on port {port}")
 
 
 class Load:
@@ -101,23 +72,6 @@ class Load:
         return sum(self.outcomes.values())
 
 
-def routes(url: str) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(url + "/gateway/routes", timeout=5).json()
-    return data
-
-
-def wait_for(predicate: Any, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except (httpx.HTTPError, LookupError):
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} not met; sluice up said:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sluice_up_converges_under_load_with_zero_failed_requests(
@@ -134,39 +88,21 @@ def test_sluice_up_converges_under_load_with_zero_failed_requests(
     env = tmp_path / "env"
     env.mkdir()
     write_manifest(env, [p(stable, s_name, 90), p(candidate, c_name, 10)], name="sluice-classifier")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sluice",
-                "up",
-                str(env),
-                "--port",
-                str(port),
-                "--log-dir",
-                str(tmp_path / "logs"),
-            ],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    up = SluiceUp(env, tmp_path / "up.log")
+    url = up.url
     load = None
     try:
-        wait_for(lambda: len(routes(url)["predictors"]) == 2, 90, "gateway up with two predictors", log)
+        up.wait_routed(2)
         load = Load(url, len(stable.signature.features)).start()
 
         def weights() -> dict[str, int]:
-            return {q["name"]: q["traffic"] for q in routes(url)["predictors"]}
+            return {q["name"]: q["traffic"] for q in up.routes()["predictors"]}
 
         def step(predictors: list[dict[str, Any]], expected: dict[str, int], what: str) -> None:
             write_manifest(env, predictors, name="sluice-classifier")
-            wait_for(lambda: weights() == expected, 60, what, log)
+            up.wait_for(lambda: weights() == expected, 60, what)
             seen = load.total()  # type: ignore[union-attr]
-            wait_for(lambda: load.total() > seen + 150, 30, f"traffic after {what}", log)  # type: ignore[union-attr]
+            up.wait_for(lambda: load.total() > seen + 150, 30, f"traffic after {what}")  # type: ignore[union-attr]
 
         time.sleep(0.5)
         step([p(stable, s_name, 50), p(candidate, c_name, 50)], {s_name: 50, c_name: 50}, "50/50")
@@ -188,18 +124,21 @@ def test_sluice_up_converges_under_load_with_zero_failed_requests(
                 served[answer.headers["x-sluice-predictor"]] += 1
         feedback = {
             lab["predictor_name"]: v
-            for lab, v in metric_samples(httpx.get(url + "/metrics").text, "seldon_api_model_feedback_total")
+            for lab, v in metric_samples(up.metrics(), "seldon_api_model_feedback_total")
         }
         assert feedback == {k: float(v) for k, v in served.items()}
 
         # Kill the candidate: its requests are retried on the stable one, and it is restarted.
-        addresses = {q["name"]: q["address"] for q in routes(url)["predictors"]}
-        victim = pid_listening_on(int(addresses[c_name].rsplit(":", 1)[1]))
+        def candidate_port() -> int:
+            address = next(q["address"] for q in up.routes()["predictors"] if q["name"] == c_name)
+            return int(address.rsplit(":", 1)[1])
+
+        old_port = candidate_port()
+        victim = pid_listening_on(old_port)
         os.kill(victim, signal.SIGKILL)
-        wait_for(
-            lambda: pid_listening_on(int(addresses[c_name].rsplit(":", 1)[1])) != victim, 60, "restart", log
-        )
-        wait_for(lambda: all(q["alive"] for q in routes(url)["predictors"]), 60, "candidate back", log)
+        up.wait_for(lambda: candidate_port() != old_port, 60, "restart (on a port it reports)")
+        up.wait_for(lambda: pid_listening_on(candidate_port()) != victim, 60, "a new process")
+        up.wait_for(lambda: all(q["alive"] for q in up.routes()["predictors"]), 60, "candidate back")
 
         step([p(stable, s_name, 0), p(candidate, c_name, 100)], {s_name: 0, c_name: 100}, "0/100")
         with_shadow = [p(stable, s_name, 0), p(candidate, c_name, 100), p(third, t_name, 0, shadow=True)]
@@ -212,25 +151,20 @@ def test_sluice_up_converges_under_load_with_zero_failed_requests(
         assert load.outcomes == Counter({"200": load.total()})
         assert load.total() > 700
         assert load.by_predictor[s_name] > 50 and load.by_predictor[c_name] > 50
-        metrics = httpx.get(url + "/metrics").text
+        metrics = up.metrics()
         comparisons = metric_samples(metrics, "sluice_shadow_comparisons_total")
         assert [lab["predictor_name"] for lab, v in comparisons if v > 50] == [
             t_name
         ]  # it saw mirrored traffic
-        assert "exited with code" in log.read_text()  # the kill was noticed ...
-        assert "is back" in log.read_text()  # ... and repaired
+        assert "exited with code" in up.output()  # the kill was noticed ...
+        assert "is back" in up.output()  # ... and repaired
         # Ports of the predictors still running, to check that Ctrl-C stops them.
-        ports = [int(q["address"].rsplit(":", 1)[1]) for q in routes(url)["predictors"]]
+        ports = [int(q["address"].rsplit(":", 1)[1]) for q in up.routes()["predictors"]]
     finally:
         if load is not None:
             load.stop()
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    assert code == 0, log.read_text()[-2000:]
+        code = up.stop()
+    assert code == 0, up.output()
     for port_ in ports:
         with pytest.raises(LookupError):
             pid_listening_on(port_)

@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serving.router.comparison import decisions, disagree
-from serving.router.routing import RoutingTable, Target, UnknownPredictor, key_point
+from serving.router.routing import (
+    RoutingTable,
+    ShadowRefused,
+    Target,
+    UnknownPredictor,
+    key_point,
+    sticky_header,
+)
 
 
 def always(_: str) -> bool:
@@ -76,15 +83,15 @@ def test_a_dead_predictor_shares_out_its_traffic_and_sticky_users_fall_back_cons
     assert t.pick(10.0, lambda n: False) is None
 
 
-def test_override_names_a_predictor_or_is_refused() -> None:
+def test_override_names_a_live_predictor_or_is_refused() -> None:
     t = table(100, 0, shadow=0)
-    assert t.resolve_override("p1") == "p1"
-    assert t.resolve_override(":p1:") == "p1"  # Seldon v2's x-seldon-route form
-    assert t.resolve_override("s") == "s"
-    with pytest.raises(
-        UnknownPredictor, match=r"unknown predictor 'nope' \(this deployment has: p0, p1, s\)"
-    ):
-        t.resolve_override("nope")
+    assert t.resolve_live("p1") == "p1"
+    assert t.resolve_live(":p1:") == "p1"  # Seldon v2's x-seldon-route form
+    assert t.resolve("s") == "s"  # feedback and pins may name it; an override may not
+    with pytest.raises(ShadowRefused, match="'s' is the shadow"):
+        t.resolve_live("s")
+    with pytest.raises(UnknownPredictor, match=r"unknown predictor 'nope' \(this deployment has: p0, p1\)"):
+        t.resolve_live("nope")
 
 
 def test_fallback_is_another_live_non_shadow_predictor() -> None:
@@ -160,3 +167,34 @@ def test_pick_answers_with_an_alive_live_predictor_whenever_there_is_one(
         if not dead:
             weight = t.by_name[chosen].traffic
             assert weight > 0 or all(x.traffic == 0 for x in t.live)
+
+
+# which header pins a user ------------------------------------------------------------------------------------
+def _annotation(**fields: object) -> dict[str, str]:
+    import json
+
+    from deployment.names import ANNOTATION
+
+    state = {"candidate": "m-b", "stable": "m-a", "stage": 0, "entered_at": "2026-01-01T00:00:00.000000Z"}
+    return {ANNOTATION: json.dumps({**state, **fields})}
+
+
+def test_the_sticky_header_is_the_rollouts() -> None:
+    assert sticky_header({}) == "x-sluice-user"  # no rollout: the default key pins
+    assert sticky_header(_annotation(strategy="ab", sticky_key="X-Team")) == "x-team"
+    assert sticky_header(_annotation(strategy="ab")) == "x-sluice-user"
+    for strategy in ("canary", "shadow", "bluegreen"):  # stages weigh requests: nobody is pinned
+        assert sticky_header(_annotation(strategy=strategy, status="progressing")) is None
+    assert sticky_header(_annotation(strategy="canary", status="promoted")) == "x-sluice-user"
+    assert sticky_header(_annotation(strategy="ab", sticky_key="bad header\r\n")) == "x-sluice-user"
+    assert sticky_header({"sluice.dev/rollout": "{not json"}) == "x-sluice-user"
+
+
+def test_an_ab_split_pins_users_and_splits_them_by_the_weight() -> None:
+    t = table(90, 10)
+    users = [f"customer-{i}" for i in range(5000)]
+    arms = {u: t.pick(key_point(u), always) for u in users}
+    assert all(t.pick(key_point(u), always) == arms[u] for u in users[:500])  # pinned
+    on_candidate = sum(arm == "p1" for arm in arms.values())
+    sd = (len(users) * 0.1 * 0.9) ** 0.5
+    assert abs(on_candidate - 0.1 * len(users)) < 4 * sd

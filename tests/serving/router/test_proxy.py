@@ -1,4 +1,4 @@
-"""The gateway over real HTTP, in front of real (small) predictor servers started by the runtime."""
+"""The router over real HTTP, in front of real (small) predictor servers started by the runtime."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from gateway_harness import FakeCommand, RunningRuntime, metric_samples, predictor, v1_body
+from up_harness import FakeCommand, RunningRuntime, metric_samples, predictor, v1_body, write_manifest
 
 from serving.router.executor_metrics import CLIENT_LABELS, FEEDBACK_LABELS, SERVER_LABELS
 
@@ -26,7 +26,7 @@ def stats(rt: RunningRuntime, name: str) -> dict[str, int]:
 
 
 def metrics(rt: RunningRuntime, name: str) -> list[tuple[dict[str, str], float]]:
-    return metric_samples(httpx.get(rt.url + "/metrics").text, name)
+    return metric_samples(rt.metrics(), name)
 
 
 def test_split_proportions_over_both_protocols(up: Callable[..., RunningRuntime], fake_uri: Path) -> None:
@@ -42,7 +42,7 @@ def test_split_proportions_over_both_protocols(up: Callable[..., RunningRuntime]
     sd = (n * 0.3 * 0.7) ** 0.5
     assert abs(seen["m-b"] - 0.3 * n) < 4.5 * sd, seen
     assert seen["m-a"] + seen["m-b"] == n
-    # Each predictor process saw exactly what the gateway says it sent.
+    # Each predictor process saw exactly what the router says it sent.
     assert sum(stats(rt, "m-b").get(p, 0) for p in (PREDICT, INFER)) == seen["m-b"]
 
 
@@ -76,14 +76,16 @@ def test_shadow_gets_copies_its_answers_are_dropped_and_it_does_not_slow_the_cal
             assert r.headers["x-sluice-predictor"] == "m-live" == r.headers["x-fake-name"]
             assert r.json()["data"]["ndarray"] == [[0.2, 0.8]]  # the live answer (the shadow says class 0)
         elapsed = time.perf_counter() - started
-    # Twelve sequential calls behind a 0.5 s shadow: a gateway that waited for it would need 6 s.
+    # Twelve sequential calls behind a 0.5 s shadow: a router that waited for it would need 6 s.
     assert elapsed < 0.5 * n / 2, elapsed
     rt.wait_for(lambda: stats(rt, "m-shadow").get(PREDICT, 0) == n, what="all copies mirrored")
     rt.wait_for(
         lambda: sum(v for _, v in metrics(rt, "sluice_shadow_comparisons_total")) == n, what="comparisons"
     )
     disagreements = metrics(rt, "sluice_shadow_disagreements_total")
-    assert disagreements == [({"deployment_name": "sd", "predictor_name": "m-shadow"}, float(n))]
+    assert disagreements == [
+        ({"namespace": "sluice", "deployment_name": "sd", "predictor_name": "m-shadow"}, float(n))
+    ]
     shadow_server = [
         v
         for labels, v in metrics(rt, "seldon_api_executor_server_requests_seconds_count")
@@ -98,10 +100,10 @@ def test_shadow_that_agrees_counts_no_disagreement_and_a_full_queue_drops(
     command = FakeCommand()
     command.behaviour["m-shadow"] = ["--delay", "1.0"]
     rt = up(
-        [predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)], command=command
+        [predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)],
+        command=command,
+        mirror_bytes=2 * 700,  # room for about one queued copy of these requests
     )
-    rt.runtime.gateway.mirror.maxsize = 2  # takes effect on the next start of the queue
-    rt.call(rt.runtime.gateway.mirror.stop())
     with httpx.Client(base_url=rt.url) as c:
         for _ in range(30):
             assert c.post(PREDICT, json=v1_body()).status_code == 200
@@ -189,23 +191,23 @@ def test_metric_names_and_labels_are_seldons(up: Callable[..., RunningRuntime], 
 
     def shadow_done() -> bool:
         return any(
-            lab["predictor_name"] == "m-s" and lab["service"] == PREDICT and v == 4
+            lab["predictor_name"] == "m-s" and lab["service"] == "predictions" and v == 5
             for lab, v in metrics(rt, "seldon_api_executor_server_requests_seconds_count")
         )
 
-    rt.wait_for(shadow_done, what="the shadow's four copies")
-    text = httpx.get(rt.url + "/metrics").text
+    rt.wait_for(shadow_done, what="the shadow's five copies")
+    text = rt.metrics()
     server = metric_samples(text, "seldon_api_executor_server_requests_seconds_count")
     assert {tuple(sorted(labels)) for labels, _ in server} == {tuple(sorted(SERVER_LABELS))}
     by = {(lab["predictor_name"], lab["service"], lab["code"]): v for lab, v in server}
-    assert by[("m-a", PREDICT, "200")] == 4
-    assert by[("m-a", "/v2/models/{model_name}/infer", "200")] == 1
-    assert by[("m-a", "/api/v1.0/feedback", "200")] == 1
-    assert by[("m-s", PREDICT, "200")] == 4  # the shadow's mirrored copies, under its own name
+    # Seldon's service values: both protocols' predictions are "predictions", feedback is apart.
+    assert by[("m-a", "predictions", "200")] == 5
+    assert by[("m-a", "feedback", "200")] == 1
+    assert by[("m-s", "predictions", "200")] == 5  # the shadow's mirrored copies, under its own name
+    assert ("m-s", "feedback", "200") not in by  # feedback is never mirrored
     for lab, _ in server:
-        assert (
-            lab["deployment_name"] == "sd" and lab["model_name"] == "classifier" and lab["method"] == "POST"
-        )
+        assert lab["namespace"] == "sluice" and lab["deployment_name"] == "sd"
+        assert lab["model_name"] == "classifier" and lab["method"] == "POST"
     client = metric_samples(text, "seldon_api_executor_client_requests_seconds_count")
     assert {tuple(sorted(labels)) for labels, _ in client} == {tuple(sorted(CLIENT_LABELS))}
     buckets = metric_samples(text, "seldon_api_executor_server_requests_seconds_bucket")
@@ -234,7 +236,15 @@ def test_a_failing_candidate_costs_the_caller_nothing(
     assert retried > 10
     samples = metrics(rt, "sluice_gateway_retries_total")
     assert samples == [
-        ({"deployment_name": "sd", "predictor_name": "m-bad", "retried_on": "m-good"}, float(retried))
+        (
+            {
+                "namespace": "sluice",
+                "deployment_name": "sd",
+                "predictor_name": "m-bad",
+                "retried_on": "m-good",
+            },
+            float(retried),
+        )
     ]
     client = {
         (lab["predictor_name"], lab["code"]): v
@@ -263,7 +273,7 @@ def test_a_killed_candidate_is_retried_elsewhere_and_restarted(
                 assert victim.popen is not None
                 victim.popen.kill()
             statuses[c.post(PREDICT, json=v1_body()).status_code] += 1
-        rt.wait_for(lambda: victim.upstream.alive and victim.pid != old_pid, what="m-b restarted")
+        rt.wait_for(lambda: victim.backend.alive and victim.pid != old_pid, what="m-b restarted")
         after = Counter(c.post(PREDICT, json=v1_body()).headers["x-sluice-predictor"] for _ in range(60))
     assert statuses == Counter({200: 300})
     assert after["m-b"] > 5  # back in rotation
@@ -274,7 +284,7 @@ def test_a_killed_candidate_is_retried_elsewhere_and_restarted(
 def test_no_live_predictor_is_a_clear_503(up: Callable[..., RunningRuntime], fake_uri: Path) -> None:
     rt = up([predictor("m-a", 100, fake_uri)])
     for proc in rt.runtime.processes.values():
-        proc.upstream.ready = False
+        proc.backend.ready = False
     r = httpx.post(rt.url + INFER, json=V2_BODY)
     assert r.status_code == 503 and "no live predictor" in r.json()["error"]
     r = httpx.post(rt.url + PREDICT, content=b"x" * (9 << 20))
@@ -306,3 +316,60 @@ def test_a_hung_predictor_is_taken_out_of_routing(up: Callable[..., RunningRunti
     assert answered == Counter({"m-ok": 40})
     alive = {q["name"]: q["alive"] for q in rt.routes()["predictors"]}
     assert alive == {"m-ok": True, "m-hung": False}
+
+
+def test_the_sticky_key_comes_from_the_rollout_annotation_of_the_manifest(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    from rollout.policy import ABSpec
+    from rollout.state import ANNOTATION, Rollout
+
+    key = ABSpec(sticky_key="x-team").sticky_key
+    ab = {ANNOTATION: Rollout("ab", "m-b", "m-a", 0, 0.0, sticky_key=key).to_json()}
+    predictors = [predictor("m-a", 50, fake_uri), predictor("m-b", 50, fake_uri)]
+    rt = up(predictors, annotations=ab)
+    assert rt.routes()["sticky_header"] == "x-team"
+
+    def arms(header: str) -> dict[str, set[str]]:
+        seen: dict[str, set[str]] = {}
+        with httpx.Client(base_url=rt.url) as c:
+            for _ in range(3):
+                for i in range(20):
+                    r = c.post(PREDICT, json=v1_body(), headers={header: f"k-{i}"})
+                    seen.setdefault(f"k-{i}", set()).add(r.headers["x-sluice-predictor"])
+        return seen
+
+    by_team = arms("x-team")
+    assert all(len(v) == 1 for v in by_team.values())  # pinned by the policy's key
+    assert {next(iter(v)) for v in by_team.values()} == {"m-a", "m-b"}
+    assert any(len(v) > 1 for v in arms("x-sluice-user").values())  # the default key pins nobody here
+    # The rollout moves on to a canary: its stage weighs requests, so no key pins.
+    canary = {ANNOTATION: Rollout("canary", "m-b", "m-a", 0, 0.0).to_json()}
+    write_manifest(rt.env, predictors, annotations=canary)
+    rt.wait_for(lambda: rt.routes()["sticky_header"] is None, what="the canary's routing")
+    assert any(len(v) > 1 for v in arms("x-team").values())
+
+
+def test_copies_for_the_shadow_are_sent_by_a_process_of_their_own(
+    up: Callable[..., RunningRuntime], fake_uri: Path
+) -> None:
+    import psutil
+
+    rt = up([predictor("m-live", 100, fake_uri), predictor("m-shadow", 0, fake_uri, shadow=True)])
+    with httpx.Client(base_url=rt.url) as c:
+        for _ in range(5):
+            assert c.post(PREDICT, json=v1_body()).status_code == 200
+    rt.wait_for(lambda: stats(rt, "m-shadow").get(PREDICT, 0) == 5, what="five copies")
+    worker = psutil.Process(rt.runtime.router.mirror.pid)  # type: ignore[attr-defined]
+    assert "serving.router.mirror_worker" in " ".join(worker.cmdline())
+    assert worker.nice() - psutil.Process().nice() == 10  # it yields the CPU to live answers
+    # Its results reach the router's metrics: the shadow's latency under its own name.
+    rt.wait_for(
+        lambda: any(
+            lab["predictor_name"] == "m-shadow" and v == 5
+            for lab, v in metrics(rt, "seldon_api_executor_server_requests_seconds_count")
+        ),
+        what="the shadow's figures",
+    )
+    rt.stop()
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE

@@ -6,8 +6,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from gateway_harness import predictor, write_manifest
 from typer.testing import CliRunner
+from up_harness import predictor, write_manifest
 
 from sluice.cli import app
 

@@ -1,0 +1,285 @@
+"""Running the reconciler: the wiring of one environment's adapters from options, and the tick loop.
+
+`build_environment(Options(...))` picks the SCM (a local git repository, or GitHub pull requests), the Seldon
+target, the metric provider (a gateway's /metrics, or Prometheus), where the policy comes from (Git at the
+commit each tick reads, or a folder) and the registry sync. `run(env)` ticks every policy interval, forever
+by default: with no rollout active it idles (the in-cluster reconciler is a long-running Deployment, which
+must never exit for lack of work), and it rides out what the next tick can fix (another reconciler acting
+first, GitHub or Prometheus unreachable, a broken policy merged) with a back-off, logging each tick.
+`sluice rollout reconcile`, the in-cluster Deployment and `sluice demo` all run this loop; they only render.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollout.metrics import MetricProvider, MetricsError
+from rollout.policy import Policy, PolicyError, load_policy, loads_policy
+from rollout.proposals import RolloutError
+from rollout.reconciler import Environment, TickResult, tick
+from rollout.scm import SCM, Conflict, SCMError, check_env, policy_path
+from rollout.state import RolloutState, StateError
+from rollout.targets import TargetError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 30.0  # seconds between ticks before any policy could be read
+MAX_BACKOFF = 300.0
+
+# Failures the next tick may not meet again: logged, retried with a back-off. Anything else is a bug and
+# ends the loop (the Deployment restarts the process, visibly).
+RETRIED: tuple[type[BaseException], ...] = (
+    SCMError,
+    MetricsError,
+    PolicyError,
+    RolloutError,
+    StateError,
+    TargetError,
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Where one environment's reconciler reads and writes: what `sluice rollout` takes as flags."""
+
+    env: str
+    repo: Path = Path(".")  # the GitOps repository (local SCM), and the root of the embedded registry
+    policies: Path | None = None  # a folder read on every tick; None: policies/<env>.yaml from Git
+    metrics_url: str | None = None  # a gateway's /metrics, scraped directly
+    prometheus: str | None = None  # Prometheus base URL (used instead of metrics_url)
+    github: str | None = None  # owner/name: pull requests on GitHub instead of the local repository
+    github_author: str | None = None  # the login the token's pull requests carry, if GET /user cannot say
+    mlflow_tracking_uri: str | None = None  # the registry whose champion alias follows Git
+
+
+class PolicyInGit:
+    """policies/<env>.yaml at the very commit the tick read the manifest at: a merged policy change applies
+    from the next tick on, on every reconciler, with no checkout to refresh."""
+
+    def load(self, env: str, scm: SCM, revision: str) -> Policy:
+        path = policy_path(env)
+        source = f"{path}@{revision[:12]}"
+        try:
+            text = scm.read_path(revision, path)
+        except SCMError as e:
+            raise PolicyError(f"{source}: cannot be read ({e})", source) from e
+        return loads_policy(text, source)
+
+
+class PolicyFolder:
+    """<folder>/<env>.yaml, read on every tick (`--policies`: a policy kept outside the GitOps repository)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def load(self, env: str, scm: SCM, revision: str) -> Policy:
+        return load_policy(self.folder / f"{check_env(env)}.yaml")
+
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+class ChampionFollowsGit:
+    """On every tick, the registry's `champion` alias names the stable predictor's registered version.
+
+    Git decides; the registry mirrors it. An alias update that fails (MLflow down) is not lost: the next tick
+    compares again and retries. A stable model that is not a registered version (a bundle path) is left alone.
+    """
+
+    def __init__(self, root: Path, tracking_uri: str | None = None):
+        self.root = root
+        self.tracking_uri = tracking_uri
+        self._registry: Any = None
+
+    def registry(self) -> Any:
+        if self._registry is None:
+            from model.registry import Registry
+
+            self._registry = Registry(self.root, self.tracking_uri)
+        return self._registry
+
+    def __call__(self, state: RolloutState) -> str | None:
+        try:
+            stable = state.predictor(state.stable_name())
+        except StateError:
+            return None
+        uri = stable.model_uri if stable is not None else None
+        m = _MODELS_URI.match(uri or "")
+        if m is None or m["alias"] == "champion":
+            return None
+        try:
+            from model.registry import CHAMPION
+
+            reg = self.registry()
+            version = m["version"]
+            if m["alias"]:
+                ref = reg.alias(m["name"], m["alias"])
+                if ref is None:
+                    return f"registry: {uri} no longer resolves; champion alias left alone"
+                version = ref.version
+            current = reg.alias(m["name"], CHAMPION)
+            if current is not None and current.version == version:
+                return None
+            before = reg.promote(m["name"], version)
+        except Exception as e:  # the registry mirrors Git: a failure here never undoes Git, it is retried
+            return f"registry: champion alias not updated ({type(e).__name__}: {e}); retried next tick"
+        was = f" (was version {before.version})" if before is not None else ""
+        return f"registry: {m['name']} version {version} is now champion{was}"
+
+
+def build_environment(options: Options) -> Environment:
+    """Wire one environment's adapters (SCM, Seldon target, metric provider, policy, registry) from options."""
+    from rollout.targets.seldon import SeldonDeploymentV1
+
+    env = check_env(options.env)
+    scm: SCM
+    if options.github:
+        from rollout.scm.github import GitHub
+
+        scm = GitHub(options.github, author=options.github_author)
+    else:
+        from rollout.scm.local import LocalGit
+
+        scm = LocalGit(options.repo)
+    metrics: MetricProvider | None = None
+    if options.prometheus:
+        from rollout.metrics.prometheus import PrometheusProvider
+
+        metrics = PrometheusProvider(options.prometheus)
+    elif options.metrics_url:
+        from rollout.metrics.scrape import ScrapeProvider
+
+        metrics = ScrapeProvider(options.metrics_url)
+    champion = None
+    if not options.github or options.mlflow_tracking_uri:
+        # With GitHub the registry is a server: without its URI there is nothing to keep in step.
+        champion = ChampionFollowsGit(options.repo, options.mlflow_tracking_uri)
+    return Environment(
+        name=env,
+        scm=scm,
+        target=SeldonDeploymentV1(),
+        metrics=metrics,
+        champion=champion,
+        policies=PolicyFolder(options.policies) if options.policies else PolicyInGit(),
+    )
+
+
+def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
+    """(model_uri to write in the manifest, bundle digest) of a bundle path, file:// or models:/ URI."""
+    from model.bundle import Bundle
+    from model.registry import resolve_bundle_path
+
+    bundle = Bundle.open(resolve_bundle_path(uri, repo))
+    model_uri = uri if uri.startswith(("models:/", "file://")) else Path(uri).resolve().as_uri()
+    return model_uri, bundle.digest
+
+
+# the loop ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tick:
+    """One turn of the loop, for a renderer: a result, or why there is none this time."""
+
+    number: int
+    result: TickResult | None = None
+    skipped: str = ""  # another reconciler acted first: nothing to do until the next tick
+    error: str = ""  # a failure the next tick retries
+    next_in: float = 0.0  # seconds until the next tick
+
+
+def rollout_after(result: TickResult) -> Any:
+    """The rollout annotation after a tick: the one it wrote, else the one it read."""
+    if result.wrote and result.decision.rollout is not None:
+        return result.decision.rollout
+    return result.state.rollout if result.state is not None else None
+
+
+def ended(result: TickResult) -> bool:
+    """Whether no rollout is in progress after this tick (it just ended, or there was none)."""
+    r = rollout_after(result)
+    return r is None or not r.active
+
+
+def event(result: TickResult) -> dict[str, Any]:
+    """One tick as plain data: what a JSON log line carries."""
+    d = result.decision
+    state = result.state
+    r = rollout_after(result)
+    return {
+        "env": result.env,
+        "revision": result.revision,
+        "action": d.action.value,
+        "reason": d.reason,
+        "step": d.step,
+        "wrote": result.outcome.detail if result.outcome is not None else None,
+        "weights": {p.name: p.traffic for p in state.predictors} if state is not None else {},
+        "rollout": None
+        if r is None
+        else {"strategy": r.strategy, "candidate": r.candidate, "status": r.status},
+        "gates": [
+            dict(zip(("gate", "metric", "value", "baseline", "threshold", "verdict"), g.row(), strict=True))
+            for g in d.gates
+        ],
+        "pending": [p.name for p in result.pending],
+        "notes": list(result.notes),
+        "observe_seconds": round(result.observe_seconds, 3),
+    }
+
+
+def run(
+    env: Environment,
+    max_ticks: int = 0,
+    sleep: Callable[[float], None] = time.sleep,
+    on_tick: Callable[[Tick], None] | None = None,
+    until: Callable[[TickResult], bool] | None = None,
+) -> int:
+    """Tick `env` every policy interval until `until(result)` says so, or `max_ticks` ticks (0: forever).
+
+    Returns the number of ticks. Conflicts wait one interval; the failures in RETRIED are logged and retried
+    with a back-off that doubles up to MAX_BACKOFF; anything else propagates.
+    """
+    n = 0
+    failures = 0
+    interval = env.policy.interval if env.policy is not None else DEFAULT_INTERVAL
+    while max_ticks == 0 or n < max_ticks:
+        n += 1
+        try:
+            result = tick(env)
+        except Conflict as e:
+            failures = 0
+            step = Tick(n, skipped=str(e), next_in=interval)
+            log.info("skipped: %s", e, extra={"event": {"env": env.name, "tick": n, "skipped": str(e)}})
+        except RETRIED as e:
+            failures += 1
+            delay = min(MAX_BACKOFF, interval * 2 ** (failures - 1))
+            step = Tick(n, error=str(e), next_in=delay)
+            log.warning(
+                "tick failed, retrying in %.0f s: %s",
+                delay,
+                e,
+                extra={"event": {"env": env.name, "tick": n, "error": str(e), "retry_in": delay}},
+            )
+        else:
+            failures = 0
+            if result.policy is not None:
+                interval = result.policy.interval
+            step = Tick(n, result, next_in=interval)
+            log.info(
+                "%s: %s",
+                result.decision.action.value,
+                result.decision.reason,
+                extra={"event": {"tick": n, **event(result)}},
+            )
+        if on_tick is not None:
+            on_tick(step)
+        if step.result is not None and until is not None and until(step.result):
+            break
+        if max_ticks and n >= max_ticks:
+            break
+        sleep(step.next_in)
+    return n
