@@ -76,6 +76,15 @@ def score(
             "--summary-json", help="Also write the run's summary (counts, files, seconds) as JSON here."
         ),
     ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            "--checkpoint-every",
+            min=0,
+            help="Seconds between durable checkpoints (local engine): a crash redoes at most this much work. "
+            "0: after every chunk (an fsync per chunk).",
+        ),
+    ] = 1.0,
     cluster: Annotated[
         str | None,
         typer.Option(
@@ -122,6 +131,7 @@ def score(
                 rejects=rejects,
                 progress=lambda rows: bar.update(task, completed=rows),
                 engine=runner,
+                checkpoint_every=checkpoint_every,
             )
     except BatchError as e:
         fail(escape(str(e)))

@@ -122,24 +122,15 @@ def _float_column(column: pa.ChunkedArray | pa.Array, name: str, problems: dict[
 
 
 def table_chunk(index: int, table: pa.Table, features: list[str]) -> Chunk:
-    """A chunk of a table (CSV text cells or Parquet values); cells that are no finite number get a reason."""
+    """A chunk of a table (CSV text cells or Parquet values); cells that are no finite number get a reason.
+
+    Arrow keeps each column contiguous, so each goes into a row of a (features x rows) array with one straight
+    copy, and the matrix is its transpose (a view): several times cheaper than a row-major copy."""
     problems: dict[int, str] = {}
-    kinds = {table.schema.field(name).type for name in features}
-    kind = next(iter(kinds))
-    batches = table.select(features).to_batches()
-    if len(kinds) == 1 and len(batches) == 1 and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-        # One numeric type throughout (the usual Parquet case): one C++ copy to a row-major matrix.
-        for name in features:
-            column = table.column(name)
-            if column.null_count:
-                for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)):
-                    problems.setdefault(int(i), f"feature {name!r}: missing value")
-        X = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True), dtype=np.float64)
-        return Chunk(index, table.num_rows, X, problems, table=table)
-    X = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    columns = np.empty((len(features), table.num_rows), dtype=np.float64)
     for j, name in enumerate(features):
-        X[:, j] = _float_column(table.column(name), name, problems)
-    return Chunk(index, table.num_rows, X, problems, table=table)
+        columns[j] = _float_column(table.column(name), name, problems)
+    return Chunk(index, table.num_rows, columns.T, problems, table=table)
 
 
 @dataclass(frozen=True)

@@ -31,15 +31,24 @@ class AppendFile:
         self._file = path.open("r+b" if path.exists() else "w+b")
         self._file.truncate(size)
         self._file.seek(size)
+        self._dirty = False
 
-    def append(self, data: bytes) -> int:
-        """Write and fsync `data`; returns the new size (what the checkpoint records)."""
-        if not data:
-            return self._file.tell()
-        self._file.write(data)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def append(self, data: bytes, sync: bool = True) -> int:
+        """Write `data` (and fsync it, unless `sync` is off: then `sync()` before a checkpoint counts it);
+        returns the new size (what the checkpoint records)."""
+        if data:
+            self._file.write(data)
+            self._file.flush()
+            self._dirty = True
+        if sync:
+            self.sync()
         return self._file.tell()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable."""
+        if self._dirty:
+            os.fsync(self._file.fileno())
+            self._dirty = False
 
     def close(self) -> None:
         self._file.close()
@@ -59,6 +68,7 @@ class ParquetOutput:
         self.path = path
         self.parts = parts
         self._writer: Any = None
+        self._unsynced: list[int] = []
         self.path.unlink(missing_ok=True)
 
     def _answers(self, index: int) -> Path:
@@ -78,17 +88,25 @@ class ParquetOutput:
         self._writer.write_table(table)
 
     def save_answers(
-        self, index: int, kept: np.ndarray, labels: np.ndarray, probabilities: np.ndarray
+        self, index: int, kept: np.ndarray, labels: np.ndarray, probabilities: np.ndarray, sync: bool = True
     ) -> None:
-        """Keep chunk `index`'s answers on disk (fsynced) before the checkpoint counts the chunk as done: one
-        entry per input row, zero where the row was refused."""
+        """Keep chunk `index`'s answers on disk, durable before the checkpoint counts the chunk as done (fsynced
+        here, or by `sync_answers` at the checkpoint): one entry per input row, zero where it was refused."""
         label = np.zeros(len(kept), dtype=labels.dtype)
         label[kept] = labels
         probability = np.zeros((len(kept), probabilities.shape[1]), dtype=probabilities.dtype)
         probability[kept] = probabilities
         columns = {"kept": pa.array(kept), "label": pa.array(label)}
         columns |= {f"p{c}": pa.array(probability[:, c]) for c in range(probability.shape[1])}
-        write_ipc(self._answers(index), pa.table(columns))
+        write_ipc(self._answers(index), pa.table(columns), sync=sync)
+        if not sync:
+            self._unsynced.append(index)
+
+    def sync_answers(self) -> None:
+        """fsync the answers saved without `sync` since the last call."""
+        for index in self._unsynced:
+            fsync_file(self._answers(index))
+        self._unsynced.clear()
 
     def load_answers(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The mask of kept rows, and their labels and probabilities, as `save_answers` got them."""
@@ -116,11 +134,17 @@ class ParquetOutput:
             os.fsync(f.fileno())
 
 
-def write_ipc(path: Path, table: pa.Table) -> None:
-    """Write `table` as an Arrow IPC file at `path`, atomically and durably (temporary name, fsync, rename)."""
+def write_ipc(path: Path, table: pa.Table, sync: bool = True) -> None:
+    """Write `table` as an Arrow IPC file at `path`, atomically (temporary name, rename) and, with `sync`,
+    durably (fsync first; without it, `fsync_file` the path before a checkpoint counts it)."""
     tmp = path.with_suffix(".tmp")
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    with tmp.open("rb+") as f:
-        os.fsync(f.fileno())
+    if sync:
+        fsync_file(tmp)
     os.replace(tmp, path)
+
+
+def fsync_file(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())

@@ -86,9 +86,11 @@ def score_file(
     rejects: Path | None = None,
     progress: Progress | None = None,
     engine: Engine | None = None,
+    checkpoint_every: float | None = None,
 ) -> RunSummary:
     """Score `input` into `output` (format by extension) with `engine` (local by default), resuming from
-    `<output>.partial/` if a previous run of the same input, model, chunk size and engine left it there."""
+    `<output>.partial/` if a previous run of the same input, model, chunk size and engine left it there.
+    `checkpoint_every`: seconds between durable checkpoints of the local engine (default 1; 0: every chunk)."""
     started = time.perf_counter()
     if chunk_size < 1:
         raise BatchError(f"chunk size {chunk_size}: must be at least 1")
@@ -108,7 +110,8 @@ def score_file(
     if engine is None or engine.name == "local":
         from serving.batch import local
 
-        result, note = local.run(predictor, plan, work, key, out_fmt, out_name, progress)
+        every = local.DEFAULT_CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+        result, note = local.run(predictor, plan, work, key, out_fmt, out_name, progress, every)
     else:
         from serving.batch import parts
 
