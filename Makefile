@@ -43,14 +43,15 @@ test-fast: setup ## the suite without tests marked slow
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sluice model serving rollout pipelines deployment
+	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard
 	$(BIN)/lint-imports
 
 bench: setup ## side-by-side benchmarks; results in benchmarks/results/
 	$(BIN)/python -m benchmarks
 
-render: setup ## render the hera pipelines to pipelines/rendered/
+render: setup ## render the hera pipelines to pipelines/rendered/ and the monitoring to gitops/monitoring/
 	$(BIN)/sluice pipelines render
+	$(BIN)/python -m dashboard.monitoring
 
 clean: ## remove pipeline outputs (keeps .venv)
 	rm -rf artifacts data/raw data/prepared reports/metrics reports/plots reports/demo mlflow.db mlartifacts

@@ -58,7 +58,7 @@ def main():
     cluster = None
     if mode == "dask-running":
         from distributed import LocalCluster
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40)
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=40)
     base = hwm()
     t, c = time.perf_counter(), cpu()
     if mode in ("floor", "floor-output"):  # read in chunks and write Parquet, no validation or prediction

@@ -36,15 +36,9 @@ def bench_decide(n: int = 20000) -> dict[str, float]:
             "strategy": "canary",
             "stages": [{"weight": 10, "bake": 60}, {"weight": 50, "bake": 60}],
             "gates": [
-                {"name": "success", "metric": "success_rate", "min": 0.99, "min_sample": 100},
-                {"name": "p99", "metric": "latency", "compare": "ratio", "max": 1.5, "min_sample": 100},
-                {
-                    "name": "acc",
-                    "metric": "accuracy",
-                    "compare": "difference",
-                    "min": -0.02,
-                    "min_sample": 50,
-                },
+                {"name": "success", "metric": "success_rate", "margin": 0.01},
+                {"name": "p95", "metric": "latency", "quantile": 0.95, "margin": 0.5},
+                {"name": "acc", "metric": "accuracy", "margin": 0.02},
             ],
         }
     )

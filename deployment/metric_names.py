@@ -24,6 +24,26 @@ SHADOW_DISAGREEMENTS = "sluice_shadow_disagreements"
 SHADOW_DROPPED = "sluice_shadow_dropped"
 RETRIES = "sluice_gateway_retries"
 
+# The reconciler's own metrics (`sluice rollout reconcile --watch --metrics-port`): what the last tick read and
+# decided, so Grafana and alert rules see rollouts, gates and the loop's heartbeat. Gauges unless noted.
+ROLLOUT_INFO = "sluice_rollout_info"  # 1, labelled with strategy, candidate, stable, status
+ROLLOUT_STAGE = "sluice_rollout_stage"  # index of the stage in the strategy's plan
+ROLLOUT_STAGE_ENTERED = "sluice_rollout_stage_entered_timestamp_seconds"
+ROLLOUT_DEADLINE = "sluice_rollout_stage_deadline_timestamp_seconds"  # by when the stage must have moved
+ROLLOUT_WEIGHT = "sluice_rollout_weight"  # traffic per predictor, as in Git (a shadow's: its mirror share)
+GATE_VERDICT = "sluice_gate_verdict"  # 1 for the gate's verdict at the last tick, 0 for the others
+GATE_ESTIMATE = "sluice_gate_estimate"  # the compared value's estimate
+GATE_LOW = "sluice_gate_interval_low"
+GATE_HIGH = "sluice_gate_interval_high"
+GATE_LIMIT = "sluice_gate_limit"  # the edge the gate's threshold (and margin) sets on the compared value
+RECONCILER_LAST_TICK = "sluice_reconciler_last_tick_timestamp_seconds"  # the heartbeat
+RECONCILER_TICK_INTERVAL = "sluice_reconciler_tick_interval_seconds"
+RECONCILER_TICK_FAILURES = "sluice_reconciler_tick_failures"  # counter: ticks that failed and are retried
+RECONCILER_DECISIONS = "sluice_reconciler_decisions"  # counter: decisions written to Git, by action
+# Model monitoring's drift score per feature (0 = same distribution as training): the name its exporter is to
+# use; the alert rules and the Grafana dashboard read it, and show no data until it exists.
+DRIFT_SCORE = "sluice_drift_score"
+
 # Label names
 NAMESPACE = "namespace"
 DEPLOYMENT = "deployment_name"
@@ -35,6 +55,17 @@ MODEL_VERSION = "model_version"
 SERVICE = "service"
 METHOD = "method"
 CODE = "code"
+ENVIRONMENT = "environment"
+STRATEGY = "strategy"
+CANDIDATE = "candidate"
+STABLE = "stable"
+STATUS = "status"
+SHADOW = "shadow"
+GATE = "gate"
+GATE_METRIC = "metric"
+VERDICT = "verdict"
+ACTION = "action"
+FEATURE = "feature"
 
 # Values of the `service` label (Seldon executor's PredictionHttpServiceName, FeedbackHttpServiceName)
 SERVICE_PREDICTIONS = "predictions"

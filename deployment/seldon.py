@@ -15,29 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from deployment import view
 from deployment.names import API_VERSION, DIGEST, IMAGE_DIGEST, KIND, NAME
+from deployment.view import ManifestError, PredictorSet, Violation, image_parts, shape_error
 
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule: where (a path into the manifest), which rule, and what was found."""
-
-    path: str
-    rule: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message} [{self.rule}]"
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be read or that breaks the admission rules; the message names file and field."""
-
-    def __init__(self, message: str, violations: tuple[Violation, ...] = ()):
-        super().__init__(message)
-        self.violations = violations
+__all__ = [
+    "ManifestError",
+    "Predictor",
+    "SeldonDeployment",
+    "Violation",
+    "admission",
+    "check",
+    "find",
+    "loads",
+    "parse",
+    "read",
+]
 
 
 @dataclass(frozen=True)
@@ -67,50 +60,39 @@ class Predictor:
         return value if isinstance(value, str) and value else None
 
     @property
+    def model_name(self) -> str:
+        """The graph node's name: Seldon's `model_name` metric label and the v2 model name it serves."""
+        return self.graph_name
+
+    @property
+    def model_uri_field(self) -> str:
+        """Where the model URI is written, for messages."""
+        return f"spec.predictors[{self.index}].graph.parameters.model_uri"
+
+    @property
     def image_name(self) -> str:
         """The image without tag or digest (Seldon's `model_image` label)."""
-        return self._image_parts()[0]
+        return image_parts(self.image)[0]
 
     @property
     def image_tag(self) -> str:
         """The image's tag, '' when it has none (Seldon's `model_version` label)."""
-        return self._image_parts()[1]
+        return image_parts(self.image)[1]
 
     @property
     def version(self) -> str:
         """The predictor's `version` annotation (Seldon's `predictor_version` label)."""
         return self.annotations.get("version", "")
 
-    def _image_parts(self) -> tuple[str, str]:
-        image = self.image.split("@", 1)[0]
-        if ":" in image.rsplit("/", 1)[-1]:
-            name, _, tag = image.rpartition(":")
-            return name, tag
-        return image, ""
-
 
 @dataclass(frozen=True)
-class SeldonDeployment:
+class SeldonDeployment(PredictorSet[Predictor]):
     name: str
     namespace: str | None
     predictors: tuple[Predictor, ...]
     annotations: Mapping[str, str] = field(default_factory=dict)
     protocol: str | None = None
-
-    @property
-    def live(self) -> tuple[Predictor, ...]:
-        return tuple(p for p in self.predictors if not p.shadow)
-
-    @property
-    def shadow(self) -> Predictor | None:
-        return next((p for p in self.predictors if p.shadow), None)
-
-    def predictor(self, name: str) -> Predictor | None:
-        return next((p for p in self.predictors if p.name == name), None)
-
-    def weights(self) -> dict[str, int]:
-        """Effective weights of every predictor by name (a shadow's is its mirror percentage)."""
-        return {p.name: p.traffic for p in self.predictors}
+    kind: str = KIND
 
 
 # --- reading ------------------------------------------------------------------------------------------------
@@ -118,49 +100,18 @@ class SeldonDeployment:
 
 def loads(text: str, source: str | Path = "<manifest>") -> SeldonDeployment:
     """The one SeldonDeployment in a YAML text (other documents are ignored)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as e:
-        raise ManifestError(f"{source}: not valid YAML ({_first_line(e)})") from e
-    found = [d for d in docs if isinstance(d, Mapping) and d.get("kind") == KIND]
-    if len(found) != 1:
-        raise ManifestError(f"{source}: expected one document with kind: {KIND}, found {len(found)}")
-    return parse(found[0], source)
+    return parse(view.the_one(text, (KIND,), source), source)
 
 
 def read(path: str | Path) -> SeldonDeployment:
     """The SeldonDeployment in a file, or in the one manifest file of an environment directory."""
     source = find(path)
-    try:
-        text = source.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{source}: cannot read ({e})") from e
-    return loads(text, source)
+    return loads(view.read_text(source), source)
 
 
 def find(path: str | Path) -> Path:
     """A directory's one SeldonDeployment YAML file (or `path` itself when it is a file)."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ManifestError(f"{path}: no such file or directory")
-    found = []
-    for candidate in sorted([*path.glob("*.yaml"), *path.glob("*.yml")]):
-        try:
-            docs = list(yaml.safe_load_all(candidate.read_text()))
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
-            if "seldondeployment" in candidate.name.lower():
-                found.append(candidate)  # let loads() report the error with its position
-            continue
-        if any(isinstance(d, Mapping) and d.get("kind") == KIND for d in docs):
-            found.append(candidate)
-    if not found:
-        raise ManifestError(f"{path}: no YAML file with kind: {KIND}")
-    if len(found) > 1:
-        names = ", ".join(p.name for p in found)
-        raise ManifestError(f"{path}: more than one {KIND} ({names}); an environment has one")
-    return found[0]
+    return view.find(path, (KIND,))
 
 
 def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
@@ -169,7 +120,7 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
     read (weights that do not sum to 100, say) are `admission()`'s to report."""
 
     def fail(where: str, message: str) -> ManifestError:
-        return ManifestError(f"{source}: field {where}: {message}", (Violation(where, "shape", message),))
+        return shape_error(source, where, message)
 
     if not isinstance(doc, Mapping):
         raise fail("(document)", f"a SeldonDeployment must be a mapping, got {type(doc).__name__}")
@@ -189,7 +140,7 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
     namespace = meta.get("namespace")
     if namespace is not None and not isinstance(namespace, str):
         raise fail("metadata.namespace", f"expected a string, got {namespace!r}")
-    annotations = _string_map(meta.get("annotations"), "metadata.annotations", fail)
+    annotations = view.string_map(meta.get("annotations"), "metadata.annotations", source)
     raw = spec.get("predictors")
     if not isinstance(raw, list) or not raw:
         raise fail("spec.predictors", "at least one predictor is required")
@@ -241,7 +192,7 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
                     if c.get("image") is not None
                 ),
                 replicas=replicas,
-                annotations=_string_map(p.get("annotations"), f"{where}.annotations", fail),
+                annotations=view.string_map(p.get("annotations"), f"{where}.annotations", source),
             )
         )
     protocol = spec.get("protocol")
@@ -252,14 +203,6 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
         annotations=annotations,
         protocol=protocol if isinstance(protocol, str) else None,
     )
-
-
-def _string_map(value: Any, where: str, fail: Any) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise fail(where, f"expected a mapping, got {value!r}")
-    return {str(k): str(v) for k, v in value.items()}
 
 
 def _parameters(graph: Mapping[str, Any], where: str, fail: Any) -> dict[str, Any]:
@@ -356,11 +299,4 @@ def admission(sd: SeldonDeployment) -> list[Violation]:
 
 def check(sd: SeldonDeployment, source: str | Path = "<manifest>") -> None:
     """Raise ManifestError naming the file and every broken rule, or return."""
-    violations = admission(sd)
-    if violations:
-        detail = "; ".join(f"field {v.path}: {v.message}" for v in violations)
-        raise ManifestError(f"{source}: {detail}", tuple(violations))
-
-
-def _first_line(e: Exception) -> str:
-    return " ".join(str(e).split())[:300]
+    view.refuse(admission(sd), source)

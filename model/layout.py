@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +16,22 @@ class Layout:
         return cls(Path(root).resolve())
 
     @property
+    def registry_root(self) -> Path:
+        """Where the embedded MLflow store lives: the repository's root, also for `dvc exp run --temp` and
+        queued experiments, which DVC runs in a temporary copy (it sets DVC_ROOT to the real one)."""
+        return Path(os.environ.get("DVC_ROOT") or self.root).resolve()
+
+    @property
     def params(self) -> Path:
         return self.root / "params.yaml"
 
     @property
+    def contract(self) -> Path:
+        return self.root / "contract.yaml"
+
+    @property
     def raw(self) -> Path:
-        return self.root / "data" / "raw" / "breast_cancer.csv"
+        return self.root / "data" / "raw" / "table.csv"
 
     @property
     def train_csv(self) -> Path:
@@ -48,7 +59,13 @@ class Layout:
 
     @property
     def evaluate_metrics(self) -> Path:
+        """The held-out scores: what `package` builds on (the same model scores the same, whatever the gate)."""
         return self.root / "reports" / "metrics" / "evaluate.json"
+
+    @property
+    def gate_report(self) -> Path:
+        """The evaluate gate's verdict against the pinned champion."""
+        return self.root / "reports" / "metrics" / "gate.json"
 
     @property
     def plots(self) -> Path:

@@ -1,50 +1,100 @@
-"""The `train` stage: a scikit-learn pipeline chosen by params.yaml, logged to MLflow."""
+"""The `train` stage: a scikit-learn pipeline built from the contract and params.yaml, logged to MLflow.
+
+The preprocessing lives inside the pipeline, so the ONNX graph and every serving mode get it too:
+- all features numeric or boolean: one float matrix; missing values imputed (median, or most frequent for
+  booleans) when a feature is nullable; standardised for the linear models;
+- any categorical feature: one input per feature; categories one-hot encoded with the contract's categories
+  (a missing value is a category of its own for a nullable feature; a value the contract does not list
+  encodes as all zeros, though serving refuses it first).
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.data import read_split
+from model.contract import MISSING_CATEGORY, Contract
+from model.data import contract_for, read_split
 from model.layout import Layout
-from model.params import Params, TrainParams
+from model.metrics import predict, score
+from model.params import Params, TrainParams, check_task
 from model.registry import Registry
-from model.serialization import TRUSTED_TYPES, save_skops
+from model.serialization import save_skops
 
 
 @dataclass
 class TrainResult:
     run_id: str
-    model_uri: str
     metrics: dict[str, float]
 
 
-def build_estimator(params: TrainParams) -> Any:
-    from sklearn.ensemble import RandomForestClassifier
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
+def _estimator(params: TrainParams, classifier: bool) -> Any:
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
 
     if params.model == "logistic_regression":
         lr = params.logistic_regression
-        clf: Any = LogisticRegression(C=lr.C, max_iter=lr.max_iter, random_state=params.seed)
-    else:
-        rf = params.random_forest
-        clf = RandomForestClassifier(
-            n_estimators=rf.n_estimators,
-            max_depth=rf.max_depth,
-            min_samples_leaf=rf.min_samples_leaf,
-            random_state=params.seed,
-            n_jobs=1,
-        )
-        # No scaler in front of trees: they are scale-invariant, and a float32 scaler in the ONNX graph would move
-        # values across split thresholds (scikit-learn's trees compare in float32 on the raw input).
-        return Pipeline([("classifier", clf)])
-    return Pipeline([("scale", StandardScaler()), ("classifier", clf)])
+        return LogisticRegression(C=lr.C, max_iter=lr.max_iter, random_state=params.seed)
+    if params.model == "ridge":
+        return Ridge(alpha=params.ridge.alpha)
+    rf = params.random_forest
+    forest = RandomForestClassifier if classifier else RandomForestRegressor
+    return forest(
+        n_estimators=rf.n_estimators,
+        max_depth=rf.max_depth,
+        min_samples_leaf=rf.min_samples_leaf,
+        random_state=params.seed,
+        n_jobs=1,
+    )
+
+
+def build_estimator(params: TrainParams, contract: Contract) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    estimator = _estimator(params, contract.is_classifier)
+    head = "classifier" if contract.is_classifier else "regressor"
+    # No scaler in front of trees: they are scale-invariant, and a float32 scaler in the ONNX graph would move
+    # values across split thresholds (scikit-learn's trees compare in float32 on the raw input).
+    scale = params.model != "random_forest"
+    numeric = [f for f in contract.features if f.type == "numeric"]
+    boolean = [f for f in contract.features if f.type == "boolean"]
+    if contract.layout == "matrix":
+        steps: list[tuple[str, Any]] = []
+        if any(f.nullable for f in contract.features):
+            # Positions, not names: the ONNX graph takes one unnamed matrix.
+            position = {name: i for i, name in enumerate(contract.feature_names)}
+            impute = [
+                ("numeric", SimpleImputer(strategy="median"), [position[f.name] for f in numeric]),
+                ("boolean", SimpleImputer(strategy="most_frequent"), [position[f.name] for f in boolean]),
+            ]
+            steps.append(("impute", ColumnTransformer([t for t in impute if t[2]])))
+        if scale:
+            steps.append(("scale", StandardScaler()))
+        return Pipeline([*steps, (head, estimator)])
+    parts: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if scale:
+            numeric_steps.append(("scale", StandardScaler()))
+        parts.append(("numeric", Pipeline(numeric_steps), [f.name for f in numeric]))
+    if boolean:
+        parts.append(("boolean", SimpleImputer(strategy="most_frequent"), [f.name for f in boolean]))
+    categorical = [f for f in contract.features if f.type == "categorical"]
+    encoder = OneHotEncoder(
+        categories=[
+            [*([MISSING_CATEGORY] if f.nullable else []), *(f.categories or [])] for f in categorical
+        ],
+        handle_unknown="ignore",
+        sparse_output=False,
+    )
+    parts.append(("categorical", encoder, [f.name for f in categorical]))
+    return Pipeline([("features", ColumnTransformer(parts)), (head, estimator)])
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -70,44 +120,29 @@ def git_commit(root: Path) -> str | None:
 
 def train(layout: Layout, params: Params) -> TrainResult:
     import mlflow
-    from sklearn.metrics import accuracy_score, roc_auc_score
 
-    X, y = read_split(layout.train_csv)
-    estimator = build_estimator(params.train)
-    estimator.fit(X, y)
-    proba = estimator.predict_proba(X)[:, 1]
-    metrics = {
-        "train_accuracy": float(accuracy_score(y, estimator.predict(X))),
-        "train_roc_auc": float(roc_auc_score(y, proba)),
-        "train_rows": float(len(X)),
-    }
+    contract = contract_for(layout, params.data)
+    check_task(params, contract, layout.params, contract.path)
+    X, y = read_split(layout.train_csv, contract)
+    estimator = build_estimator(params.train, contract).fit(X, y)
+    fitted = score(contract.task, y, predict(estimator, X, contract.task))
+    metrics = {f"train_{k}": v for k, v in fitted.items()} | {"train_rows": float(len(X))}
     save_skops(estimator, layout.trained_model)
 
-    registry = Registry(layout.root)
+    registry = Registry(layout.registry_root)
     experiment_id = registry.experiment_id()
-    with mlflow.start_run(experiment_id=experiment_id) as run, warnings.catch_warnings():
-        # MLflow hints that integer outputs cannot carry NaN: class labels never do.
-        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(flatten(params.model_dump(by_alias=True, mode="json")))
+        mlflow.log_params({"contract.task": contract.task, "contract.features": len(contract.features)})
         mlflow.log_metrics(metrics)
         commit = git_commit(layout.root)
         if commit:
             mlflow.set_tag("mlflow.source.git.commit", commit)
         mlflow.set_tag("sluice.stage", "train")
-        info = mlflow.sklearn.log_model(
-            estimator,
-            name="model",
-            serialization_format="skops",
-            skops_trusted_types=list(TRUSTED_TYPES),
-            input_example=X.head(2),
-        )
-    result = TrainResult(run.info.run_id, info.model_uri, metrics)
+    result = TrainResult(run.info.run_id, metrics)
     layout.train_run.parent.mkdir(parents=True, exist_ok=True)
     layout.train_run.write_text(
-        json.dumps(
-            {"run_id": result.run_id, "model_uri": result.model_uri, "experiment_id": experiment_id}, indent=2
-        )
-        + "\n"
+        json.dumps({"run_id": result.run_id, "experiment_id": experiment_id}, indent=2) + "\n"
     )
     layout.train_metrics.parent.mkdir(parents=True, exist_ok=True)
     layout.train_metrics.write_text(json.dumps(metrics, indent=2) + "\n")

@@ -1,5 +1,6 @@
 """What `sluice gitops check` runs on a pull request: every manifest against its schema, plus checks that
-plug in by kind (the rollout guardrails on SeldonDeployments) and a validator for policy files.
+plug in by kind (the rollout guardrails on SeldonDeployments and InferenceServices) and a validator for policy
+files.
 
 This module knows nothing of rollout/: the CLI passes the guardrail and policy checks in, so the layers stay
 apart and any other check (a team's own rule) plugs in the same way. Results are per file, and render as

@@ -218,6 +218,38 @@ def seldon_pod_specs(doc: dict[str, Any], source: str) -> list[Problem]:
     return problems
 
 
+# A KServe predictor is a PodSpec inlined with KServe's own fields (ComponentExtensionSpec, the framework and
+# model specs, its name): these are set aside before the rest is validated as a Kubernetes PodSpec.
+KSERVE_PREDICTOR_FIELDS = frozenset(
+    {
+        "name", "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "autoScaling",
+        "containerConcurrency", "timeout", "canaryTrafficPercent", "logger", "batcher", "labels",
+        "annotations", "deploymentStrategy", "storageUris", "storageContainerName", "workerSpec", "model",
+        "sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "huggingface", "pmml", "lightgbm",
+        "paddle",
+    }
+)  # fmt: skip
+
+
+def kserve_pod_specs(doc: dict[str, Any], source: str) -> list[Problem]:
+    """Each predictor of an InferenceService (the stable one, and every canary that declares its own
+    containers) is a Kubernetes PodSpec once KServe's fields are set aside: validate it as one (strict)."""
+    spec = doc["spec"]
+    predictors = [("spec.predictor", spec["predictor"])] + [
+        (f"spec.canary[{i}].predictor", c["predictor"]) for i, c in enumerate(spec.get("canary") or [])
+    ]
+    problems = []
+    for where, predictor in predictors:
+        pod_spec = {k: v for k, v in predictor.items() if k not in KSERVE_PREDICTOR_FIELDS}
+        if not pod_spec.get("containers"):
+            continue  # a framework or model spec, or a canary running the stable predictor's containers
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "predictor"}, "spec": pod_spec}
+        for problem in kubernetes_problems(pod, source):
+            rest = problem.field.removeprefix("spec").lstrip(".")
+            problems.append(Problem(source, f"{where}.{rest}" if rest else where, problem.message))
+    return problems
+
+
 def validate_document(doc: Any, source: str = "<document>") -> list[Problem]:
     """Every problem with one Kubernetes object (an empty list when it is valid)."""
     if not isinstance(doc, dict):
@@ -237,6 +269,8 @@ def validate_document(doc: Any, source: str = "<document>") -> list[Problem]:
             problems = hera_round_trip(doc, source) + argo_references(doc, source)
         if not problems and key == ("machinelearning.seldon.io/v1", "SeldonDeployment"):
             problems = seldon_pod_specs(doc, source)
+        if not problems and key == ("serving.kserve.io/v1beta1", "InferenceService"):
+            problems = kserve_pod_specs(doc, source)
         return problems
     if is_core(doc["apiVersion"]):
         return kubernetes_problems(doc, source)

@@ -6,7 +6,6 @@ the way PromQL's histogram_quantile does (linear interpolation inside the bucket
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 
@@ -35,7 +34,8 @@ class PredictorStats:
 
 @dataclass(frozen=True)
 class Observations:
-    """A provider's answer for one tick. `stage` holds totals since the stage began (A/B), when available."""
+    """A provider's answer for one tick: counts over its window, and `stage`, the counts since the stage (or the
+    A/B test, or the bandit) began, less the policy's warm-up: what the gates judge."""
 
     window: float
     predictors: dict[str, PredictorStats] = field(default_factory=dict)
@@ -49,23 +49,15 @@ class Observations:
 
 def histogram_quantile(q: float, buckets: tuple[tuple[float, float], ...]) -> float | None:
     """Prometheus' histogram_quantile over cumulative (le, count) buckets; None when there is no sample."""
+    from rollout.stats import rank_value
+
     if not buckets:
         return None
     buckets = tuple(sorted(buckets))
     total = buckets[-1][1]
     if total <= 0:
         return None
-    rank = q * total
-    prev_le, prev_count = 0.0, 0.0
-    for le, count in buckets:
-        if count >= rank:
-            if math.isinf(le):
-                return prev_le  # as Prometheus: the highest finite bound
-            if count == prev_count:
-                return le
-            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
-        prev_le, prev_count = le, count
-    return prev_le
+    return rank_value(q * total, buckets, beyond_last="last finite")  # as Prometheus
 
 
 def merge_buckets(

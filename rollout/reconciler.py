@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from rollout import evidence
-from rollout.decision import Action, Decision, current_step, decide
+from rollout import evidence, quarantine
+from rollout.decision import Action, Decision, counted_seconds, decide
 from rollout.decision import abort as abort_decision
+from rollout.gates import custom_queries
 from rollout.guardrails import check_manifest
 from rollout.metrics import MetricProvider, MetricsError
 from rollout.observations import Observations
@@ -120,9 +121,11 @@ def observe(env: Environment, state: RolloutState, policy: Policy, now: float) -
     r = state.rollout
     if r is None or r.status != "progressing" or env.metrics is None:
         return Observations(window=0.0, source="none")
-    _, step = current_step(policy, r)
-    since = max(1.0, now - r.entered_at) if step is not None and step.judge == "ab" else None
-    custom = {g.name: g.query for g in policy.gates if g.metric == "promql" and g.query}
+    # Gates, A/B tests and bandits judge every observation since the stage (or the test) began.
+    since = counted_seconds(policy, r, now)
+    if since is None:  # warming up: nothing is judged yet
+        return Observations(window=policy.window, stage={}, source="warm-up")
+    custom = custom_queries(policy.gates)
     return env.metrics.observe(
         state.deployment, [r.stable, r.candidate], policy.window, custom, since, namespace=state.namespace
     )
@@ -141,6 +144,8 @@ def _write(
     env: Environment, base_text: str, base: str, decision: Decision, title: str | None = None
 ) -> Outcome:
     text = env.target.apply(base_text, decision.layout, decision.rollout)
+    if decision.quarantine is not None:  # recorded in the rollback's own commit
+        text = quarantine.record(env.target, text, replace(decision.quarantine, after=base))
     violations = check_manifest(text)
     if violations:
         raise RolloutError(
@@ -275,15 +280,24 @@ def preview(env: Environment) -> TickResult:
 
 
 def start(
-    env: Environment, candidate_uri: str, model_uri: str, digest: str, strategy: str | None = None
+    env: Environment,
+    candidate_uri: str,
+    model_uri: str,
+    digest: str,
+    strategy: str | None = None,
+    force: bool = False,
 ) -> TickResult:
-    """Add the candidate predictor `m-<short digest>` and open the first step of the rollout."""
+    """Add the candidate predictor `m-<short digest>` and open the first step of the rollout.
+
+    A model the gates rolled back before is quarantined: refused unless `force`."""
     with env.scm.lock(env.name):
         snap: Snapshot = env.scm.read(env.name)
         policy = env.policy_at(snap.revision)
         policy = policy.with_strategy(strategy) if strategy else policy
         state = env.target.state(snap.text)
         first = opening(env.name, state, policy, digest, candidate_uri, env.clock())
+        if not force:
+            _refuse_quarantined(env, snap.text, digest, first.decision)
         for p in env.scm.pending(env.name):
             env.scm.discard(p, "a new rollout starts")
         text = snap.text
@@ -295,6 +309,18 @@ def start(
         text = env.target.add_candidate(text, first.decision.rollout.candidate, model_uri, digest)
         outcome = _write(env, text, snap.revision, first.decision, title=first.title)
         return TickResult(env.name, first.decision, outcome, snap.revision, state, policy=policy)
+
+
+def _refuse_quarantined(env: Environment, text: str, digest: str, first: Decision) -> None:
+    assert first.rollout is not None
+    try:
+        refused = quarantine.find(env.target, text, digest, first.rollout.candidate)
+    except quarantine.QuarantineError as e:
+        raise RolloutError(f"{env.name}: {e}; fix the record, or start with --force") from e
+    if refused is not None:
+        raise RolloutError(
+            quarantine.refusal(refused, env.name, quarantine.rollback_commit(env.scm, refused))
+        )
 
 
 def approve(env: Environment, who: str = "sluice rollout approve") -> TickResult:

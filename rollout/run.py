@@ -1,7 +1,8 @@
 """Running the reconciler: the wiring of one environment's adapters from options, and the tick loop.
 
-`build_environment(Options(...))` picks the SCM (a local git repository, or GitHub pull requests), the Seldon
-target, the metric provider (a gateway's /metrics, or Prometheus), where the policy comes from (Git at the
+`build_environment(Options(...))` picks the SCM (a local git repository, or GitHub pull requests), the
+traffic target (by the kind of manifest the environment holds: SeldonDeployment or InferenceService, on every
+tick), the metric provider (a gateway's /metrics, or Prometheus), where the policy comes from (Git at the
 commit each tick reads, or a folder) and the registry sync. `run(env)` ticks every policy interval, forever
 by default: with no rollout active it idles (the in-cluster reconciler is a long-running Deployment, which
 must never exit for lack of work), and it rides out what the next tick can fix (another reconciler acting
@@ -134,8 +135,8 @@ class ChampionFollowsGit:
 
 
 def build_environment(options: Options) -> Environment:
-    """Wire one environment's adapters (SCM, Seldon target, metric provider, policy, registry) from options."""
-    from rollout.targets.seldon import SeldonDeploymentV1
+    """Wire one environment's adapters (SCM, target, metric provider, policy, registry) from options."""
+    from rollout.targets import ByKind
 
     env = check_env(options.env)
     scm: SCM
@@ -155,7 +156,7 @@ def build_environment(options: Options) -> Environment:
     elif options.metrics_url:
         from rollout.metrics.scrape import ScrapeProvider
 
-        metrics = ScrapeProvider(options.metrics_url)
+        metrics = ScrapeProvider(options.metrics_url, history=scrape_history(options.repo, env))
     champion = None
     if not options.github or options.mlflow_tracking_uri:
         # With GitHub the registry is a server: without its URI there is nothing to keep in step.
@@ -163,21 +164,66 @@ def build_environment(options: Options) -> Environment:
     return Environment(
         name=env,
         scm=scm,
-        target=SeldonDeploymentV1(),
+        target=ByKind(),
         metrics=metrics,
         champion=champion,
         policies=PolicyFolder(options.policies) if options.policies else PolicyInGit(),
     )
 
 
-def candidate_model(uri: str, repo: Path) -> tuple[str, str]:
-    """(model_uri to write in the manifest, bundle digest) of a bundle path, file:// or models:/ URI."""
+def scrape_history(repo: Path, env: str) -> Path | None:
+    """Where a scrape provider keeps its scrapes between runs (so that ticks of `reconcile --once` add up):
+    in the repository's .git, never among its files."""
+    git = repo / ".git"
+    if git.is_file():  # a worktree: .git names the real directory
+        text = git.read_text().strip()
+        git = (repo / text.removeprefix("gitdir:").strip()).resolve() if text.startswith("gitdir:") else git
+    return git / f"sluice-scrapes-{env}.json" if git.is_dir() else None
+
+
+def candidate_model(uri: str, repo: Path, kind: str = "SeldonDeployment") -> tuple[str, str]:
+    """(model URI to write in a manifest of `kind`, bundle digest) of a bundle path, file:// or models:/ URI.
+
+    A SeldonDeployment names a registered version as `models:/...` (its predictor asks the registry). KServe's
+    storage initializer fetches only storage URIs, so for an InferenceService a `models:/` URI becomes where the
+    version's bundle is stored (its run's artifact URI), with the digest the version is tagged with: the model
+    server refuses any other bundle, so the tag is checked where it matters.
+    """
     from model.bundle import Bundle
     from model.registry import resolve_bundle_path
 
+    if kind == "InferenceService" and uri.startswith("models:/"):
+        return stored_bundle(uri, repo)
     bundle = Bundle.open(resolve_bundle_path(uri, repo))
     model_uri = uri if uri.startswith(("models:/", "file://")) else Path(uri).resolve().as_uri()
     return model_uri, bundle.digest
+
+
+def stored_bundle(uri: str, repo: Path) -> tuple[str, str]:
+    """(storage URI, digest) of a registered version's bundle: `runs:/<run>/<path>` in the artifact store."""
+    from model.registry import Registry, RegistryError
+
+    m = _MODELS_URI.match(uri)
+    if m is None:
+        raise RegistryError(f"{uri!r}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    registry = Registry(repo)
+    ref = registry.alias(m["name"], m["alias"]) if m["alias"] else registry.version(m["name"], m["version"])
+    if ref is None:
+        raise RegistryError(f"{uri}: model {m['name']!r} has no alias {m['alias']!r}")
+    run = re.fullmatch(r"runs:/(?P<run>[^/]+)/(?P<path>.+)", ref.bundle_uri or "")
+    if run is None or not ref.digest:
+        raise RegistryError(
+            f"{uri}: version {ref.version} was not registered by Sluice (no bundle URI and digest)"
+        )
+    artifacts = registry.client.get_run(run["run"]).info.artifact_uri.rstrip("/")
+    return f"{artifacts}/{run['path']}", ref.digest
+
+
+def candidate_for(env: Environment, uri: str, repo: Path) -> tuple[str, str]:
+    """`candidate_model` for the kind of manifest `env` holds now."""
+    from deployment.kinds import kind_of
+
+    return candidate_model(uri, repo, kind_of(env.scm.read(env.name).text) or "SeldonDeployment")
 
 
 # the loop ------------------------------------------------------------------------------------------------
@@ -222,7 +268,16 @@ def event(result: TickResult) -> dict[str, Any]:
         if r is None
         else {"strategy": r.strategy, "candidate": r.candidate, "status": r.status},
         "gates": [
-            dict(zip(("gate", "metric", "value", "baseline", "threshold", "verdict"), g.row(), strict=True))
+            {
+                **dict(
+                    zip(
+                        ("gate", "metric", "n", "estimate", "interval", "acceptable", "verdict"),
+                        g.row(),
+                        strict=True,
+                    )
+                ),
+                **g.evidence(),
+            }
             for g in d.gates
         ],
         "pending": [p.name for p in result.pending],

@@ -44,6 +44,7 @@ class Rollout:
     started_at: float | None = None
     sticky_key: str | None = None  # A/B: the request header that pins a user to one arm (for the gateway)
     approval: bool = False  # written by a step that waits for a human: its clock starts once it is merged
+    weight: int | None = None  # bandit: the candidate's current share of traffic, as last written
 
     @property
     def active(self) -> bool:
@@ -57,6 +58,8 @@ class Rollout:
             del d["sticky_key"]
         if not self.approval:
             del d["approval"]
+        if self.weight is None:
+            del d["weight"]
         return json.dumps(d, sort_keys=False, separators=(", ", ": "))
 
     @classmethod
@@ -76,12 +79,21 @@ class Rollout:
                 started_at=parse_iso(d["started_at"]) if d.get("started_at") else None,
                 sticky_key=d.get("sticky_key"),
                 approval=bool(d.get("approval", False)),
+                weight=_weight(d.get("weight")),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise StateError(f"annotation {ANNOTATION}: cannot read {text!r} ({e})") from e
 
     def evolve(self, **changes: Any) -> Rollout:
         return replace(self, **changes)
+
+
+def _weight(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError(f"weight {value!r} is not an integer from 0 to 100")
+    return value
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,15 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from serving.core.feedback import score_feedback
+from serving.core.feedback import score_feedback, score_values
 from serving.core.predictor import Predictor, RequestError
-from serving.core.validation import check_answer
+from serving.core.validation import Features, check_answer
 from serving.protocols import labels
 
 
 class Classifier:
-    """Serves one bundle; `predict` returns class probabilities, columns named by class label."""
+    """Serves one bundle; `predict` returns class probabilities, columns named by class label (for a
+    regression, the predicted value, one column `prediction`)."""
 
     def __init__(self, model_uri: str, model_digest: str | None = None, backend: str = "onnx"):
         self.model_uri = model_uri
@@ -69,7 +70,7 @@ class Classifier:
         return np.asarray(prediction.probabilities, dtype=np.float64)
 
     def class_names(self) -> list[str]:
-        return [str(c) for c in self._model.signature.classes]
+        return list(self._model.output_names)
 
     def send_feedback(
         self,
@@ -84,16 +85,27 @@ class Classifier:
         The wrapper itself counts `seldon_api_model_feedback_total` and `..._reward_total`; a reward out of
         range is answered with a 400 (the wrapper has counted it by then: the router in front refuses it first).
         """
-        truth_rows = predicted = None
+        model = self._model
+        truth_rows: list[Any] | None = None
+        predicted: list[Any] | None = None
         if truth is not None and np.size(truth) and features is not None and np.size(features):
+            message = {"data": {"ndarray": np.asarray(truth).tolist()}}
             try:
-                truth_rows = labels.truth_labels({"data": {"ndarray": np.asarray(truth).tolist()}})
+                truth_rows = (
+                    labels.truth_labels(message) if model.is_classifier else labels.truth_values(message)
+                )
             except RequestError as e:
                 self._bad_request(str(e))
-            predicted = self._model.predict(self._validate(features, feature_names)).labels.tolist()
+            predicted = model.predict(self._validate(features, feature_names)).labels.tolist()
+        # The wrapper's message is a protobuf: an absent reward reads 0.0, so with a truth, 0 means "score it".
+        given = reward if truth_rows is None or reward else None
         try:
-            # The wrapper's message is a protobuf: an absent reward reads 0.0, so with a truth, 0 means "score it".
-            feedback = score_feedback(reward if truth_rows is None or reward else None, truth_rows, predicted)
+            if model.is_classifier:
+                feedback = score_feedback(given, truth_rows, predicted)
+            else:
+                bounds = model.signature.target_bounds
+                assert bounds is not None  # a regression's signature always has them
+                feedback = score_values(given, truth_rows, predicted, bounds)
         except RequestError as e:
             self._bad_request(str(e))
         self._metrics = [{"type": "COUNTER", "key": "sluice_model_feedback", "value": 1}]
@@ -118,8 +130,7 @@ class Classifier:
     def health_status(self) -> list[list[float]]:
         # Healthy means the model answers: predict a fixed row, as Seldon's own servers do.
         model = self._model
-        probe = model.predict(np.zeros((1, model.n_features)))
-        return [[float(p) for p in probe.probabilities[0]]]
+        return [[float(p) for p in model.probe().probabilities[0]]]
 
     def init_metadata(self) -> dict[str, Any]:
         model = self._model
@@ -136,7 +147,10 @@ class Classifier:
         # The wrapper turns data.ndarray / data.tensor into an array and passes data.names; jsonData comes
         # as parsed JSON (records or columns), with the class names as `names`: ignore them there.
         given = list(names) if names is not None and isinstance(X, np.ndarray) else []
+        features = self._model.features
         try:
+            if isinstance(X, np.ndarray) and X.dtype.kind == "U" and not features.plain:
+                X = _typed_from_text(features, X, given)
             return self._model.validate(X, given or None)
         except RequestError as e:
             self._bad_request(str(e))
@@ -145,3 +159,23 @@ class Classifier:
         from seldon_core.flask_utils import SeldonMicroserviceException
 
         raise SeldonMicroserviceException(message, status_code=400, reason="MICROSERVICE_BAD_DATA")
+
+
+def _typed_from_text(features: Features, X: np.ndarray, names: list[str]) -> Any:
+    """seldon-core reads a data.ndarray of numbers and text with numpy, which turns every value to text:
+    read each back by its feature's type (jsonData records keep JSON's own types). Rows of another shape,
+    or names the model does not have, are left for the validator to name."""
+    rows = X.reshape(1, -1) if X.ndim == 1 else X
+    order = [features.index.get(n, -1) for n in names] if names else list(range(features.count))
+    if rows.ndim != 2 or rows.shape[1] != len(order) or -1 in order:
+        return X
+    return np.asarray(
+        [
+            [
+                features.from_text(v, j, f"row {r}, feature {features.names[j]!r}")
+                for v, j in zip(row, order, strict=True)
+            ]
+            for r, row in enumerate(rows.tolist())
+        ],
+        dtype=object,
+    )

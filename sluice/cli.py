@@ -19,6 +19,7 @@ from sluice import (
     commands_router,
     commands_serve,
     commands_stream,
+    commands_ui,
     commands_up,
 )
 
@@ -63,6 +64,7 @@ for area in (
     commands_stream,
     commands_edge,
     commands_pipelines,
+    commands_ui,
 ):
     area.register(app)
 
@@ -101,6 +103,10 @@ EXTRA_OF = {
     "jsonschema": "gitops",
     "referencing": "gitops",
     "kubernetes_validate": "gitops",
+    "fastapi": "ui",
+    "starlette": "ui",
+    "jinja2": "ui",
+    "markupsafe": "ui",
 }
 
 

@@ -1,7 +1,7 @@
 """`sluice gitops check`: the manifests and policies a pull request touches, checked before Argo CD sees them.
 
-Schemas for every manifest (pipelines/schemas.py), the rollout guardrails on SeldonDeployments
-(rollout.guardrails.check_manifest), policy validity (rollout.policy.load_policy), and whether the environment's
+Schemas for every manifest (pipelines/schemas.py), the rollout guardrails on SeldonDeployments and KServe
+InferenceServices (rollout.guardrails.check_manifest), policy validity (rollout.policy.load_policy), and whether the environment's
 traffic path can deliver what the policy needs (serving.router.capabilities). Registered on the top-level app
 by sluice/cli.py.
 """
@@ -66,7 +66,10 @@ def default_checks() -> Checks:
     from pipelines.gitops_check import Checks, KindCheck
 
     return Checks(
-        documents=(KindCheck("guardrails", "SeldonDeployment", guardrail_issues),),
+        documents=(
+            KindCheck("guardrails", "SeldonDeployment", guardrail_issues),
+            KindCheck("guardrails", "InferenceService", guardrail_issues),
+        ),
         policy=policy_issues,
     )
 
@@ -83,6 +86,7 @@ def objects_summary(objects: list[str]) -> str:
 
 
 def _table(reports: list[FileReport]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="sluice gitops check", title_justify="left")
@@ -92,12 +96,15 @@ def _table(reports: list[FileReport]) -> None:
     table.add_column("result")
     for r in reports:
         result = "[green]pass[/]" if r.ok else f"[red]{len(r.findings)} problem(s)[/]"
-        table.add_row(str(r.path), objects_summary(r.objects), ", ".join(r.checks), result)
+        table.add_row(escape(str(r.path)), escape(objects_summary(r.objects)), ", ".join(r.checks), result)
     console.print(table)
     for r in reports:
         for f in r.findings:
+            # Everything but the colours comes from the files checked: printed as text, never as markup.
+            where = escape(f"{f.file}: {f.obj}: ")
             console.print(
-                f"[red]✗[/] {f.file}: {f.obj}: [bold]{f.field or '(document)'}[/]: {f.problem} [dim]({f.check})[/]",
+                f"[red]✗[/] {where}[bold]{escape(f.field or '(document)')}[/]: {escape(f.problem)} "
+                f"[dim]({escape(f.check)})[/]",
                 highlight=False,
             )
 

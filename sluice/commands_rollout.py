@@ -1,7 +1,8 @@
 """`sluice rollout`: init an environment, start a rollout, reconcile it, see its status, approve or abort.
 
-The GitOps repository (`--repo`, default `.`) holds gitops/environments/<env>/seldondeployment.yaml and
-policies/<env>.yaml, both read from Git (main) on every tick; `--policies` reads the policy from a folder
+The GitOps repository (`--repo`, default `.`) holds gitops/environments/<env>/seldondeployment.yaml (or
+inferenceservice.yaml: the manifest's kind is the environment's target) and policies/<env>.yaml, both read from
+Git (main) on every tick; `--policies` reads the policy from a folder
 instead. Metrics come from a gateway's /metrics (`--metrics-url`) or Prometheus (`--prometheus`). This module
 only parses options and renders: the wiring and the loop are rollout/run.py's, the rules rollout/'s core.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.console import console, json_logs, report
+from sluice.console import console, err_console, json_logs, report
 
 if TYPE_CHECKING:
     from rollout.reconciler import Environment, TickResult
@@ -47,6 +49,13 @@ Env = Annotated[
     ),
 ]
 Repo = Annotated[Path, typer.Option("--repo", help="The GitOps repository (a git checkout).")]
+
+
+class Target(StrEnum):
+    seldon = "seldon"
+    kserve = "kserve"
+
+
 Policies = Annotated[
     Path | None,
     typer.Option("--policies", help="Read <env>.yaml from this folder instead of policies/ in Git."),
@@ -124,17 +133,29 @@ def _environment(options: Options) -> Environment:
 
 
 def _gate_table(result: TickResult) -> Any:
+    """Each gate's verdict and evidence: sample per predictor, estimate and interval against its limit."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="gates", show_lines=False)
-    for col in ("gate", "metric", "value", "baseline", "threshold", "verdict"):
-        table.add_column(col)
+    table = Table(title="gates (n: candidate / stable)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("gate", overflow="fold", min_width=14)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("n", no_wrap=True)
+    table.add_column("estimate", no_wrap=True)
+    table.add_column("interval", overflow="fold")
+    table.add_column("limit", no_wrap=True)
     colours = {"pass": "green", "fail": "red", "hold": "yellow", "no-data-pass": "yellow", "skip": "dim"}
     for g in result.decision.gates:
-        row = [escape(str(cell)) for cell in g.row()]
-        row[-1] = f"[{colours.get(g.verdict, 'white')}]{row[-1]}[/]"
-        table.add_row(*row)
+        name, metric, n, estimate, interval, limit, verdict = (escape(str(cell)) for cell in g.row())
+        table.add_row(
+            f"{name}\n[dim]{metric}[/]",
+            f"[{colours.get(g.verdict, 'white')}]{verdict}[/]",
+            n,
+            estimate,
+            interval,
+            limit,
+        )
     return table
 
 
@@ -190,6 +211,7 @@ def _result_json(result: TickResult) -> dict[str, Any]:
                     "verdict": g.verdict,
                     "sample": g.sample,
                     "detail": g.detail,
+                    **g.evidence(),
                 }
                 for g in d.gates
             ],
@@ -207,8 +229,22 @@ def init(
     ],
     repo: Repo = Path("."),
     image: Annotated[str | None, typer.Option(help="Serving image, pinned by @sha256.")] = None,
-    deployment: Annotated[str, typer.Option(help="SeldonDeployment name.")] = "sluice-classifier",
-    force: Annotated[bool, typer.Option(help="Replace an existing manifest.")] = False,
+    deployment: Annotated[
+        str, typer.Option(help="The SeldonDeployment's (or InferenceService's) name.")
+    ] = "sluice-classifier",
+    target: Annotated[
+        Target,
+        typer.Option(
+            help="What serves the environment: seldon (a SeldonDeployment, Seldon Core v1) or kserve (an "
+            "InferenceService, KServe 0.20+ in Standard mode). The manifest's kind is the environment's choice."
+        ),
+    ] = Target.seldon,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Replace an existing manifest (of either kind: how an environment changes target)."
+        ),
+    ] = False,
 ) -> None:
     """Write an environment's first manifest: one stable predictor at 100 %, committed to main."""
     with _errors():
@@ -218,10 +254,14 @@ def init(
         from rollout.run import candidate_model
         from rollout.scm import manifest_path
         from rollout.scm.local import LocalGit
-        from rollout.targets.seldon import DEFAULT_IMAGE, initial_manifest
+        from rollout.targets import DEFAULT_IMAGE, kserve, seldon
 
-        model_uri, digest = candidate_model(model, repo)
-        text = initial_manifest(env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE)
+        module = kserve if target is Target.kserve else seldon
+        kind = "InferenceService" if target is Target.kserve else "SeldonDeployment"
+        model_uri, digest = candidate_model(model, repo, kind)
+        text = module.initial_manifest(
+            env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE
+        )
         problems = check_manifest(text)
         if problems:
             raise RolloutError("; ".join(str(p) for p in problems))
@@ -229,7 +269,9 @@ def init(
         commit = LocalGit(repo).write_initial(
             env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=force
         )
-        console.print(f"wrote {manifest_path(env)} on main ({commit[:12]}): {name} at 100%", highlight=False)
+        console.print(
+            f"wrote {manifest_path(env, kind)} on main ({commit[:12]}): {name} at 100%", highlight=False
+        )
 
 
 @rollout_app.command("start")
@@ -237,22 +279,28 @@ def start_cmd(
     env: Env,
     candidate: Annotated[str, typer.Option("--candidate", help="Bundle path, file:// or models:/ URI.")],
     strategy: Annotated[
-        str | None, typer.Option(help="canary, shadow, ab or bluegreen (default: policy's).")
+        str | None, typer.Option(help="canary, shadow, ab, bluegreen or bandit (default: policy's).")
     ] = None,
     repo: Repo = Path("."),
     policies: Policies = None,
     github: GitHubRepo = None,
     github_author: GitHubAuthor = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Start a model even if an earlier rollout of it was rolled back.")
+    ] = False,
 ) -> None:
-    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch)."""
+    """Add the candidate predictor and open the first step of the rollout (a commit on main, or a branch).
+
+    A model the gates rolled back before is quarantined: refused, with the reason and the rollback commit,
+    unless --force."""
     with _errors():
         from rollout.reconciler import start
-        from rollout.run import candidate_model
+        from rollout.run import candidate_for
 
         options = _options(env, repo, policies, github=github, github_author=github_author)
         environment = _environment(options)
-        model_uri, digest = candidate_model(candidate, repo)
-        _show(start(environment, candidate, model_uri, digest, strategy))
+        model_uri, digest = candidate_for(environment, candidate, repo)
+        _show(start(environment, candidate, model_uri, digest, strategy, force=force))
 
 
 @rollout_app.command("reconcile")
@@ -278,12 +326,28 @@ def reconcile(
     github: GitHubRepo = None,
     github_author: GitHubAuthor = None,
     mlflow_tracking_uri: TrackingUri = None,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="With --watch: serve the reconciler's own Prometheus metrics on this port (heartbeat, stage, "
+            "weights, each gate's verdict and evidence; 0: off). What the Grafana dashboard and the alert rules "
+            "in gitops/monitoring/ read.",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for --metrics-port (0.0.0.0 in a pod).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the reconciler: decide and propose the next step of the rollout in progress."""
     if once and watch:
         report("choose one of --once and --watch")
     if until_done and not watch:
         report("--until-done goes with --watch")
+    if metrics_port and not watch:
+        report("--metrics-port goes with --watch")
+    if not 0 <= metrics_port <= 65535:
+        report(f"--metrics-port {metrics_port}: not a port number")
     with _errors():
         from rollout.reconciler import tick
         from rollout.scm import Conflict
@@ -305,19 +369,38 @@ def reconcile(
             except Conflict as e:
                 report(f"skipped: {e}", code=3)
             return
+        telemetry = _telemetry(env, metrics_port, metrics_host) if metrics_port else None
         try:
             if console.is_terminal:
-                _live(environment, max_ticks, until_done)
+                _live(environment, max_ticks, until_done, telemetry)
             else:
                 from rollout.run import ended, run
 
                 with json_logs():
-                    run(environment, max_ticks, until=ended if until_done else None)
+                    run(environment, max_ticks, on_tick=telemetry, until=ended if until_done else None)
         except KeyboardInterrupt:
             console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
 
-def _live(environment: Environment, max_ticks: int, until_done: bool) -> None:
+def _telemetry(env: str, port: int, host: str) -> Callable[[Tick], None]:
+    """Serve the reconciler's metrics on host:port; returns the loop's on_tick that feeds them."""
+    from rollout.telemetry import ReconcilerMetrics
+
+    metrics = ReconcilerMetrics(env)
+    try:
+        metrics.serve(port, host)
+    except OSError as e:
+        report(f"--metrics-port {port}: cannot listen on {host}:{port} ({e.strerror})")
+    err_console.print(f"reconciler metrics on http://{host}:{port}/metrics", highlight=False)
+    return metrics.record
+
+
+def _live(
+    environment: Environment,
+    max_ticks: int,
+    until_done: bool,
+    telemetry: Callable[[Tick], None] | None = None,
+) -> None:
     """The loop with a live view: weights, the gate table and the decisions so far."""
     from rich.console import Group
     from rich.live import Live
@@ -353,7 +436,12 @@ def _live(environment: Environment, max_ticks: int, until_done: bool) -> None:
             )
             live.update(Group(header, _gate_table(result), Text("\n".join(history[-12:]))))
 
-        run(environment, max_ticks, on_tick=render, until=ended if until_done else None)
+        def on_tick(step: Tick) -> None:
+            if telemetry is not None:
+                telemetry(step)
+            render(step)
+
+        run(environment, max_ticks, on_tick=on_tick, until=ended if until_done else None)
 
 
 @rollout_app.command("status")

@@ -1,4 +1,5 @@
-"""`sluice router MANIFEST`: the router of `sluice up`, run in a cluster in front of Seldon's predictor Services."""
+"""`sluice router MANIFEST`: the router of `sluice up`, run in a cluster in front of the per-predictor Services of
+Seldon Core or KServe."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ def router(
     manifest: Annotated[
         Path,
         typer.Argument(
-            help="the SeldonDeployment file to route by, or a directory holding it (a mounted ConfigMap)"
+            help="the SeldonDeployment or InferenceService file to route by, or a directory holding it (a "
+            "mounted ConfigMap)"
         ),
     ],
     port: Annotated[int, typer.Option(help="the traffic port (Seldon v1 and Open Inference v2)")] = 8000,
@@ -30,11 +32,18 @@ def router(
         str, typer.Option(help="the cluster's DNS domain for Service names")
     ] = "svc.cluster.local",
     predictor_port: Annotated[
-        int, typer.Option(help="the port of Seldon's predictor Services (executor HTTP)")
-    ] = 8000,
+        int | None,
+        typer.Option(
+            help="the port of the predictor Services [default: 8000 for Seldon's executor, 80 for KServe]"
+        ),
+    ] = None,
     probe_path: Annotated[
-        str, typer.Option(help="readiness path probed on each predictor Service")
-    ] = "/ready",
+        str | None,
+        typer.Option(
+            help="readiness path probed on each predictor Service [default: /ready for Seldon's executor; for "
+            "KServe /v2/models/<isvc>/versions/<digest>/ready, which only the pinned model answers]"
+        ),
+    ] = None,
     request_timeout: Annotated[
         float, typer.Option(help="seconds to wait for a predictor's answer (then 504)")
     ] = 30.0,
@@ -49,7 +58,7 @@ def router(
         ),
     ] = None,
 ) -> None:
-    """Route a SeldonDeployment's traffic to the Services Seldon Core creates for its predictors.
+    """Route a deployment's traffic to the Services Seldon Core or KServe creates for its predictors.
 
     Same routing as `sluice up` (weights, shadow mirror and comparison, sticky keys, overrides, feedback to
     the predictor that answered, one retry elsewhere), stateless so that replicas scale out; the manifest
@@ -59,7 +68,7 @@ def router(
 
     import uvloop
 
-    from deployment.seldon import ManifestError
+    from deployment.view import ManifestError
     from serving.router.cluster import ClusterRouter, ClusterSettings
     from serving.router.listener import Limits
 

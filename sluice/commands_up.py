@@ -1,4 +1,5 @@
-"""`sluice up DIR`: run a SeldonDeployment on this machine (one process per predictor, and the router)."""
+"""`sluice up DIR`: run a SeldonDeployment or a KServe InferenceService on this machine (one process per
+predictor, and the router)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from sluice.console import console, err_console, fail
 
 def up(
     directory: Annotated[
-        Path, typer.Argument(help="a directory holding a SeldonDeployment (e.g. gitops/environments/local)")
+        Path,
+        typer.Argument(
+            help="a directory holding a SeldonDeployment or a KServe InferenceService (e.g. "
+            "gitops/environments/local)"
+        ),
     ],
     port: Annotated[
         int, typer.Option(help="the router's traffic port (Seldon v1 and Open Inference v2)")
@@ -41,7 +46,8 @@ def up(
 ) -> None:
     """Start one predictor process per predictor, then the router; follow the manifest as it changes.
 
-    Routing: weights from predictors[].traffic, a shadow gets mirrored copies, `x-sluice-user: KEY` (or the A/B
+    Routing: weights from predictors[].traffic (an InferenceService: each canary's trafficPercent, the stable
+    predictor the rest), a shadow gets mirrored copies, `x-sluice-user: KEY` (or the A/B
     policy's sticky key) pins a caller, `x-sluice-predictor: NAME` picks one. Metrics (Seldon executor
     names) are on the admin port, at /metrics. Ctrl-C stops everything.
     """

@@ -38,6 +38,40 @@ def rf_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mixed_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real multiclass bundle on mixed types: numeric, categorical and boolean features with missing values
+    (the penguin-like table of sample_tables.py, profiled into its contract), one ONNX input per feature."""
+    from sample_tables import penguins
+
+    from model.contract import dump_contract
+    from model.params import Params
+    from model.pipeline import train_bundle
+    from model.profile import profile
+
+    work = tmp_path_factory.mktemp("mixed")
+    (work / "data" / "source").mkdir(parents=True)
+    frame = penguins()
+    frame.to_csv(work / "data" / "source" / "penguins.csv", index=False)
+    dump_contract(profile(frame, "species", drop=["penguin_id"]), work / "contract.yaml")
+    params = Params.model_validate(
+        {"data": {"source": "data/source/penguins.csv"}, "evaluate": {"gate_metric": "macro_f1"}}
+    )
+    return train_bundle(work, work / "bundle", params).path
+
+
+@pytest.fixture(scope="session")
+def regression_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real regression bundle: ridge on scikit-learn's diabetes set."""
+    return _bundle(
+        tmp_path_factory,
+        "regression",
+        data={"source": "builtin:diabetes"},
+        train={"model": "ridge"},
+        evaluate={"gate_metric": "rmse"},
+    )
+
+
+@pytest.fixture(scope="session")
 def bad_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real but bad bundle: trained on labels of which half were flipped (near-random predictions)."""
     return _bundle(tmp_path_factory, "bad", data={"label_noise": 0.5})

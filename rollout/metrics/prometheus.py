@@ -17,7 +17,15 @@ from typing import Any
 import httpx
 
 from deployment import metric_names as names
-from rollout.metrics import COMPARISONS, DISAGREEMENTS, FEEDBACK, REQUESTS, REWARD, MetricsError
+from rollout.metrics import (
+    COMPARISONS,
+    DISAGREEMENTS,
+    FEEDBACK,
+    PREDICTION_SERVICES,
+    REQUESTS,
+    REWARD,
+    MetricsError,
+)
 from rollout.observations import Observations, PredictorStats
 
 
@@ -45,6 +53,10 @@ def _namespace(namespace: str | None) -> str:
             "namespace (staging and production share deployment and predictor names)"
         )
     return f"{names.NAMESPACE}={_string(namespace)}"
+
+
+# The `service` values of prediction requests; the empty alternative keeps series without the label.
+_PREDICTIONS = "|" + _names(sorted(PREDICTION_SERVICES))
 
 
 class PrometheusProvider:
@@ -85,13 +97,14 @@ class PrometheusProvider:
         self, ns: str, deployment: str, predictors: Sequence[str], seconds: float
     ) -> dict[str, PredictorStats]:
         sel = f'{ns},deployment_name={_string(deployment)},predictor_name=~"{_names(predictors)}"'
+        rsel = f'{sel},{names.SERVICE}=~"{_PREDICTIONS}"'  # prediction requests only: never feedback
         w = _range(seconds)
-        requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{sel}}}[{w}]))")
+        requests = self._per_predictor(f"sum by (predictor_name) (increase({REQUESTS}_count{{{rsel}}}[{w}]))")
         errors = self._per_predictor(
-            f'sum by (predictor_name) (increase({REQUESTS}_count{{{sel},code=~"5.."}}[{w}]))'
+            f'sum by (predictor_name) (increase({REQUESTS}_count{{{rsel},code=~"5.."}}[{w}]))'
         )
         buckets: dict[str, list[tuple[float, float]]] = {}
-        for s in self.query(f"sum by (predictor_name, le) (increase({REQUESTS}_bucket{{{sel}}}[{w}]))"):
+        for s in self.query(f"sum by (predictor_name, le) (increase({REQUESTS}_bucket{{{rsel}}}[{w}]))"):
             buckets.setdefault(s["metric"].get("predictor_name", ""), []).append(
                 (float(s["metric"]["le"]), float(s["value"][1]))
             )
@@ -136,7 +149,7 @@ class PrometheusProvider:
                 q = template.format(
                     predictor=p,
                     deployment=deployment,
-                    window=_range(window),
+                    window=_range(since if since is not None else window),  # the time in the stage
                     stable=predictors[0],
                     namespace=_string(namespace or "")[1:-1],  # inside the template's own quotes
                 )
@@ -147,6 +160,6 @@ class PrometheusProvider:
             window=window,
             predictors=self._stats(ns, deployment, predictors, window),
             custom=values,
-            stage=self._stats(ns, deployment, predictors, since) if since else None,
+            stage=self._stats(ns, deployment, predictors, since) if since is not None else None,
             source=f"prometheus {self.url}",
         )

@@ -1,22 +1,44 @@
 """Observations from a direct scrape of a gateway's /metrics (the embedded default: no Prometheus needed).
 
-The engine keeps no state between ticks, so a window is measured inside one tick: scrape, wait `window`
-seconds, scrape again, and take the difference (a counter that went down was reset: the second value is
-then the increase, as Prometheus does). Totals since a stage began (A/B tests) cannot be computed this way;
-for them the cumulative counters are used, which count from the gateway's start: for a candidate added at the
-stage's start that is the stage. Custom PromQL gates get no data from a scrape (their no-data rule applies).
+Each tick scrapes twice, `window` seconds apart, and the difference is the window's counts (a counter that
+went down was reset: the second value is then the increase, as Prometheus does). Every scrape is also kept, in
+memory and, given a `history` file, on disk, with its time: the counts since a stage began are the sum of the
+increases between the scrapes taken since then, as Prometheus' increase() would compute them from its
+samples. With the file, ticks run one per process (`sluice rollout reconcile --once`, from cron) add up
+like ticks of one `--watch`; without it, or if the file is lost, counting starts again from the next scrape
+(never from before the stage). The file is a cache of metrics, not rollout state: an unreadable one is
+ignored. Custom PromQL gates get no data from a scrape (their no-data rule applies). Only prediction requests
+count (feedback requests are told apart by the `service` label).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
+import math
+import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
-from rollout.metrics import COMPARISONS, DISAGREEMENTS, FEEDBACK, REQUESTS, REWARD, MetricsError
+from deployment import metric_names as names
+from rollout.metrics import (
+    COMPARISONS,
+    DISAGREEMENTS,
+    FEEDBACK,
+    REQUESTS,
+    REWARD,
+    MetricsError,
+    is_prediction,
+)
 from rollout.observations import Observations, PredictorStats
+
+HISTORY = 20_000  # scrapes kept per predictor (at two per tick, hours of stage at a 1 s interval)
+KEEP = 2 * 86400.0  # seconds of scrapes the history file keeps
 
 
 @dataclass
@@ -42,7 +64,7 @@ class _Acc:
 
 
 def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
-    """Cumulative per-predictor totals from Prometheus text exposition format."""
+    """Cumulative per-predictor totals from Prometheus text exposition format (prediction requests only)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     acc = {p: _Acc() for p in predictors}
@@ -57,12 +79,23 @@ def parse_exposition(text: str, deployment: str, predictors: Sequence[str]) -> d
                 continue
             a = acc[pred]
             in_deployment = s.labels.get("deployment_name") == deployment
+            if s.name in (f"{REQUESTS}_count", f"{REQUESTS}_bucket") and not is_prediction(
+                s.labels.get(names.SERVICE)
+            ):
+                continue  # feedback, status, metadata: not a prediction a user waited for
+            if not math.isfinite(s.value) or s.value < 0:
+                raise MetricsError(f"unreadable /metrics: {s.name}{s.labels} = {s.value} is not a count")
             if s.name == f"{REQUESTS}_count" and in_deployment:
                 a.requests += s.value
                 if s.labels.get("code", "").startswith("5"):
                     a.errors += s.value
             elif s.name == f"{REQUESTS}_bucket" and in_deployment:
-                le = float(s.labels["le"])
+                try:
+                    le = float(s.labels["le"])
+                except (KeyError, ValueError):
+                    raise MetricsError(
+                        f"unreadable /metrics: {s.name}{s.labels} has no numeric `le`"
+                    ) from None
                 a.buckets[le] = a.buckets.get(le, 0.0) + s.value
             elif s.name == FEEDBACK and in_deployment:
                 a.feedback += s.value
@@ -92,6 +125,30 @@ def delta(before: PredictorStats, after: PredictorStats) -> PredictorStats:
     )
 
 
+def add(a: PredictorStats, b: PredictorStats) -> PredictorStats:
+    buckets = dict(a.buckets)
+    for le, c in b.buckets:
+        buckets[le] = buckets.get(le, 0.0) + c
+    return PredictorStats(
+        requests=a.requests + b.requests,
+        errors=a.errors + b.errors,
+        buckets=tuple(sorted(buckets.items())),
+        feedback=a.feedback + b.feedback,
+        reward=a.reward + b.reward,
+        comparisons=a.comparisons + b.comparisons,
+        disagreements=a.disagreements + b.disagreements,
+    )
+
+
+def increase(snapshots: Sequence[tuple[float, PredictorStats]], since: float) -> PredictorStats:
+    """The counts between the scrapes taken at or after `since` (a timestamp), resets handled."""
+    kept = [s for t, s in snapshots if t >= since]
+    total = PredictorStats()
+    for before, after in itertools.pairwise(kept):
+        total = add(total, delta(before, after))
+    return total
+
+
 class ScrapeProvider:
     def __init__(
         self,
@@ -99,10 +156,16 @@ class ScrapeProvider:
         client: httpx.Client | None = None,
         timeout: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        history: Path | None = None,
     ):
         self.url = url
         self.client = client or httpx.Client(timeout=timeout)
         self.sleep = sleep
+        self.clock = clock
+        self.history_file = history
+        self._history: dict[tuple[str, str], deque[tuple[float, PredictorStats]]] = {}
+        self._loaded = False
 
     def scrape(self) -> str:
         try:
@@ -113,6 +176,70 @@ class ScrapeProvider:
             raise MetricsError(f"scrape {self.url}: HTTP {r.status_code}")
         return r.text
 
+    def _load(self) -> None:
+        if self._loaded or self.history_file is None:
+            return
+        self._loaded = True
+        try:
+            data = json.loads(self.history_file.read_text())
+            for entry in data["series"]:
+                key = (str(entry["deployment"]), str(entry["predictor"]))
+                rows: deque[tuple[float, PredictorStats]] = deque(maxlen=HISTORY)
+                for t, r, e, b, f, w, c, d in entry["scrapes"]:
+                    buckets = tuple((float(le), float(n)) for le, n in b)
+                    rows.append(
+                        (
+                            float(t),
+                            PredictorStats(
+                                float(r), float(e), buckets, float(f), float(w), float(c), float(d)
+                            ),
+                        )
+                    )
+                self._history[key] = rows
+        except (OSError, ValueError, KeyError, TypeError):
+            self._history = {}  # no file yet, or an unreadable one: count from the next scrape
+
+    def _save(self, oldest: float) -> None:
+        if self.history_file is None:
+            return
+        series = []
+        for (deployment, predictor), rows in self._history.items():
+            kept = [(t, s) for t, s in rows if t >= oldest]
+            if not kept:
+                continue
+            series.append(
+                {
+                    "deployment": deployment,
+                    "predictor": predictor,
+                    "scrapes": [
+                        [
+                            t,
+                            s.requests,
+                            s.errors,
+                            [[le, n] for le, n in s.buckets],
+                            s.feedback,
+                            s.reward,
+                            s.comparisons,
+                            s.disagreements,
+                        ]
+                        for t, s in kept
+                    ],
+                }
+            )
+        tmp = self.history_file.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"series": series}))
+            os.replace(tmp, self.history_file)
+        except OSError:
+            pass  # a cache: losing it costs resolution, never correctness
+
+    def _snapshot(self, deployment: str, predictors: Sequence[str]) -> dict[str, PredictorStats]:
+        at = self.clock()
+        stats = parse_exposition(self.scrape(), deployment, predictors)
+        for p in predictors:
+            self._history.setdefault((deployment, p), deque(maxlen=HISTORY)).append((at, stats[p]))
+        return stats
+
     def observe(
         self,
         deployment: str,
@@ -122,12 +249,18 @@ class ScrapeProvider:
         since: float | None = None,
         namespace: str | None = None,  # one gateway serves one environment: its /metrics are all of it
     ) -> Observations:
-        first = parse_exposition(self.scrape(), deployment, predictors)
+        self._load()
+        start = None if since is None else self.clock() - since
+        first = self._snapshot(deployment, predictors)
         self.sleep(window)
-        second = parse_exposition(self.scrape(), deployment, predictors)
+        second = self._snapshot(deployment, predictors)
+        stage = None
+        if start is not None:
+            stage = {p: increase(self._history[(deployment, p)], start) for p in predictors}
+        self._save(oldest=self.clock() - KEEP)
         return Observations(
             window=window,
             predictors={p: delta(first[p], second[p]) for p in predictors},
-            stage=second if since else None,
+            stage=stage,
             source=f"scrape {self.url}",
         )

@@ -10,9 +10,12 @@ and its base as trailers (rollout/evidence.py), so a proposal left behind by a c
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from deployment.kinds import FILES, KINDS
 
 Kind = Literal["auto", "approval"]
 
@@ -43,8 +46,24 @@ def check_env(name: str) -> str:
     return name
 
 
-def manifest_path(env: str) -> str:
-    return f"gitops/environments/{check_env(env)}/seldondeployment.yaml"
+def manifest_path(env: str, kind: str = "SeldonDeployment") -> str:
+    """Where an environment keeps its deployment manifest of `kind` (deployment.kinds: one file per kind)."""
+    return f"gitops/environments/{check_env(env)}/{FILES[kind]}"
+
+
+def manifest_paths(env: str) -> tuple[str, ...]:
+    """Every path the environment's manifest may have: it holds exactly one of them (its kind is its target)."""
+    return tuple(manifest_path(env, kind) for kind in KINDS)
+
+
+def one_manifest(env: str, present: Collection[str], where: str) -> str:
+    """The environment's manifest among the `present` paths; SCMError naming what is missing or doubled."""
+    found = [p for p in manifest_paths(env) if p in present]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise SCMError(f"{where}: both {' and '.join(found)}; an environment has one deployment manifest")
+    raise SCMError(f"{where}: no {' or '.join(manifest_paths(env))} (run `sluice rollout init`)")
 
 
 def policy_path(env: str) -> str:
@@ -55,7 +74,7 @@ def proposal_paths(env: str) -> frozenset[str]:
     """Every file a proposal of `env` may change: exactly what the reconciler writes (the manifest; the
     rollout state and any quarantine record live in its annotations). A pull request touching anything else
     is not the reconciler's, whoever opened it."""
-    return frozenset({manifest_path(env)})
+    return frozenset(manifest_paths(env))
 
 
 def branch_prefix(env: str) -> str:

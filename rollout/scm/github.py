@@ -56,7 +56,7 @@ from rollout.scm import (
     SCMError,
     Snapshot,
     branch_prefix,
-    manifest_path,
+    manifest_paths,
     proposal_paths,
 )
 
@@ -148,19 +148,39 @@ class GitHub:
 
     def _file(self, path: str, ref: str) -> tuple[str, str]:
         """(text, blob sha) of a file at `ref`."""
-        body = self._call("GET", f"/contents/{path}", params={"ref": ref}).json()
+        found = self._maybe_file(path, ref)
+        if found is None:
+            raise SCMError(f"GitHub GET /contents/{path}: HTTP 404: Not Found")
+        return found
+
+    def _maybe_file(self, path: str, ref: str) -> tuple[str, str] | None:
+        r = self._call("GET", f"/contents/{path}", ok=(200, 404), params={"ref": ref})
+        if r.status_code == 404:
+            return None
+        body = r.json()
         if not isinstance(body, dict) or body.get("encoding") != "base64":
             raise SCMError(f"GitHub: {path} came back as {body.get('encoding')!r}, not base64")
         return base64.b64decode(body["content"]).decode(), str(body["sha"])
 
-    def _put(self, env: str, branch: str, text: str, blob: str, message: str) -> str:
+    def _manifest(self, env: str, ref: str) -> tuple[str, str, str]:
+        """(path, text, blob sha) of the environment's deployment manifest at `ref`, whichever kind it holds
+        (tried in deployment.kinds' order: a SeldonDeployment environment costs no extra call)."""
+        for path in manifest_paths(env):
+            found = self._maybe_file(path, ref)
+            if found is not None:
+                return path, *found
+        raise SCMError(
+            f"GitHub: no {' or '.join(manifest_paths(env))} at {ref[:12]} (run `sluice rollout init`)"
+        )
+
+    def _put(self, path: str, branch: str, text: str, blob: str, message: str) -> str:
         body = {
             "message": message,
             "content": base64.b64encode(text.encode()).decode(),
             "sha": blob,
             "branch": branch,
         }
-        return str(self._call("PUT", f"/contents/{manifest_path(env)}", json=body).json()["commit"]["sha"])
+        return str(self._call("PUT", f"/contents/{path}", json=body).json()["commit"]["sha"])
 
     def _commit(self, sha: str) -> dict[str, Any]:
         return dict(self._call("GET", f"/git/commits/{sha}").json())
@@ -218,7 +238,7 @@ class GitHub:
     # SCM protocol ----------------------------------------------------------------------------------
     def read(self, env: str) -> Snapshot:
         head = self._head()
-        return Snapshot(env, self._file(manifest_path(env), head)[0], head)
+        return Snapshot(env, self._manifest(env, head)[1], head)
 
     def read_path(self, revision: str, path: str) -> str:
         return self._file(path, revision)[0]
@@ -255,7 +275,7 @@ class GitHub:
         return out
 
     def read_proposal(self, proposal: Proposal) -> str:
-        return self._file(manifest_path(proposal.env), proposal.head or proposal.branch)[0]
+        return self._manifest(proposal.env, proposal.head or proposal.branch)[1]
 
     def propose(
         self, env: str, text: str, title: str, body: str, base: str, kind: Kind, merge: bool
@@ -273,9 +293,9 @@ class GitHub:
         )
         branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
         self._call("POST", "/git/refs", json={"ref": f"refs/heads/{branch}", "sha": base})
-        _, blob = self._file(manifest_path(env), base)
+        path, _, blob = self._manifest(env, base)
         commit = self._put(
-            env, branch, text, blob, evidence.with_trailers(title, evidence.parse_trailers(body))
+            path, branch, text, blob, evidence.with_trailers(title, evidence.parse_trailers(body))
         )
         pr = self._call(
             "POST", "/pulls", json={"title": title, "head": branch, "base": self.base, "body": body}
@@ -303,8 +323,8 @@ class GitHub:
         return self.merge(proposal)
 
     def update_proposal(self, proposal: Proposal, text: str, message: str) -> Proposal:
-        _, blob = self._file(manifest_path(proposal.env), proposal.head or proposal.branch)
-        commit = self._put(proposal.env, proposal.branch, text, blob, message)
+        path, _, blob = self._manifest(proposal.env, proposal.head or proposal.branch)
+        commit = self._put(path, proposal.branch, text, blob, message)
         return replace(proposal, head=commit)
 
     def _fast_forward(self, sha: str, proposal: Proposal) -> str | None:
@@ -324,9 +344,8 @@ class GitHub:
 
     def _merge_commit(self, main: str, proposal: Proposal) -> str:
         """A commit on `main` holding the proposal's manifest, with parents main and the proposal."""
-        path = manifest_path(proposal.env)
+        path, _, blob = self._manifest(proposal.env, proposal.head)
         tree = self._commit(main)["tree"]["sha"]
-        _, blob = self._file(path, proposal.head)
         new_tree = self._call(
             "POST",
             "/git/trees",
@@ -349,7 +368,7 @@ class GitHub:
         main = self._head()
         target = proposal.head
         if main != proposal.base:
-            path = manifest_path(proposal.env)
+            path = self._manifest(proposal.env, proposal.head)[0]
             if self._file(path, main)[1] != self._file(path, proposal.base)[1]:
                 raise Conflict(f"{path} changed on {self.base} since {proposal.name} was opened")
             target = self._merge_commit(main, proposal)

@@ -23,8 +23,20 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from deployment.kinds import kind_of
 from rollout import evidence
-from rollout.scm import Conflict, Kind, Outcome, Proposal, SCMError, Snapshot, branch_prefix, manifest_path
+from rollout.scm import (
+    Conflict,
+    Kind,
+    Outcome,
+    Proposal,
+    SCMError,
+    Snapshot,
+    branch_prefix,
+    manifest_path,
+    manifest_paths,
+    one_manifest,
+)
 
 _IDENTITY = {
     "GIT_AUTHOR_NAME": "sluice",
@@ -81,16 +93,15 @@ class LocalGit:
     def show(self, revision: str, path: str) -> str:
         return self.git("show", f"{revision}:{path}")
 
+    def manifest(self, env: str, revision: str) -> str:
+        """The path of the environment's deployment manifest at `revision` (whichever kind it holds)."""
+        present = self.git("ls-tree", "--name-only", revision, "--", *manifest_paths(env)).split()
+        return one_manifest(env, present, f"{self.repo} at {revision[:12]}")
+
     # SCM protocol ----------------------------------------------------------------------------------
     def read(self, env: str) -> Snapshot:
         head = self.rev(f"refs/heads/{self.main}")
-        try:
-            text = self.show(head, manifest_path(env))
-        except SCMError as e:
-            raise SCMError(
-                f"{self.repo}: no {manifest_path(env)} on {self.main} (run `sluice rollout init`)"
-            ) from e
-        return Snapshot(env, text, head)
+        return Snapshot(env, self.show(head, self.manifest(env, head)), head)
 
     def read_path(self, revision: str, path: str) -> str:
         try:
@@ -121,7 +132,8 @@ class LocalGit:
         return proposals
 
     def read_proposal(self, proposal: Proposal) -> str:
-        return self.show(f"refs/heads/{proposal.branch}", manifest_path(proposal.env))
+        ref = f"refs/heads/{proposal.branch}"
+        return self.show(ref, self.manifest(proposal.env, ref))
 
     def _commit_file(
         self, parent: str, path: str, text: str, message: str, extra_parent: str | None = None
@@ -143,7 +155,7 @@ class LocalGit:
             raise Conflict(
                 f"{self.main} moved from {base[:12]} to {head[:12]} since the decision; not writing"
             )
-        commit = self._commit_file(base, manifest_path(env), text, f"{title}\n\n{body}")
+        commit = self._commit_file(base, self.manifest(env, base), text, f"{title}\n\n{body}")
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{commit[:7]}"
         branch = f"{branch_prefix(env)}{kind}/{stamp}-{_slug(title.split(':', 1)[-1])}"
         self.git("update-ref", f"refs/heads/{branch}", commit, "")  # create only
@@ -154,25 +166,33 @@ class LocalGit:
         return self.merge(proposal)
 
     def write_initial(self, env: str, text: str, message: str, force: bool = False) -> str:
-        """Commit an environment's first manifest straight to main (creating main in an empty repo)."""
-        path = manifest_path(env)
+        """Commit an environment's first manifest straight to main (creating main in an empty repo). With
+        `force`, it replaces the manifest there, of either kind (an environment changes its target so)."""
+        kind = kind_of(text)
+        if kind is None:
+            raise SCMError(
+                f"{env}: the initial manifest holds no deployment (SeldonDeployment or InferenceService)"
+            )
+        path = manifest_path(env, kind)
         try:
             head: str | None = self.rev(f"refs/heads/{self.main}")
         except SCMError:
             head = None
-        if head is not None and not force:
-            exists = subprocess.run(
-                ["git", "cat-file", "-e", f"{head}:{path}"], cwd=self.repo, capture_output=True, check=False
-            )
-            if exists.returncode == 0:
+        others: list[str] = []
+        if head is not None:
+            present = self.git("ls-tree", "--name-only", head, "--", *manifest_paths(env)).split()
+            if present and not force:
                 raise SCMError(
-                    f"{self.repo}: {path} already exists on {self.main} (use --force to replace it)"
+                    f"{self.repo}: {present[0]} already exists on {self.main} (use --force to replace it)"
                 )
+            others = [p for p in present if p != path]
         blob = self.git("hash-object", "-w", "--stdin", input=text).strip()
         with tempfile.TemporaryDirectory() as tmp:
             idx = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
             if head is not None:
                 self.git("read-tree", head, env=idx)
+            if others:
+                self.git("update-index", "--force-remove", "--", *others, env=idx)
             self.git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=idx)
             tree = self.git("write-tree", env=idx).strip()
         parents = ["-p", head] if head else []
@@ -185,17 +205,19 @@ class LocalGit:
                 self.git("update-index", "--add", "--", path)
         else:
             self._refresh_worktree(path, head, commit)
+            for other in others:
+                self._refresh_worktree(other, head, commit)
         return commit
 
     def update_proposal(self, proposal: Proposal, text: str, message: str) -> Proposal:
         tip = self.rev(f"refs/heads/{proposal.branch}")
-        commit = self._commit_file(tip, manifest_path(proposal.env), text, message)
+        commit = self._commit_file(tip, self.manifest(proposal.env, tip), text, message)
         self.git("update-ref", f"refs/heads/{proposal.branch}", commit, tip)
         return replace(proposal, head=commit)
 
     def merge(self, proposal: Proposal) -> Outcome:
-        path = manifest_path(proposal.env)
         tip = self.rev(f"refs/heads/{proposal.branch}")
+        path = self.manifest(proposal.env, tip)
         if proposal.head and tip != proposal.head:
             raise Conflict(f"{proposal.branch} moved since it was read ({proposal.head[:12]} -> {tip[:12]})")
         head = self.rev(f"refs/heads/{self.main}")
@@ -207,7 +229,10 @@ class LocalGit:
             )
         text = self.show(tip, path)
         title = self.git("log", "-1", "--format=%s", tip).strip()
-        merge = self._commit_file(head, path, text, f"Merge {proposal.branch}: {title}", extra_parent=tip)
+        # The merge on main's first-parent line carries the proposal's trailers (its evidence) too.
+        trailers = evidence.parse_trailers(self.git("log", "-1", "--format=%B", tip))
+        message = evidence.with_trailers(f"Merge {proposal.branch}: {title}", trailers)
+        merge = self._commit_file(head, path, text, message, extra_parent=tip)
         try:
             self.git("update-ref", f"refs/heads/{self.main}", merge, head)
         except SCMError as e:
@@ -241,7 +266,15 @@ class LocalGit:
             old_text = None
         if file.exists() and file.read_text() != old_text:
             return  # edited by hand in the working tree: leave it to the user
-        replace_file(file, self.show(new, path))
+        try:
+            new_text: str | None = self.show(new, path)
+        except SCMError:
+            new_text = None  # the commit removed it (an environment that changed its kind of manifest)
+        if new_text is None:
+            file.unlink(missing_ok=True)
+            self.git("update-index", "--force-remove", "--", path)
+            return
+        replace_file(file, new_text)
         self.git("update-index", "--add", "--", path)  # the index entry follows HEAD for this path only
 
     # lock ------------------------------------------------------------------------------------------

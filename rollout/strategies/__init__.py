@@ -20,7 +20,7 @@ class Step:
     bake: float
     shadow: bool = False
     approval: bool = False  # entering this step waits for `sluice rollout approve`
-    judge: Literal["gates", "ab"] = "gates"
+    judge: Literal["gates", "ab", "bandit"] = "gates"
 
     def layout(self, stable: str, candidate: str) -> Layout:
         if self.shadow:
@@ -37,7 +37,13 @@ def rolled_back_layout(stable: str) -> Layout:
 
 
 def steps(policy: Policy) -> list[Step]:
-    from rollout.strategies import ab, bluegreen, canary, shadow
+    from rollout.strategies import ab, bandit, bluegreen, canary, shadow
 
-    builders = {"canary": canary.steps, "shadow": shadow.steps, "ab": ab.steps, "bluegreen": bluegreen.steps}
+    builders = {
+        "canary": canary.steps,
+        "shadow": shadow.steps,
+        "ab": ab.steps,
+        "bluegreen": bluegreen.steps,
+        "bandit": bandit.steps,
+    }
     return builders[policy.strategy](policy)

@@ -1,29 +1,37 @@
-"""A/B test: a fixed split pinned per user key, judged by a two-sided two-proportion z-test.
+"""A/B test: a fixed split pinned per user key, judged by an interval on the difference of one metric.
 
-The metric is a proportion per arm: success rate (successes = requests - 5xx) or accuracy (successes = summed
-rewards, rewards in [0, 1], out of the feedback count), counted since the test began. The test is read only
-once both arms have `min_sample` observations. With p < `significance` and an absolute difference of at least
-`min_effect`, the better arm wins: the candidate is promoted, or the stable model kept (a rollback). With no
-winner by `max_duration`, the stable model is kept (a tie never changes the model).
+The metric is a proportion per arm: success rate (successes = prediction requests - 5xx) or accuracy
+(successes = summed rewards, rewards in [0, 1], out of the feedback count), counted since the test began. The
+test is read once both arms have `min_sample` observations. The interval on (candidate - stable) has
+confidence 1 - `significance`:
 
-Reading a fixed-horizon z-test at every tick ("peeking") raises its false-positive rate well above
-`significance`; a minimum sample and a small significance level limit that. `test: msprt` removes it: the
-mixture sequential probability ratio test (Johari, Pekelis and Walsh, "Always valid inference", 2017) with a
-normal mixing distribution N(0, tau^2) over the difference of proportions gives a p-value that is valid at
-every look, computed from the current totals alone (the engine keeps no history; using the current value
-rather than the running minimum only makes it more conservative). tests/rollout checks both claims by
-simulation.
+- margin 0 (a superiority test): the candidate wins when the interval lies above 0 and the difference is at
+  least `min_effect`; the stable model wins when it lies below 0;
+- margin m > 0 (non-inferiority): the candidate is promoted when the interval lies above -m, and the stable
+  model is kept (a rollback) when it lies below -m.
+
+With no decision by `max_duration` the stable model is kept (a tie never changes the model).
+
+`test: msprt` uses the normal-mixture confidence sequence of rollout/stats.py: the mixture sequential
+probability ratio test (Johari, Pekelis and Walsh, "Always valid inference", 2017) inverted into an interval,
+valid however often the reconciler reads it. `test: z` is the classic fixed-sample interval, whose error rate
+grows well above `significance` when it is read at every tick ("peeking"); tests/rollout checks both claims
+by simulation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Literal
 
 from rollout.observations import PredictorStats
 from rollout.policy import ABSpec, Policy
+from rollout.stats import Interval, difference_cs, mean_variance, msprt_p
 from rollout.strategies import Step
+
+__all__ = ["ABResult", "judge", "msprt_p", "steps", "two_proportion_z"]
 
 
 def steps(policy: Policy) -> list[Step]:
@@ -37,8 +45,7 @@ class ABResult:
     stable_rate: float | None
     candidate_n: float
     stable_n: float
-    z: float | None
-    p_value: float | None
+    interval: Interval | None
     reason: str
 
 
@@ -53,22 +60,29 @@ def two_proportion_z(s1: float, n1: float, s2: float, n2: float) -> tuple[float,
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
-def msprt_p(s1: float, n1: float, s2: float, n2: float, tau: float) -> tuple[float, float]:
-    """(difference p1 - p2, always-valid p-value) of the mixture SPRT for H0: p1 == p2."""
-    p1, p2 = s1 / n1, s2 / n2
-    diff = p1 - p2
-    v = p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
-    if v == 0:
-        return diff, (1.0 if diff == 0 else 0.0)
-    t2 = tau * tau
-    log_lr = 0.5 * math.log(v / (v + t2)) + diff * diff * t2 / (2 * v * (v + t2))
-    return diff, 1.0 if log_lr <= 0 else math.exp(-log_lr)
-
-
 def _arm(metric: str, s: PredictorStats) -> tuple[float, float]:
     if metric == "success_rate":
         return max(s.requests - s.errors, 0.0), s.requests
     return min(max(s.reward, 0.0), s.feedback), s.feedback
+
+
+def interval(spec: ABSpec, cs: float, cn: float, ss: float, sn: float) -> Interval:
+    """The interval on candidate - stable that the test reads (two-sided, confidence 1 - significance)."""
+    if spec.test == "msprt":
+        return difference_cs(
+            cs,
+            cn,
+            ss,
+            sn,
+            tau=max(spec.msprt_tau, spec.margin),
+            alpha=spec.significance,
+            at=-spec.margin,
+            one_sided=False,
+        )
+    diff = cs / cn - ss / sn
+    se = math.sqrt(mean_variance(cs, cn) / cn + mean_variance(ss, sn) / sn)
+    z = NormalDist().inv_cdf(1 - spec.significance / 2)
+    return Interval(diff, diff - z * se, diff + z * se)
 
 
 def judge(spec: ABSpec, candidate: PredictorStats, stable: PredictorStats) -> ABResult:
@@ -82,20 +96,33 @@ def judge(spec: ABSpec, candidate: PredictorStats, stable: PredictorStats) -> AB
             cn,
             sn,
             None,
-            None,
             f"{spec.metric}: samples {cn:g} (candidate) and {sn:g} (stable), {spec.min_sample} needed per arm",
         )
-    z, p = two_proportion_z(cs, cn, ss, sn)
-    diff = cs / cn - ss / sn
-    name = "z-test"
-    if spec.test == "msprt":
-        _, p = msprt_p(cs, cn, ss, sn, spec.msprt_tau)
-        name = "mSPRT"
+    iv = interval(spec, cs, cn, ss, sn)
+    name = "mSPRT" if spec.test == "msprt" else "z"
     base = (
         f"{spec.metric}: candidate {cs / cn:.4f} (n={cn:g}) vs stable {ss / sn:.4f} (n={sn:g}), "
-        f"{name} z={z:.2f}, p={p:.4g}"
+        f"difference {iv.estimate:+.4f}, {name} interval [{iv.low:+.4f}, {iv.high:+.4f}] at "
+        f"{1 - spec.significance:g}"
     )
-    if p < spec.significance and abs(diff) >= spec.min_effect:
-        winner: Literal["candidate", "stable"] = "candidate" if diff > 0 else "stable"
-        return ABResult(winner, cs / cn, ss / sn, cn, sn, z, p, f"{base}: {winner} wins")
-    return ABResult("undecided", cs / cn, ss / sn, cn, sn, z, p, f"{base}: no significant difference yet")
+    if spec.margin > 0:
+        if iv.low > -spec.margin:
+            return ABResult(
+                "candidate",
+                cs / cn,
+                ss / sn,
+                cn,
+                sn,
+                iv,
+                f"{base}: not worse than the margin {spec.margin:g}",
+            )
+        if iv.high < -spec.margin:
+            return ABResult(
+                "stable", cs / cn, ss / sn, cn, sn, iv, f"{base}: worse than the margin {spec.margin:g}"
+            )
+    else:
+        if iv.low > 0 and iv.estimate >= spec.min_effect:
+            return ABResult("candidate", cs / cn, ss / sn, cn, sn, iv, f"{base}: candidate wins")
+        if iv.high < 0:
+            return ABResult("stable", cs / cn, ss / sn, cn, sn, iv, f"{base}: stable wins")
+    return ABResult("undecided", cs / cn, ss / sn, cn, sn, iv, f"{base}: no decision yet")

@@ -1,12 +1,29 @@
 """Traffic targets: where weights are written. The engine sees only the `TrafficTarget` Protocol, so other
-targets (Seldon v2 Experiment, KServe canaryTrafficPercent, an Istio VirtualService) can be added beside
-Seldon Core v1 without touching the engine."""
+targets (Seldon v2 Experiment, an Istio VirtualService) can be added beside Seldon Core v1 and KServe without
+touching the engine.
+
+An environment chooses its target by the manifest it holds (`deployment.kinds`): `ByKind` reads the `kind`
+of the text it is given and hands it to the SeldonDeployment target or the InferenceService target, so an
+environment moves from one to the other with a commit that replaces its manifest, and no setting anywhere
+else can disagree with Git. Both targets edit with ruamel.yaml's round-trip mode (the helpers below), so
+comments and key order survive and a PR's diff shows only the traffic change.
+"""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Mapping
 from typing import Protocol
 
-from rollout.state import Layout, Rollout, RolloutState
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+
+from deployment import kinds
+from deployment.names import ANNOTATION
+from rollout.state import Layout, Rollout, RolloutState, StateError
+
+# The serving image a first manifest names until the first image build writes its digest.
+DEFAULT_IMAGE = "ghcr.io/sluice-ml/sluice-serving@sha256:" + "0" * 64
 
 
 class TargetError(ValueError):
@@ -22,6 +39,84 @@ class TrafficTarget(Protocol):
         """The manifest with new weights (predictors absent from `layout` removed) and annotation."""
         ...
 
+    def annotation(self, text: str, key: str) -> str | None:
+        """The value of one annotation of the manifest, or None."""
+        ...
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        """The manifest with one annotation set (used for the quarantine record)."""
+        ...
+
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
         """The manifest with one more predictor, at traffic 0, built like the stable one."""
         ...
+
+
+# round-trip editing, shared by the targets ---------------------------------------------------------------
+def roundtrip() -> YAML:
+    y = YAML(typ="rt")
+    y.preserve_quotes = True
+    y.width = 4096
+    y.indent(mapping=2, sequence=4, offset=2)
+    return y
+
+
+def load(text: str, kind: str) -> CommentedMap:
+    """The manifest as an editable document; TargetError unless it is one mapping of `kind`."""
+    try:
+        doc = roundtrip().load(text)
+    except Exception as e:
+        raise TargetError(f"not valid YAML: {e}") from e
+    if not isinstance(doc, CommentedMap) or doc.get("kind") != kind:
+        raise TargetError(f"expected a {kind} (kind: {kind})")
+    return doc
+
+
+def dump(doc: CommentedMap) -> str:
+    buf = io.StringIO()
+    roundtrip().dump(doc, buf)
+    return buf.getvalue()
+
+
+def annotate(doc: CommentedMap, rollout: Rollout) -> None:
+    """Write the rollout annotation (the engine's one piece of state in a manifest)."""
+    meta = doc.setdefault("metadata", CommentedMap())
+    if "annotations" not in meta:
+        meta["annotations"] = CommentedMap()
+    meta["annotations"][ANNOTATION] = rollout.to_json()
+
+
+def rollout_of(annotations: Mapping[str, str]) -> Rollout | None:
+    raw = annotations.get(ANNOTATION)
+    try:
+        return Rollout.from_json(raw) if raw else None
+    except StateError as e:
+        raise TargetError(f"metadata.annotations.{ANNOTATION}: {e}") from e
+
+
+# choosing the target --------------------------------------------------------------------------------------
+def target_for(text: str) -> TrafficTarget:
+    """The target for a manifest, by its kind (TargetError when it holds no deployment Sluice edits)."""
+    kind = kinds.kind_of(text)
+    if kind == "InferenceService":
+        from rollout.targets.kserve import InferenceServiceV1Beta1
+
+        return InferenceServiceV1Beta1()
+    if kind == "SeldonDeployment":
+        from rollout.targets.seldon import SeldonDeploymentV1
+
+        return SeldonDeploymentV1()
+    raise TargetError(f"expected a deployment manifest (kind: {' or '.join(kinds.KINDS)})")
+
+
+class ByKind:
+    """The target of whichever manifest it is given: what an environment's reconciler runs with."""
+
+    def state(self, text: str) -> RolloutState:
+        return target_for(text).state(text)
+
+    def apply(self, text: str, layout: Layout | None, rollout: Rollout | None) -> str:
+        return target_for(text).apply(text, layout, rollout)
+
+    def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
+        return target_for(text).add_candidate(text, name, model_uri, model_digest)

@@ -5,44 +5,27 @@ shows only the traffic change."""
 from __future__ import annotations
 
 import copy
-import io
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from deployment import seldon
-from deployment.names import ANNOTATION, predictor_name
-from rollout.state import Layout, PredictorState, Rollout, RolloutState, StateError
-from rollout.targets import TargetError
-
-
-def _yaml() -> YAML:
-    y = YAML(typ="rt")
-    y.preserve_quotes = True
-    y.width = 4096
-    y.indent(mapping=2, sequence=4, offset=2)
-    return y
+from deployment.names import predictor_name
+from rollout.state import Layout, PredictorState, Rollout, RolloutState
+from rollout.targets import DEFAULT_IMAGE, TargetError, annotate, dump, load, rollout_of
 
 
 class SeldonDeploymentV1:
     """`machinelearning.seldon.io/v1` SeldonDeployment."""
 
     def load(self, text: str) -> CommentedMap:
-        try:
-            doc = _yaml().load(text)
-        except Exception as e:
-            raise TargetError(f"not valid YAML: {e}") from e
-        if not isinstance(doc, CommentedMap) or doc.get("kind") != "SeldonDeployment":
-            raise TargetError("expected a SeldonDeployment (kind: SeldonDeployment)")
+        doc = load(text, "SeldonDeployment")
         predictors = (doc.get("spec") or {}).get("predictors")
         if not isinstance(predictors, CommentedSeq) or not predictors:
             raise TargetError("spec.predictors: at least one predictor is required")
         return doc
 
     def dump(self, doc: CommentedMap) -> str:
-        buf = io.StringIO()
-        _yaml().dump(doc, buf)
-        return buf.getvalue()
+        return dump(doc)
 
     def state(self, text: str) -> RolloutState:
         try:
@@ -59,12 +42,7 @@ class SeldonDeploymentV1:
             )
             for p in sd.predictors
         )
-        raw = sd.annotations.get(ANNOTATION)
-        try:
-            rollout = Rollout.from_json(raw) if raw else None
-        except StateError as e:
-            raise TargetError(f"metadata.annotations.{ANNOTATION}: {e}") from e
-        return RolloutState(sd.name, predictors, rollout, namespace=sd.namespace)
+        return RolloutState(sd.name, predictors, rollout_of(sd.annotations), namespace=sd.namespace)
 
     def apply(self, text: str, layout: Layout | None, rollout: Rollout | None) -> str:
         doc = self.load(text)
@@ -94,10 +72,21 @@ class SeldonDeploymentV1:
                 elif "shadow" in p:
                     del p["shadow"]
         if rollout is not None:
-            meta = doc.setdefault("metadata", CommentedMap())
-            if "annotations" not in meta:
-                meta["annotations"] = CommentedMap()
-            meta["annotations"][ANNOTATION] = rollout.to_json()
+            annotate(doc, rollout)
+        return self.dump(doc)
+
+    def annotation(self, text: str, key: str) -> str | None:
+        """The value of one `metadata.annotations` key, or None."""
+        value = ((self.load(text).get("metadata") or {}).get("annotations") or {}).get(key)
+        return None if value is None else str(value)
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        """The manifest with `metadata.annotations[key]` set to `value` (everything else as it was)."""
+        doc = self.load(text)
+        meta = doc.setdefault("metadata", CommentedMap())
+        if "annotations" not in meta:
+            meta["annotations"] = CommentedMap()
+        meta["annotations"][key] = value
         return self.dump(doc)
 
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
@@ -162,8 +151,6 @@ spec:
             type: STRING
             value: {digest}
 """
-
-DEFAULT_IMAGE = "ghcr.io/sluice-ml/sluice-serving@sha256:" + "0" * 64
 
 
 def initial_manifest(

@@ -74,7 +74,8 @@ class DaskEngine:
                 n_workers=self.workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                host="127.0.0.1",  # loopback: the scheduler and its dashboard (on a free port) stay on this machine
+                dashboard_address="127.0.0.1:0",
                 silence_logs=logging.ERROR,
             )
         client = Client(cluster if cluster is not None else self.address)

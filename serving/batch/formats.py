@@ -3,6 +3,9 @@ and scored chunks into output rows and reject lines.
 
 CSV cells are read as text and kept as text: the output repeats the input's cells exactly, and a bad cell
 rejects one row, not the file. Where the chunks of a file begin and end, and how each is read, is `plan.py`.
+For a model of numbers the features become a float64 matrix at once, column by column; for a model with typed
+features (categorical, boolean, nullable) each cell becomes the value JSON would carry for its feature (text
+parsed by the feature's type, an empty cell or a null None), and the validator judges it like any request.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+
+from serving.core.validation import Features, RequestError
 
 Format = Literal["csv", "parquet", "jsonl"]
 SUFFIXES: dict[str, Format] = {
@@ -121,11 +126,36 @@ def _float_column(column: pa.ChunkedArray | pa.Array, name: str, problems: dict[
     raise BatchError(f"column {name!r}: type {column.type} is not numeric")
 
 
-def table_chunk(index: int, table: pa.Table, features: list[str]) -> Chunk:
-    """A chunk of a table (CSV text cells or Parquet values); cells that are no finite number get a reason.
+def _typed_chunk(index: int, table: pa.Table, typed: Features) -> Chunk:
+    """Rows of a table for a model with typed features: each cell as JSON would carry it for its feature."""
+    problems: dict[int, str] = {}
+    X = np.empty((table.num_rows, typed.count), dtype=object)
+    for j, name in enumerate(typed.names):
+        column = table.column(name)
+        text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        categorical = typed.rules[j].type == "categorical"
+        for i, cell in enumerate(column.to_pylist()):
+            if text and cell is not None:
+                try:
+                    cell = typed.from_text(cell, j, f"feature {name!r}")
+                except RequestError as e:
+                    problems.setdefault(i, str(e))
+                    cell = None
+            elif categorical and cell is not None and not isinstance(cell, str):
+                cell = str(cell)  # a Parquet column of codes: its text is the category
+            X[i, j] = cell
+    return Chunk(index, table.num_rows, X, problems, table=table)
 
-    Arrow keeps each column contiguous, so each goes into a row of a (features x rows) array with one straight
-    copy, and the matrix is its transpose (a view): several times cheaper than a row-major copy."""
+
+def table_chunk(index: int, table: pa.Table, features: list[str], typed: Features | None = None) -> Chunk:
+    """A chunk of a table (CSV text cells or Parquet values). `typed`: the model's features when they are not
+    all numbers (each cell then becomes what JSON would carry, for the validator to judge).
+
+    A model of numbers: cells that are no finite number get a reason. Arrow keeps each column contiguous, so
+    each goes into a row of a (features x rows) array with one straight copy, and the matrix is its transpose
+    (a view): several times cheaper than a row-major copy."""
+    if typed is not None and not typed.plain:
+        return _typed_chunk(index, table, typed)
     problems: dict[int, str] = {}
     columns = np.empty((len(features), table.num_rows), dtype=np.float64)
     for j, name in enumerate(features):
@@ -164,13 +194,19 @@ def read_csv_header(path: Path) -> list[str]:
         raise BatchError(f"{path}: the header line is not CSV ({e})") from None
 
 
-def jsonl_chunk(index: int, lines: list[bytes], features: list[str]) -> Chunk:
-    """A chunk of JSON Lines: each line one object; a line that is not one is a row with its reason."""
+def jsonl_chunk(index: int, lines: list[bytes], features: list[str], typed: Features | None = None) -> Chunk:
+    """A chunk of JSON Lines: each line one object; a line that is not one is a row with its reason.
+    For a model with typed features (`typed`) each value is kept as sent, for the validator to judge."""
     import orjson
 
     records: list[Any] = []
     problems: dict[int, str] = {}
-    X = np.full((len(lines), len(features)), np.nan)
+    values_as_sent = typed is not None and not typed.plain
+    X = np.full(
+        (len(lines), len(features)),
+        None if values_as_sent else np.nan,
+        dtype=object if values_as_sent else np.float64,
+    )
     for i, line in enumerate(lines):
         try:
             record = orjson.loads(line)
@@ -184,7 +220,9 @@ def jsonl_chunk(index: int, lines: list[bytes], features: list[str]) -> Chunk:
             continue
         for j, name in enumerate(features):
             value = record.get(name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
+            if values_as_sent:
+                X[i, j] = value
+            elif isinstance(value, bool) or not isinstance(value, int | float):
                 why = "missing value" if value is None else f"non-numeric value {value!r}"
                 problems.setdefault(i, f"feature {name!r}: {why}")
             else:
@@ -195,7 +233,8 @@ def jsonl_chunk(index: int, lines: list[bytes], features: list[str]) -> Chunk:
 # writing ------------------------------------------------------------------------------------------
 
 
-def output_columns(classes: list[int]) -> list[str]:
+def output_columns(classes: list[Any]) -> list[str]:
+    """A classifier's: its label and each class's probability; a regression's (no classes): its value."""
     return ["prediction", *(f"probability_{c}" for c in classes), "model_digest"]
 
 
@@ -204,7 +243,7 @@ def scored_rows(
     keep: np.ndarray,
     labels: np.ndarray,
     probabilities: np.ndarray,
-    classes: list[int],
+    classes: list[Any],
     digest: str,
     fmt: Format,
     numeric: frozenset[str] = frozenset(),
@@ -221,7 +260,8 @@ def scored_rows(
         lines = []
         for k, i in enumerate(np.flatnonzero(keep)):
             record = dict(records[i])
-            record["prediction"] = labels[k].item()
+            label = labels[k]
+            record["prediction"] = label.item() if isinstance(label, np.generic) else label
             for c, cls in enumerate(classes):
                 record[f"probability_{cls}"] = float(probabilities[k, c])
             record["model_digest"] = digest
@@ -233,8 +273,14 @@ def scored_rows(
     clash = [n for n in names if n in table.column_names]
     if clash:
         raise BatchError(f"input column {clash[0]!r} clashes with an output column; rename it")
-    # Typed conversions: pyarrow infers an untyped int64 array slowly (milliseconds per chunk).
-    table = table.append_column("prediction", pa.array(labels.astype(np.int64), pa.int64()))
+    # Typed conversions: pyarrow infers an untyped array slowly (milliseconds per chunk).
+    if labels.dtype.kind in "OUS":  # text labels
+        predicted = pa.array([str(label) for label in labels.tolist()], pa.string())
+    elif labels.dtype.kind == "f" and not classes:  # a regression's values
+        predicted = pa.array(labels.astype(np.float64), pa.float64())
+    else:
+        predicted = pa.array(labels.astype(np.int64), pa.int64())
+    table = table.append_column("prediction", predicted)
     for c, cls in enumerate(classes):
         table = table.append_column(
             f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64), pa.float64())

@@ -33,6 +33,8 @@ from serving.batch.scoring import (
     empty_output,
     encode,
     score_chunk,
+    typed_features,
+    unquoted_columns,
 )
 from serving.core.predictor import Predictor
 
@@ -140,7 +142,7 @@ def run(
     malformed_out = AppendFile(work / "malformed.jsonl", state.malformed_bytes)
     text_out = AppendFile(out_tmp, state.output_bytes) if out_fmt != "parquet" else None
     parquet_out = ParquetOutput(out_tmp, work) if out_fmt == "parquet" else None
-    numeric = frozenset(predictor.feature_names)
+    numeric = unquoted_columns(predictor)
     if progress:
         progress(state.data_rows)
 
@@ -182,7 +184,9 @@ def run(
     try:
         # A Parquet output is rewritten from the first chunk: the finished ones from their saved answers.
         start = 0 if parquet_out is not None else state.done
-        for chunk in prefetch(read_chunks(plan, predictor.feature_names, range(start, -1))):
+        for chunk in prefetch(
+            read_chunks(plan, predictor.feature_names, range(start, -1), typed_features(predictor))
+        ):
             chunks = max(chunks, chunk.index + 1)
             if chunk.index < state.done:
                 assert parquet_out is not None

@@ -92,7 +92,10 @@ class ParquetOutput:
     ) -> None:
         """Keep chunk `index`'s answers on disk, durable before the checkpoint counts the chunk as done (fsynced
         here, or by `sync_answers` at the checkpoint): one entry per input row, zero where it was refused."""
-        label = np.zeros(len(kept), dtype=labels.dtype)
+        # text labels (an object array): None, a null, where a row was refused
+        label = (
+            np.full(len(kept), None) if labels.dtype == object else np.zeros(len(kept), dtype=labels.dtype)
+        )
         label[kept] = labels
         probability = np.zeros((len(kept), probabilities.shape[1]), dtype=probabilities.dtype)
         probability[kept] = probabilities

@@ -29,6 +29,8 @@ from serving.batch.scoring import (
     empty_output,
     renumber,
     score_chunk,
+    typed_features,
+    unquoted_columns,
 )
 from serving.core.predictor import Predictor
 
@@ -120,8 +122,10 @@ def run_task(task: Task) -> TaskResult:
         return result
     # A sequential plan is read from its start whatever is done; a splittable one from its first chunk to do.
     first = todo[0] if todo else task.first
-    numeric = frozenset(predictor.feature_names)
-    for chunk in read_chunks(task.plan, predictor.feature_names, range(first, stop)):
+    numeric = unquoted_columns(predictor)
+    for chunk in read_chunks(
+        task.plan, predictor.feature_names, range(first, stop), typed_features(predictor)
+    ):
         if is_done(work, chunk.index):
             continue
         save_chunk(work, score_chunk(predictor, chunk, task.out_fmt, numeric))

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from serving.batch.formats import (
     BatchError,
@@ -31,6 +31,9 @@ from serving.batch.formats import (
     rechunk,
     table_chunk,
 )
+
+if TYPE_CHECKING:
+    from serving.core.validation import Features
 
 Kind = Literal["rows", "lines", "sequential"]
 SCAN_BLOCK = 1 << 22
@@ -158,18 +161,21 @@ def _scan(path: Path, chunk_size: int, skip_first_line: bool) -> tuple[list[int]
 # reading ------------------------------------------------------------------------------------------
 
 
-def read_chunks(plan: Plan, features: list[str], chunks: range | None = None) -> Iterator[Chunk]:
-    """The chunks `chunks` of the plan's file, in order (all of them by default).
+def read_chunks(
+    plan: Plan, features: list[str], chunks: range | None = None, typed: Features | None = None
+) -> Iterator[Chunk]:
+    """The chunks `chunks` of the plan's file, in order (all of them by default). `typed`: the model's
+    features when they are not all numbers (`table_chunk`, `jsonl_chunk`).
 
     A sequential plan is read from the start whatever `chunks` says, and the chunks before `chunks.start`
     are parsed and dropped (their malformed lines too: whoever asked for the rest has those already).
     """
     chunks = range(0, -1) if chunks is None else chunks
     if plan.kind == "rows":
-        return _parquet_rows(plan, features, chunks)
+        return _parquet_rows(plan, features, chunks, typed)
     if plan.kind == "lines":
-        return _text_lines(plan, features, chunks)
-    return _csv_sequential(plan, features, chunks)
+        return _text_lines(plan, features, chunks, typed)
+    return _csv_sequential(plan, features, chunks, typed)
 
 
 def _through(plan: Plan, chunks: range) -> int:
@@ -179,7 +185,7 @@ def _through(plan: Plan, chunks: range) -> int:
     return min(stop, total) if total is not None else stop
 
 
-def _parquet_rows(plan: Plan, features: list[str], chunks: range) -> Iterator[Chunk]:
+def _parquet_rows(plan: Plan, features: list[str], chunks: range, typed: Features | None) -> Iterator[Chunk]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -202,7 +208,7 @@ def _parquet_rows(plan: Plan, features: list[str], chunks: range) -> Iterator[Ch
         for index, table in enumerate(rechunk(batches, plan.chunk_size), start=first):
             if index >= stop:
                 return
-            yield table_chunk(index, table, features)
+            yield table_chunk(index, table, features, typed)
     except (pa.ArrowException, OSError) as e:
         raise BatchError(f"{plan.path}: cannot read it as Parquet ({e})") from None
 
@@ -216,7 +222,7 @@ def _skip(batches: Iterator[Any], rows: int) -> Iterator[Any]:
         rows = 0
 
 
-def _text_lines(plan: Plan, features: list[str], chunks: range) -> Iterator[Chunk]:
+def _text_lines(plan: Plan, features: list[str], chunks: range, typed: Features | None) -> Iterator[Chunk]:
     import pyarrow as pa
 
     first, stop = chunks.start, _through(plan, chunks)
@@ -231,9 +237,9 @@ def _text_lines(plan: Plan, features: list[str], chunks: range) -> Iterator[Chun
             source.seek(lo)
             data = source.read_buffer(hi - lo)  # a view of the mapped file, no copy
             if plan.format == "jsonl":
-                yield jsonl_chunk(index, _lines(data.to_pybytes()), features)
+                yield jsonl_chunk(index, _lines(data.to_pybytes()), features, typed)
             else:
-                yield _csv_piece(plan, index, data, header, features)
+                yield _csv_piece(plan, index, data, header, features, typed)
 
 
 def _lines(data: bytes) -> list[bytes]:
@@ -243,7 +249,9 @@ def _lines(data: bytes) -> list[bytes]:
     return [line for line in lines if line]
 
 
-def _csv_piece(plan: Plan, index: int, data: Any, header: list[str], features: list[str]) -> Chunk:
+def _csv_piece(
+    plan: Plan, index: int, data: Any, header: list[str], features: list[str], typed: Features | None
+) -> Chunk:
     """One chunk of a quote-free CSV: its lines, parsed on their own with the file's header names."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -268,10 +276,12 @@ def _csv_piece(plan: Plan, index: int, data: Any, header: list[str], features: l
         # as it would had it read the whole file (where the header is row 1)
         message = re.sub(r"Row #(\d+)", lambda m: f"Row #{int(m.group(1)) + first_line - 1}", str(e))
         raise BatchError(f"{plan.path}: {message}") from None
-    return _with_malformed(table_chunk(index, table.combine_chunks(), features), malformed)
+    return _with_malformed(table_chunk(index, table.combine_chunks(), features, typed), malformed)
 
 
-def _csv_sequential(plan: Plan, features: list[str], chunks: range) -> Iterator[Chunk]:
+def _csv_sequential(
+    plan: Plan, features: list[str], chunks: range, typed: Features | None
+) -> Iterator[Chunk]:
     """CSV that may hold newlines in quoted cells, read from the start to the end. A CSV line that does not
     split into the header's fields goes with the chunk the parser was reading when it met it (the last
     chunk takes those after the last row; a file with no row at all gives one empty chunk to hold them)."""
@@ -300,12 +310,12 @@ def _csv_sequential(plan: Plan, features: list[str], chunks: range) -> Iterator[
         held: tuple[int, pa.Table, list[MalformedLine]] | None = None  # one chunk back: the end may add lines
         for index, table in enumerate(rechunk(iter(reader), plan.chunk_size)):
             if held is not None and held[0] >= chunks.start:
-                yield _with_malformed(table_chunk(held[0], held[1], features), held[2])
+                yield _with_malformed(table_chunk(held[0], held[1], features, typed), held[2])
             held = (index, table, taken())
         if held is None:
             held = (0, pa.table({name: pa.array([], pa.string()) for name in header}), [])
         if held[0] >= chunks.start:
-            yield _with_malformed(table_chunk(held[0], held[1], features), held[2] + taken())
+            yield _with_malformed(table_chunk(held[0], held[1], features, typed), held[2] + taken())
     except pa.ArrowInvalid as e:
         raise BatchError(f"{plan.path}: {e}") from None
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from serving.batch.formats import Chunk, Format, read_csv_header, reject_lines, scored_rows
 from serving.core.predictor import Predictor, RequestError
-from serving.core.validation import check_answer
+from serving.core.validation import Features, check_answer
 
 if TYPE_CHECKING:
     from serving.batch.plan import Plan
@@ -107,6 +107,30 @@ def renumber(lines: bytes, first_row: int) -> bytes:
     return "".join(line + "\n" for line in out).encode()
 
 
+def typed_features(predictor: Predictor) -> Features | None:
+    """What a reader needs to know of the model's features: None for a model of numbers (the fast path, a
+    float64 matrix column by column), its typed features otherwise (each cell as JSON would carry it)."""
+    return None if predictor.features.plain else predictor.features
+
+
+def unquoted_columns(predictor: Predictor) -> frozenset[str]:
+    """Text columns whose kept cells need no quotes in CSV output: the features that parsed as numbers or
+    booleans (a category is any text)."""
+    rules = predictor.features.rules
+    return frozenset(
+        n for n, r in zip(predictor.feature_names, rules, strict=True) if r.type != "categorical"
+    )
+
+
+def no_labels(predictor: Predictor) -> np.ndarray:
+    """The labels of a chunk with no kept row, typed as the model's answers are (a Parquet output's columns
+    keep one type across chunks): its classes' type, or float64 values for a regression."""
+    if not predictor.is_classifier:
+        return np.empty(0, np.float64)
+    kind = predictor.classes.dtype.kind
+    return np.empty(0, object if kind in "OUS" else np.int64)
+
+
 def validate_chunk(
     predictor: Predictor, chunk: Chunk
 ) -> tuple[np.ndarray, np.ndarray | None, dict[int, str]]:
@@ -117,7 +141,8 @@ def validate_chunk(
         except RequestError:
             pass
     reasons = dict(chunk.problems)
-    keep = np.isfinite(chunk.X).all(axis=1)
+    # Typed features (an object matrix): the validator alone knows what each value may be.
+    keep = np.ones(chunk.rows, dtype=bool) if chunk.X.dtype == object else np.isfinite(chunk.X).all(axis=1)
     keep[list(reasons)] = False
     for i in np.flatnonzero(~keep):
         if int(i) not in reasons:
@@ -174,7 +199,7 @@ def score_chunk(
         labels, probabilities = prediction.labels, prediction.probabilities
         labels, probabilities = _refuse_uncomputed(keep, X, labels, probabilities, reasons)
     else:
-        labels, probabilities = np.empty(0, np.int64), np.empty((0, n_classes))
+        labels, probabilities = no_labels(predictor), np.empty((0, n_classes))
     return ScoredChunk(
         index=chunk.index,
         rows=chunk.rows,
@@ -231,7 +256,7 @@ def empty_output(predictor: Predictor, plan: Plan, out_fmt: Format) -> Any:
         predictor,
         chunk,
         none,
-        np.empty(0, np.int64),
+        no_labels(predictor),
         np.empty((0, len(predictor.signature.classes))),
         out_fmt,
     )

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 
 from model.bundle import Bundle, BundleError, Signature
+from serving.core.onnx_graph import OnnxGraph, Prediction
 from serving.core.validation import Features, RequestError, check_answer
 
 __all__ = ["BACKENDS", "Backend", "DigestMismatch", "Prediction", "Predictor", "RequestError"]
@@ -28,13 +29,6 @@ class DigestMismatch(BundleError):
     """The bundle is not the version the deployment pinned (graph parameter `model_digest`)."""
 
 
-class Prediction(NamedTuple):
-    """One answer per input row: the class label and the probability of each class (signature order)."""
-
-    labels: np.ndarray
-    probabilities: np.ndarray
-
-
 class Predictor:
     """A loaded model version. Thread-safe for `validate` and `predict`."""
 
@@ -44,10 +38,16 @@ class Predictor:
         self.bundle = bundle
         self.backend: Backend = backend
         self.signature: Signature = bundle.signature
-        self.features = Features(bundle.signature.feature_names)
+        self.features = Features.of(bundle.signature.features)
         self.feature_names: list[str] = self.features.names
         self.n_features = self.features.count
         self.classes = np.asarray(bundle.signature.classes)
+        self.is_classifier = bundle.signature.is_classifier
+        # The columns the protocols answer with: one per class (named by its label), or the predicted value.
+        self.output_names: list[str] = (
+            [str(c) for c in bundle.signature.classes] if self.is_classifier else ["prediction"]
+        )
+        self.graph = OnnxGraph(bundle.signature.model_dump())
         self._run = self._onnx_runner() if backend == "onnx" else self._sklearn_runner()
 
     @classmethod
@@ -96,12 +96,11 @@ class Predictor:
         session = ort.InferenceSession(
             str(self.bundle.onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        input_name = self.signature.onnx_input
-        outputs = list(self.signature.onnx_outputs[:2])
+        graph = self.graph
+        outputs, feeds, answer = graph.outputs, graph.feeds, graph.answer
 
         def run(X: np.ndarray) -> Prediction:
-            labels, probabilities = session.run(outputs, {input_name: X.astype(np.float32, copy=False)})
-            return Prediction(labels if labels.ndim == 1 else labels.reshape(-1), probabilities)
+            return answer(session.run(outputs, feeds(X)))
 
         return run
 
@@ -109,21 +108,39 @@ class Predictor:
         import warnings
 
         estimator = self.bundle.load_sklearn()
-        model_classes = np.asarray(estimator.classes_)
+        model_classes = np.asarray(getattr(estimator, "classes_", []))
+        named = self.signature.layout == "columns"  # its preprocessing picks columns by name
+        names = self.feature_names
+        text = [r.type == "categorical" for r in self.features.rules]
 
         def run(X: np.ndarray) -> Prediction:
             # Columns are already in signature order (validate saw to it); building a named frame per call
-            # costs more than the model, so the fitted-with-names warning is silenced instead.
+            # costs more than the model, so for a model of numbers the fitted-with-names warning is
+            # silenced instead.
+            rows: Any = X
+            if named:
+                import pandas as pd
+
+                rows = pd.DataFrame(
+                    {n: X[:, j] if text[j] else X[:, j].astype(np.float64) for j, n in enumerate(names)}
+                )
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="X does not have valid feature names")
-                probabilities = estimator.predict_proba(X)
+                if not self.is_classifier:
+                    values = np.asarray(estimator.predict(rows), dtype=np.float64).reshape(-1)
+                    return Prediction(values, values.reshape(-1, 1))
+                probabilities = estimator.predict_proba(rows)
             return Prediction(model_classes[probabilities.argmax(axis=1)], probabilities)
 
         return run
 
     # requests --------------------------------------------------------------------------------------
+    def probe(self) -> Prediction:
+        """The answer to a fixed row every model accepts: what a health check asks."""
+        return self.predict(self.features.probe())
+
     def validate(self, rows: Any, names: Sequence[str] | None = None) -> np.ndarray:
-        """Any accepted form of rows -> a float64 array (n_rows, n_features) in signature order.
+        """Any accepted form of rows -> an array (n_rows, n_features) in signature order.
 
         The rules are `serving.core.validation`'s, the same in every serving mode. Raises `RequestError`.
         """

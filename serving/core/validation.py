@@ -1,16 +1,23 @@
-"""Request validation for every serving mode: any accepted form of rows -> a float64 matrix in signature order.
+"""Request validation for every serving mode: any accepted form of rows -> a matrix in signature order.
 
 One set of rules for the HTTP protocols, the Seldon component, batch, stream and the edge runtime. It needs
-numpy and the feature names only (no pydantic, no scikit-learn), so a device running the edge runtime uses
-this very module. Every value must be a number the model can compute with: NaN, infinities and magnitudes
+numpy and the signature's features only (no pydantic, no scikit-learn), so a device running the edge runtime
+uses this very module. Every number must be one the model can compute with: NaN, infinities and magnitudes
 beyond 2**64 (whose products overflow the model's float32 arithmetic into NaN probabilities) are refused,
 with the row and feature named. `check_shape` bounds the size arithmetic of a client's shape.
+
+Features have the types of the bundle's contract (`FeatureRule`): numeric (a number), boolean (true or
+false, or the numbers 1 and 0; as 1.0/0.0) and categorical (one of the listed categories, as text; any other
+value is refused: the rule the contract documents). A nullable feature may be missing (null): NaN for a number or a boolean, `""`
+for a category, which the model imputes or encodes. A model of numeric features only gets a float64
+matrix, as before; one with a categorical feature gets an object matrix (floats and strings).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,23 +37,98 @@ class RequestError(ValueError):
     """A request the model cannot answer; the message names the problem (shown to the caller as a 4xx)."""
 
 
+FEATURE_TYPES = ("numeric", "boolean", "categorical")
+MISSING_CATEGORY = ""  # a missing categorical value, as the model takes it
+
+
+@dataclass(frozen=True)
+class FeatureRule:
+    """What one feature accepts: its type, whether it may be missing, and (categorical) its categories."""
+
+    type: str = "numeric"
+    nullable: bool = False
+    categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in FEATURE_TYPES:
+            raise ValueError(f"feature type {self.type!r}: expected one of {', '.join(FEATURE_TYPES)}")
+        if self.type == "categorical" and not self.categories:
+            raise ValueError("a categorical feature needs its categories")
+
+
+PLAIN = FeatureRule()
+
+
 class Features:
     """The model's input features in signature order, and the rules a request's rows must meet."""
 
-    def __init__(self, names: Sequence[str]):
+    def __init__(self, names: Sequence[str], rules: Sequence[FeatureRule] | None = None):
         self.names: list[str] = [str(n) for n in names]
         if not self.names:
             raise ValueError("a model takes at least one feature")
         self.index = {name: i for i, name in enumerate(self.names)}
         self.count = len(self.names)
+        self.rules: list[FeatureRule] = list(rules) if rules is not None else [PLAIN] * self.count
+        if len(self.rules) != self.count:
+            raise ValueError(f"{len(self.rules)} feature rules for {self.count} features")
+        # Numbers only, none missing: the fast path, a float64 matrix checked with one reduction.
+        self.plain = all(r == PLAIN for r in self.rules)
+        # Any text: rows become an object matrix (floats and strings); otherwise float64 (NaN when missing).
+        self.text = any(r.type == "categorical" for r in self.rules)
+        self._allowed = [frozenset(r.categories) for r in self.rules]
+
+    @classmethod
+    def of(cls, features: Sequence[Any]) -> Features:
+        """From a signature's features: mappings (signature.json as read) or objects with the same fields."""
+        names, rules = [], []
+        for f in features:
+            get = f.get if isinstance(f, Mapping) else lambda key, default=None, f=f: getattr(f, key, default)
+            names.append(str(get("name")))
+            rules.append(
+                FeatureRule(
+                    type=str(get("type", "numeric") or "numeric"),
+                    nullable=bool(get("nullable", False)),
+                    categories=tuple(str(c) for c in (get("categories") or ())),
+                )
+            )
+        return cls(names, rules)
+
+    def from_text(self, value: str, j: int, where: str) -> Any:
+        """A text cell (a CSV field; a Seldon ndarray that numpy turned to text) as JSON would carry it for
+        feature `j`: a number, a boolean, the category itself; None for an empty cell. Not yet validated."""
+        text = value.strip()
+        rule = self.rules[j]
+        if rule.type == "categorical":
+            return value if value != "" else None
+        if text == "":
+            return None
+        if rule.type == "boolean":
+            lowered = text.lower()
+            if lowered in ("true", "1", "1.0"):
+                return True
+            if lowered in ("false", "0", "0.0"):
+                return False
+            raise RequestError(f"{where}: {short_repr(value)} is not a boolean (true or false)")
+        try:
+            return float(text)
+        except ValueError:
+            raise RequestError(f"{where}: non-numeric value {short_repr(value)}") from None
+
+    def probe(self) -> np.ndarray:
+        """One row the model accepts (zeros; each categorical feature's first category), validated."""
+        return self.validate([[r.categories[0] if r.type == "categorical" else 0 for r in self.rules]])
 
     def validate(self, rows: Any, names: Sequence[str] | None = None) -> np.ndarray:
-        """Any accepted form of rows -> a float64 array (n_rows, n_features) in signature order.
+        """Any accepted form of rows -> an array (n_rows, n_features) in signature order.
 
         Accepted: a 2-D array or list of lists (signature order, or the order of `names`), one flat row,
         a list of records `{feature: value}`, one record, or columns `{feature: [values]}`.
-        Raises `RequestError` naming the row, feature and value at fault.
+        float64 for a model of numbers (NaN where a nullable feature is missing); object (floats and
+        strings) for a model with a categorical feature. Raises `RequestError` naming the row, feature and
+        value at fault.
         """
+        if not self.plain:
+            return self._typed(self._cells(rows, names))
         if type(rows) is dict or (type(rows) is not list and isinstance(rows, Mapping)):
             if any(_is_list(v) for v in rows.values()):
                 return self._from_columns(rows)
@@ -150,6 +232,96 @@ class Features:
                 X[r, j] = _number(value, f"row {r}, feature {name!r}")
         return X
 
+    # typed features (booleans, categories, missing values) ------------------------------------------
+    def _cells(self, rows: Any, names: Sequence[str] | None) -> list[list[Any]]:
+        """Any accepted form -> rows of raw values in signature order (values not yet checked)."""
+        if type(rows) is dict or (type(rows) is not list and isinstance(rows, Mapping)):
+            if any(_is_list(v) for v in rows.values()):
+                self._check_keys(rows.keys(), "")
+                lengths = set()
+                for name, values in rows.items():
+                    if not _is_list(values):
+                        raise RequestError(
+                            f"column {name!r}: expected a list of values, got {type(values).__name__}"
+                        )
+                    lengths.add(len(values))
+                if len(lengths) > 1:
+                    raise RequestError(f"columns of different lengths: {sorted(lengths)[:5]}")
+                columns = [list(rows[n]) for n in self.names]
+                return [list(row) for row in zip(*columns, strict=True)]
+            rows = [rows]
+        if isinstance(rows, list | tuple) and rows and isinstance(rows[0], Mapping):
+            out = []
+            for r, record in enumerate(rows):
+                if not isinstance(record, Mapping):
+                    raise RequestError(
+                        f"row {r}: expected a record {{feature: value}}, got {type(record).__name__}"
+                    )
+                self._check_keys(record.keys(), f"row {r}: ")
+                out.append([record[n] for n in self.names])
+            return out
+        if isinstance(rows, np.ndarray):
+            matrix: Any = rows.tolist()
+        elif type(rows) is list or (isinstance(rows, Sequence) and not isinstance(rows, str | bytes)):
+            matrix = list(rows)
+        else:
+            raise RequestError(f"expected a list of rows, records or columns, got {type(rows).__name__}")
+        if matrix and not _is_list(matrix[0]):
+            matrix = [matrix]  # one flat row
+        if not matrix or not matrix[0]:
+            raise RequestError("empty batch: the request holds no rows")
+        width = len(matrix[0])
+        for r, row in enumerate(matrix):
+            if not _is_list(row) or len(row) != width or any(_is_list(v) for v in row):
+                raise RequestError(f"row {r}: rows of different lengths or depths (expected {width} values)")
+        if names is not None:
+            order = self._order(names, width)
+            return [[row[j] for j in order] for row in matrix]
+        if width != self.count:
+            raise RequestError(
+                f"wrong feature count: got {width} values per row, the model takes {self.count}"
+            )
+        return [list(row) for row in matrix]
+
+    def _typed(self, cells: list[list[Any]]) -> np.ndarray:
+        if not cells:
+            raise RequestError("empty batch: the request holds no rows")
+        X = np.empty((len(cells), self.count), dtype=object if self.text else np.float64)
+        for r, row in enumerate(cells):
+            for j, value in enumerate(row):
+                X[r, j] = self._cell(value, j, r)
+        return X
+
+    def _cell(self, value: Any, j: int, r: int) -> Any:
+        rule = self.rules[j]
+        if value is None or (type(value) is float and value != value):
+            if rule.nullable:
+                return MISSING_CATEGORY if rule.type == "categorical" else math.nan
+            if value is None:
+                raise RequestError(f"row {r}, feature {self.names[j]!r}: missing (null), and it may not be")
+        if rule.type == "numeric":
+            return _number(value, f"row {r}, feature {self.names[j]!r}")
+        if rule.type == "boolean":
+            if type(value) is bool:
+                return float(value)
+            if type(value) in (int, float) and value in (0, 1):
+                return float(value)
+            raise RequestError(
+                f"row {r}, feature {self.names[j]!r}: {short_repr(value)} is not a boolean (true or false)"
+            )
+        if type(value) is not str:
+            raise RequestError(
+                f"row {r}, feature {self.names[j]!r}: {short_repr(value)} is not a category (expected text)"
+            )
+        if value not in self._allowed[j]:
+            shown = ", ".join(repr(c) for c in rule.categories[:10])
+            more = f", ... {len(rule.categories)} in all" if len(rule.categories) > 10 else ""
+            raise RequestError(
+                f"row {r}, feature {self.names[j]!r}: {short_repr(value)} is not one of its categories "
+                f"({shown}{more})"
+            )
+        return value
+
     # rules -----------------------------------------------------------------------------------------
     def _check_keys(self, keys: Any, where: str) -> None:
         unknown = [k for k in keys if k not in self.index]
@@ -190,10 +362,11 @@ def check_answer(X: np.ndarray, probabilities: np.ndarray) -> None:
         sum(probabilities.ravel().tolist()) if probabilities.size <= 256 else _SUM(probabilities, None)
     ):
         return
-    r = int(np.flatnonzero(~np.isfinite(probabilities).all(axis=1))[0])
-    largest = float(np.abs(X[r]).max())
+    r = int(np.flatnonzero(~np.isfinite(probabilities).reshape(len(probabilities), -1).all(axis=1))[0])
+    numbers = [abs(v) for v in X[r].tolist() if type(v) is float and v == v]  # an object row holds text too
+    largest = max(numbers, default=0.0)
     raise RequestError(
-        f"row {r}: the model cannot compute probabilities for these values (its arithmetic overflows; "
+        f"row {r}: the model cannot compute an answer for these values (its arithmetic overflows; "
         f"the largest magnitude is {largest:g}, far outside anything it was trained on)"
     )
 

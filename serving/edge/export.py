@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from serving.core.onnx_graph import OnnxGraph
+from serving.core.validation import MISSING_CATEGORY, Features
 from serving.edge.manifest import (
     METADATA_FILE,
     MODEL_FILE,
@@ -94,13 +96,17 @@ class ExportReport:
         return text + (f"; {self.variant.explain()}" if self.variant else "")
 
 
-def test_split(bundle: Any, parity_data: Path | None = None) -> np.ndarray:
-    """Feature rows of the bundle's test split: a CSV given by the caller, or the split recreated from params."""
+def test_split(bundle: Any, parity_data: Path | None = None, root: str | Path = ".") -> np.ndarray:
+    """Feature rows of the bundle's test split, validated as a request would be: a CSV given by the caller,
+    or the split recreated from the bundle's params (its data source, seed and test size) under `root`.
+
+    float32 for a model of numbers; an object matrix (floats and strings) for one with typed features."""
     import pandas as pd
 
-    names = bundle.signature.feature_names
+    signature = bundle.signature
+    names = signature.feature_names
     if parity_data is not None:
-        frame = pd.read_csv(parity_data)
+        frame = pd.read_csv(parity_data, dtype=signature.read_dtypes() or None)
         missing = [n for n in names if n not in frame.columns]
         if missing:
             raise ValueError(f"{parity_data}: missing feature column {missing[0]!r}")
@@ -109,18 +115,45 @@ def test_split(bundle: Any, parity_data: Path | None = None) -> np.ndarray:
         from model.params import DataParams
 
         data_params = DataParams.model_validate(bundle.metadata.params.get("data", {}))
-        _, frame = split(load_raw(), data_params)
-    X: np.ndarray = frame[names].to_numpy(dtype=np.float32)
-    return X
+        raw = load_raw(data_params, root, signature)
+        _, frame = split(raw, data_params, signature.target, signature.is_classifier)
+    features = Features.of(signature.features)
+    if features.plain:
+        X: np.ndarray = frame[names].to_numpy(dtype=np.float32)
+        return X
+    return features.validate([[_json_value(v) for v in row] for row in frame[names].itertuples(index=False)])
 
 
-def run_onnx(model: bytes | Path, input_name: str, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _json_value(value: Any) -> Any:
+    """A cell as a JSON client would send it: None for missing, a Python number, bool or str."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def golden(X: np.ndarray, features: Features) -> list[list[Any]]:
+    """Validated rows back as JSON rows (None for a missing value), for the self-test the device runs."""
+    rows = []
+    for row in X.tolist():
+        rows.append(
+            [
+                None
+                if (isinstance(v, float) and v != v) or (rule.type == "categorical" and v == MISSING_CATEGORY)
+                else v
+                for v, rule in zip(row, features.rules, strict=True)
+            ]
+        )
+    return rows
+
+
+def run_onnx(model: bytes | Path, graph: OnnxGraph, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (a regression's values) and probabilities (its values as one column) of validated rows."""
     import onnxruntime as ort
 
     source = str(model) if isinstance(model, Path) else model
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    labels, probabilities = session.run(None, {input_name: X.astype(np.float32)})
-    return np.asarray(labels).reshape(-1), np.asarray(probabilities, dtype=np.float64)
+    answer = graph.answer(session.run(graph.outputs, graph.feeds(X)))
+    return np.asarray(answer.labels).reshape(-1), np.asarray(answer.probabilities, dtype=np.float64)
 
 
 def build_variant(onnx_path: Path, variant: Variant, out: Path) -> Path:
@@ -146,10 +179,10 @@ def build_variant(onnx_path: Path, variant: Variant, out: Path) -> Path:
 
 
 def compare(
-    variant: str, full: Path, reduced: Path, input_name: str, X: np.ndarray, tolerance: float
+    variant: str, full: Path, reduced: Path, graph: OnnxGraph, X: np.ndarray, tolerance: float
 ) -> VariantReport:
-    labels, probs = run_onnx(full, input_name, X)
-    v_labels, v_probs = run_onnx(reduced, input_name, X)
+    labels, probs = run_onnx(full, graph, X)
+    v_labels, v_probs = run_onnx(reduced, graph, X)
     return VariantReport(
         variant=variant,
         rows=len(X),
@@ -175,8 +208,9 @@ def export(
     from model.registry import resolve_bundle_path
 
     bundle = Bundle.open(resolve_bundle_path(model_uri, root))
-    X = test_split(bundle, parity_data)
-    input_name = bundle.signature.onnx_input
+    X = test_split(bundle, parity_data, root)
+    graph = OnnxGraph(bundle.signature.model_dump())
+    features = Features.of(bundle.signature.features)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
@@ -187,7 +221,7 @@ def export(
             shutil.copyfile(bundle.onnx_path, staging / model_file)
         else:
             reduced = build_variant(bundle.onnx_path, variant, staging)
-            report = compare(variant, bundle.onnx_path, reduced, input_name, X, tolerance)
+            report = compare(variant, bundle.onnx_path, reduced, graph, X, tolerance)
             if not report.accepted:
                 raise VariantRefused(report)
             model_file = reduced.name
@@ -202,10 +236,10 @@ def export(
             "variant_parity": asdict(report) if report else None,
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
-        golden = X[:GOLDEN_ROWS]
-        labels, probs = run_onnx(bundle.onnx_path, input_name, golden)
+        rows = X[:GOLDEN_ROWS]
+        labels, probs = run_onnx(bundle.onnx_path, graph, rows)
         selftest = {
-            "rows": golden.astype(np.float64).tolist(),
+            "rows": rows.astype(np.float64).tolist() if features.plain else golden(rows, features),
             "labels": labels.tolist(),
             "probabilities": probs.tolist(),
             # The variant was held to `tolerance` on the whole split; full precision reproduces itself.

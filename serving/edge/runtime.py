@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from serving.core.onnx_graph import OnnxGraph
 from serving.core.validation import Features, RequestError, check_answer
 from serving.edge.manifest import (
     METADATA_FILE,
@@ -56,7 +57,11 @@ class SelfTestResult:
 
 
 class EdgeModel:
-    """A loaded edge bundle. `predict` takes validated float rows; `predict_rows` validates first."""
+    """A loaded edge bundle. `predict` takes validated rows; `predict_rows` validates first.
+
+    Rows are checked by the same validator as every other serving mode, against the features' types in
+    the signature (numbers, booleans, categories, missing values); a classifier answers labels and
+    probabilities, a regression its values (as `labels`, and as one column of `probabilities`)."""
 
     def __init__(
         self, directory: Path, manifest: EdgeManifest, signature: dict[str, Any], metadata: dict[str, Any]
@@ -68,16 +73,13 @@ class EdgeModel:
         self.metadata = metadata
         try:
             self.feature_names: list[str] = [str(f["name"]) for f in signature["features"]]
-            self.classes: list[int] = [int(c) for c in signature["classes"]]
-            self._input: str = str(signature.get("onnx_input", "input"))
-            self._outputs: list[str] = [
-                str(o) for o in signature.get("onnx_outputs", ["label", "probabilities"])
-            ][:2]
-        except (KeyError, TypeError, ValueError) as e:
-            raise EdgeBundleError(f"{directory / SIGNATURE_FILE}: malformed signature ({e})") from e
-        try:
-            self._features = Features(self.feature_names)
-        except ValueError as e:
+            self.classes: list[Any] = [
+                c if isinstance(c, str) else int(c) for c in signature.get("classes", [])
+            ]
+            self.is_classifier = str(signature.get("task", "binary")) != "regression"
+            self._graph = OnnxGraph(signature)
+            self._features = Features.of(signature["features"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise EdgeBundleError(f"{directory / SIGNATURE_FILE}: malformed signature ({e})") from e
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
@@ -113,10 +115,9 @@ class EdgeModel:
 
     # prediction ------------------------------------------------------------------------------------
     def predict(self, X: np.ndarray) -> EdgePrediction:
-        labels, probabilities = self._session.run(
-            self._outputs, {self._input: X.astype(np.float32, copy=False)}
-        )
-        return EdgePrediction(np.asarray(labels).reshape(-1), np.asarray(probabilities))
+        graph = self._graph
+        answer = graph.answer(self._session.run(graph.outputs, graph.feeds(X)))
+        return EdgePrediction(np.asarray(answer.labels).reshape(-1), np.asarray(answer.probabilities))
 
     def predict_rows(self, rows: Any) -> EdgePrediction:
         X = self.validate(rows)
@@ -125,19 +126,23 @@ class EdgeModel:
         return prediction
 
     def validate(self, rows: Any) -> np.ndarray:
-        """Rows in any form the predictor core accepts -> float64 (rows x features), by the same rules."""
+        """Rows in any form the predictor core accepts -> (rows x features), by the same rules."""
         return self._features.validate(rows)
+
+    @property
+    def features(self) -> Features:
+        return self._features
 
     # self-test -------------------------------------------------------------------------------------
     def self_test(self) -> SelfTestResult:
         """Predict the golden rows shipped in the bundle and compare with the answers recorded at export."""
         golden = read_json(self.directory / SELFTEST_FILE)
         try:
-            X = np.asarray(golden["rows"], dtype=np.float32)
+            X = self._features.validate(golden["rows"]) if golden["rows"] else np.empty((0, self.n_features))
             expected_labels = np.asarray(golden["labels"])
             expected_probs = np.asarray(golden["probabilities"], dtype=np.float64)
             tolerance = float(golden["tolerance"])
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError) as e:  # RequestError too: golden rows the model refuses
             raise EdgeBundleError(f"{self.directory / SELFTEST_FILE}: malformed ({e})") from e
         got = self.predict(X)
         matches = int((got.labels == expected_labels).sum())
@@ -150,14 +155,17 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def read_rows(path: Path) -> list[dict[str, Any]] | list[Any]:
-    """Rows from a CSV file (header row of feature names) or a JSON file (a list, or {"instances": [...]})."""
+def read_rows(path: Path, features: Features | None = None) -> list[dict[str, Any]] | list[Any]:
+    """Rows from a CSV file (header row of feature names) or a JSON file (a list, or {"instances": [...]}).
+
+    CSV cells are text: each is read by its feature's type when `features` are given (a number, a boolean,
+    a category; an empty cell is a missing value), else as a number."""
     if not path.is_file():
         raise EdgeInputError(f"{path}: no such file")
     if path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
-            return [_csv_record(path, reader.line_num, row) for row in reader]
+            return [_csv_record(path, reader.line_num, row, features) for row in reader]
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -169,12 +177,18 @@ def read_rows(path: Path) -> list[dict[str, Any]] | list[Any]:
     return data
 
 
-def _csv_record(path: Path, line: int, row: dict[str | None, Any]) -> dict[str, float]:
-    """CSV cells are text: parse each as a number here, so the validator sees what a JSON client sends."""
+def _csv_record(
+    path: Path, line: int, row: dict[str | None, Any], features: Features | None = None
+) -> dict[str, Any]:
+    """CSV cells are text: parse each here, so the validator sees what a JSON client sends."""
     if None in row:
         raise EdgeInputError(f"{path}, line {line}: more cells than the header has columns")
-    record = {}
+    record: dict[str, Any] = {}
     for name, cell in row.items():
+        if features is not None and not features.plain and str(name) in features.index:
+            where = f"{path}, line {line}, column {name!r}"
+            record[str(name)] = features.from_text(cell or "", features.index[str(name)], where)
+            continue
         try:
             record[str(name)] = float(cell)
         except (TypeError, ValueError):
@@ -196,13 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = EdgeModel.load(args.bundle)
-        rows = read_rows(args.input) if args.input else golden_rows(args.bundle)
+        rows = read_rows(args.input, model.features) if args.input else golden_rows(args.bundle)
         result = model.predict_rows(rows)
     except (EdgeBundleError, EdgeInputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for label, probs in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True):
-        print(json.dumps({"prediction": label, "probabilities": probs}))
+        print(
+            json.dumps(
+                {"prediction": label, "probabilities": probs}
+                if model.is_classifier
+                else {"prediction": label}
+            )
+        )
     return 0
 
 

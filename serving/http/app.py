@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-import numpy as np
 import orjson
 
 from serving.core.predictor import Predictor, RequestError
@@ -99,18 +98,28 @@ class PredictorApp:
         self.metrics = metrics or ServingMetrics(model_name=self.name, model_digest=predictor.digest)
         self.deployment = self.metrics.deployment_name or None
         self.classes = list(predictor.signature.classes)
+        self.regression = not predictor.is_classifier
+        # A regression's feedback is scored against the target's range (serving.core.feedback.score_values).
+        self.target_bounds = predictor.signature.target_bounds if self.regression else None
+        self.v2_outputs = v2.REGRESSION_OUTPUTS if self.regression else v2.OUTPUTS
         self._feature_set = frozenset(predictor.feature_names)
-        self._seldon_encoder = seldon.PredictEncoder(self.classes, self.name, predictor.digest)
+        self._seldon_encoder = seldon.PredictEncoder(
+            self.classes, self.name, predictor.digest, regression=self.regression
+        )
         self.platform = f"sluice-{predictor.backend}"
         self._openapi = orjson.dumps(openapi.document(self))
+        signature = predictor.signature
         self._metadata = orjson.dumps(
             v2.model_metadata(
                 self.name,
                 self.version,
-                predictor.signature.onnx_input,
+                signature.onnx_input,
                 predictor.n_features,
                 len(self.classes),
                 self.platform,
+                features=[(f.name, f.type) for f in signature.features] if predictor.features.text else None,
+                text_labels=any(isinstance(c, str) for c in self.classes),
+                regression=self.regression,
             )
         )
         predict = Route("predictions", PredictorApp.seldon_predict, seldon=True)
@@ -312,7 +321,7 @@ class PredictorApp:
         return Response(200, self._seldon_encoder.encode(request, prediction))
 
     def seldon_feedback(self, body: bytes) -> Response:
-        feedback = seldon.decode_feedback(_loads(body), self.classes, self._labels_of)
+        feedback = seldon.decode_feedback(_loads(body), self.classes, self._labels_of, self.target_bounds)
         self.metrics.record_feedback(feedback.reward)
         meta = {
             "tags": {
@@ -323,6 +332,8 @@ class PredictorApp:
         }
         if feedback.correct is not None:
             meta["tags"]["correct"] = feedback.correct
+        if feedback.error is not None:
+            meta["tags"]["mean_abs_error"] = feedback.error
         meta["requestPath"] = {self.name: self.predictor.digest}
         return json_response({"data": {"ndarray": []}, "meta": meta})
 
@@ -336,10 +347,13 @@ class PredictorApp:
 
     def health_status(self, body: bytes) -> Response:
         # As Seldon's wrapper does: a model that cannot answer a fixed row is not healthy.
-        probe = self.predictor.predict(np.zeros((1, self.predictor.n_features)))
+        label = self.predictor.probe().labels[0]
         return json_response(
             {
-                "jsonData": {"status": "ok", "probe_label": int(probe.labels[0])},
+                "jsonData": {
+                    "status": "ok",
+                    "probe_label": label.item() if hasattr(label, "item") else label,
+                },
                 "meta": {"tags": {"model_name": self.name, "model_digest": self.predictor.digest}},
             }
         )
@@ -358,7 +372,9 @@ class PredictorApp:
         return json_response({"name": self.name, "ready": True})
 
     def v2_infer(self, body: bytes) -> Response:
-        request = v2.decode_infer(_loads(body), self._feature_set)
+        request = v2.decode_infer(
+            _loads(body), self._feature_set, self.v2_outputs, typed=not self.predictor.features.plain
+        )
         X = self.predictor.validate(request.rows)
         prediction = self.predictor.predict(X)
         check_answer(X, prediction.probabilities)

@@ -1,7 +1,9 @@
 """The OpenAPI 3.1 document of a predictor (served at /openapi.json, rendered by Swagger UI at /docs).
 
 Written for the model it serves: a row is exactly its features (numbers of magnitude at most 2**64, so
-the model's float32 arithmetic cannot overflow), names are its feature names, labels its classes. Whatever the document calls valid, the server
+the model's float32 arithmetic cannot overflow; for a model with typed features, each position its
+feature's type: a number, a boolean, one of its categories, or null where it may be missing), names are its
+feature names, labels its classes (or the predicted value of a regression). Whatever the document calls valid, the server
 accepts; whatever it calls invalid, the server refuses with a 4xx it declares (the schemathesis run in the
 tests holds both directions with every check on). Where JSON Schema cannot say a rule (columns of one
 length, a tensor's shape against its values, truth rows against response rows), the document shows the
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from serving.core.validation import MAX_MAGNITUDE
+from serving.core.validation import MAX_MAGNITUDE, PLAIN, FeatureRule
 
 if TYPE_CHECKING:
     from serving.http.app import PredictorApp
@@ -77,14 +79,45 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _value(rule: FeatureRule) -> dict[str, Any]:
+    """What one feature's value may be in a JSON row."""
+    if rule.type == "numeric":
+        schema: dict[str, Any] = NUMBER
+    elif rule.type == "boolean":
+        schema = {"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]}
+    else:
+        schema = {"enum": list(rule.categories)}
+    return _nullable(schema) if rule.nullable else schema
+
+
+def _number_value(rule: FeatureRule) -> dict[str, Any] | None:
+    """What one feature's value may be in a tensor of numbers (None: it cannot be a number)."""
+    if rule.type == "categorical":
+        return None
+    return NUMBER if rule.type == "numeric" else {"enum": [0, 1]}
+
+
+def _positions(items: list[dict[str, Any]], description: str) -> dict[str, Any]:
+    n = len(items)
+    return {"type": "array", "prefixItems": items, "items": False, "minItems": n, "description": description}
+
+
 # request schemas --------------------------------------------------------------------------------------
-def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
+def _request_schemas(
+    features: list[str],
+    classes: list[Any],
+    rules: list[FeatureRule] | None = None,
+    regression: bool = False,
+) -> dict[str, Any]:
     n = len(features)
-    row = _array(NUMBER, n, description=f"One row: the {n} feature values in signature order.")
+    rules = rules or [PLAIN] * n
+    plain = all(r == PLAIN for r in rules)
+    about = f"One row: the {n} feature values in signature order."
+    row = _array(NUMBER, n, description=about) if plain else _positions([_value(r) for r in rules], about)
     record = {
         "type": "object",
         "description": "One row as a record {feature: value}.",
-        "properties": dict.fromkeys(features, NUMBER),
+        "properties": {f: _value(r) for f, r in zip(features, rules, strict=True)},
         "required": features,
         "additionalProperties": False,
     }
@@ -96,13 +129,29 @@ def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
         "maxItems": n,
         "anyOf": [{"maxItems": 0}, {"minItems": n}, {"type": "null"}],
     }
+    if not plain:
+        # Each position of a row has its own feature's schema, so the document shows signature order; the
+        # server takes the features in any order `names` gives (JSON Schema cannot tie one to the other).
+        names = {
+            "type": ["array", "null"],
+            "description": "The features in signature order (the server also takes any other order).",
+            "anyOf": [{"const": features}, {"type": "array", "maxItems": 0}, {"type": "null"}],
+        }
     shape_2d = {"type": "array", "prefixItems": [{"const": 1}, {"const": n}], "items": False, "minItems": 2}
     shape_1d = {"type": "array", "prefixItems": [{"const": n}], "items": False, "minItems": 1}
-    tensor = {
-        "type": "object",
-        "required": ["shape", "values"],
-        "properties": {"shape": {"anyOf": [shape_2d, shape_1d]}, "values": row},
-    }
+    numbers = [_number_value(r) for r in rules]
+    tensor: Any = (
+        {
+            "type": "object",
+            "required": ["shape", "values"],
+            "properties": {
+                "shape": {"anyOf": [shape_2d, shape_1d]},
+                "values": row if plain else _positions([v for v in numbers if v is not None], about),
+            },
+        }
+        if all(v is not None for v in numbers)
+        else False  # a tensor holds numbers: a model with text features takes rows or records
+    )
     meta = {
         "type": ["object", "null"],
         "description": "Echoed in the answer: puid, tags, routing and requestPath (others are dropped).",
@@ -133,10 +182,17 @@ def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
     predict = seldon_request(None)
     # Feedback, documented for one row: truth and response rows must agree, which JSON Schema cannot say.
     one_row_request = seldon_request(1)
-    scores = _array({"type": "number"}, len(classes), description="The class probabilities the model gave.")
-    response = ndarray_message(_array(scores, 1), names=_array({"enum": [str(c) for c in classes]}))
-    label = {"enum": classes}
-    truth = ndarray_message({"anyOf": [_array(_array(label, 1), 1), _array(label, 1)]})
+    if regression:
+        scores = _array(NUMBER, 1, description="The value the model predicted.")
+        response = ndarray_message(_array(scores, 1), names=_array({"enum": ["prediction"]}))
+        truth = ndarray_message({"anyOf": [_array(_array(NUMBER, 1), 1), _array(NUMBER, 1)]})
+    else:
+        scores = _array(
+            {"type": "number"}, len(classes), description="The class probabilities the model gave."
+        )
+        response = ndarray_message(_array(scores, 1), names=_array({"enum": [str(c) for c in classes]}))
+        label = {"enum": classes}
+        truth = ndarray_message({"anyOf": [_array(_array(label, 1), 1), _array(label, 1)]})
 
     def given(part: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"required": [part], "properties": {part: schema}}
@@ -181,19 +237,30 @@ def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
                 },
             }
         )
+    inputs: dict[str, Any] = _array({"oneOf": v2_inputs}, 1)
+    if not plain:  # one tensor per feature, each once, in any order
+        tensors = [_feature_tensor(f, r) for f, r in zip(features, rules, strict=True)]
+        inputs = {
+            **_array({"oneOf": tensors}, n),
+            "allOf": [
+                {"contains": {"type": "object", "required": ["name"], "properties": {"name": {"const": f}}}}
+                for f in features
+            ],
+        }
+    outputs = ["prediction"] if regression else ["label", "probabilities"]
     infer = {
         "type": "object",
         "required": ["inputs"],
         "properties": {
             "id": {"type": ["string", "null"]},
             "parameters": ANY,
-            "inputs": _array({"oneOf": v2_inputs}, 1),
+            "inputs": inputs,
             "outputs": {
                 "type": ["array", "null"],
                 "items": {
                     "type": "object",
                     "required": ["name"],
-                    "properties": {"name": {"enum": ["label", "probabilities"]}, "parameters": ANY},
+                    "properties": {"name": {"enum": outputs}, "parameters": ANY},
                 },
             },
         },
@@ -203,6 +270,37 @@ def _request_schemas(features: list[str], classes: list[int]) -> dict[str, Any]:
         "FeedbackRequest": feedback,
         "InferenceRequest": infer,
     }
+
+
+def _feature_tensor(name: str, rule: FeatureRule) -> dict[str, Any]:
+    """One feature's v2 input, holding one row: its datatypes, and its value as the feature's type."""
+    one = {"anyOf": [{"const": [1]}, {"const": [1, 1]}]}
+    if rule.type == "numeric":
+        kinds = [(d, NUMBER) for d in ("FP32", "FP64")] + [
+            (d, {"type": "integer", "minimum": INT_RANGES[d][0], "maximum": INT_RANGES[d][1]})
+            for d in ("INT32", "INT64")
+        ]
+    elif rule.type == "boolean":
+        kinds = [("BOOL", {"type": "boolean"})]
+    else:
+        kinds = [("BYTES", {"enum": list(rule.categories)})]
+    variants = []
+    for datatype, value in kinds:
+        item = _nullable(value) if rule.nullable else value
+        variants.append(
+            {
+                "type": "object",
+                "required": ["name", "shape", "datatype", "data"],
+                "properties": {
+                    "name": {"const": name},
+                    "shape": one,
+                    "datatype": {"const": datatype},
+                    "data": {"anyOf": [_array(item, 1), _array(_array(item, 1), 1)]},
+                    "parameters": ANY,
+                },
+            }
+        )
+    return variants[0] if len(variants) == 1 else {"oneOf": variants}
 
 
 # answer schemas ---------------------------------------------------------------------------------------
@@ -227,7 +325,9 @@ def _answer_schemas() -> dict[str, Any]:
                     "type": "object",
                     "required": ["names"],
                     "properties": {
-                        "names": _array({"type": "string"}, description="The class labels."),
+                        "names": _array(
+                            {"type": "string"}, description="The class labels (a regression: `prediction`)."
+                        ),
                         "ndarray": matrix,
                         "tensor": {
                             "type": "object",
@@ -240,13 +340,23 @@ def _answer_schemas() -> dict[str, Any]:
                     },
                 },
                 "jsonData": {
-                    "type": "object",
-                    "required": ["labels", "probabilities", "classes"],
-                    "properties": {
-                        "labels": _array({"type": "integer"}),
-                        "probabilities": matrix,
-                        "classes": _array({"type": "integer"}),
-                    },
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["labels", "probabilities", "classes"],
+                            "properties": {
+                                "labels": _array({"type": ["integer", "string"]}),
+                                "probabilities": matrix,
+                                "classes": _array({"type": ["integer", "string"]}),
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["predictions"],
+                            "description": "A regression's predicted values.",
+                            "properties": {"predictions": _array({"type": "number"})},
+                        },
+                    ]
                 },
                 "meta": meta,
             },
@@ -265,6 +375,7 @@ def _answer_schemas() -> dict[str, Any]:
                             "properties": {
                                 "reward": {"type": "number", "minimum": 0, "maximum": 1},
                                 "correct": {"type": "integer", "minimum": 0},
+                                "mean_abs_error": {"type": "number", "minimum": 0},
                             },
                         }
                     },
@@ -299,10 +410,10 @@ def _answer_schemas() -> dict[str, Any]:
                         "type": "object",
                         "required": ["name", "shape", "datatype", "data"],
                         "properties": {
-                            "name": {"enum": ["label", "probabilities"]},
+                            "name": {"enum": ["label", "probabilities", "prediction"]},
                             "shape": _array({"type": "integer"}),
-                            "datatype": {"enum": ["INT64", "FP32", "FP64"]},
-                            "data": _array({"type": "number"}),
+                            "datatype": {"enum": ["INT64", "BYTES", "FP32", "FP64"]},
+                            "data": _array({"type": ["number", "string"]}),
                         },
                     }
                 ),
@@ -332,7 +443,9 @@ def _answer_schemas() -> dict[str, Any]:
 # the document -----------------------------------------------------------------------------------------
 def document(app: PredictorApp) -> dict[str, Any]:
     names = app.predictor.feature_names
-    row = [0.0] * len(names)
+    rules = app.predictor.features.rules
+    plain = app.predictor.features.plain
+    row: list[Any] = [_example(r) for r in rules]
 
     def errors(schema: str, *statuses: int) -> dict[str, Any]:
         what = {
@@ -368,18 +481,32 @@ def document(app: PredictorApp) -> dict[str, Any]:
             **errors(*seldon_post),
         },
     }
+    if app.regression:
+        feedback_example: dict[str, Any] = {
+            "response": {"data": {"names": ["prediction"], "ndarray": [[150.0]]}},
+            "truth": {"data": {"ndarray": [[162.0]]}},
+        }
+    else:
+        feedback_example = {
+            "response": {"data": {"ndarray": [[1.0 / len(app.classes)] * len(app.classes)]}},
+            "truth": {"data": {"ndarray": [[app.classes[-1]]]}},
+        }
     feedback = {
         "summary": "Seldon v1 feedback: a reward in [0, 1], or a truth scored against the response",
         "description": (
             "A truth is scored against the `response` (its most probable classes), or, without one, against"
             " what the model predicts for the `request`. No reward and no truth counts 0, as under Seldon."
             " The document shows one-row messages; truth, response and request may hold many rows as long as"
-            " truth and the message it is scored against have as many." + forms
+            " truth and the message it is scored against have as many."
+            + (
+                " A regression's truth is the true value: a row scores 1 - |truth - prediction| / (the target's"
+                " range), at least 0."
+                if app.regression
+                else ""
+            )
+            + forms
         ),
-        "requestBody": body(
-            "FeedbackRequest",
-            {"response": {"data": {"ndarray": [[0.1, 0.9]]}}, "truth": {"data": {"ndarray": [[1]]}}},
-        ),
+        "requestBody": body("FeedbackRequest", feedback_example),
         "responses": {"200": _json(_ref("FeedbackAnswer"), "Feedback counted."), **errors(*seldon_post)},
     }
     model_param = {"name": "name", "in": "path", "required": True, "schema": {"enum": sorted(app.names)}}
@@ -395,14 +522,31 @@ def document(app: PredictorApp) -> dict[str, Any]:
     v2_errors = errors("ErrorResponse", 400, 404, 413, 500)
 
     def infer(params: list[dict[str, Any]]) -> dict[str, Any]:
-        example = {"inputs": [{"name": "input", "shape": [1, len(names)], "datatype": "FP64", "data": row}]}
+        if plain:
+            example: dict[str, Any] = {
+                "inputs": [{"name": "input", "shape": [1, len(names)], "datatype": "FP64", "data": row}]
+            }
+            about = (
+                "The document shows one input holding one row; the server also takes shape [rows, features]"
+                " with rows x features values (flat or nested), and one input per feature named after it."
+            )
+        else:
+            datatype = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+            example = {
+                "inputs": [
+                    {"name": n, "shape": [1], "datatype": datatype[r.type], "data": [v]}
+                    for n, r, v in zip(names, rules, row, strict=True)
+                ]
+            }
+            about = (
+                "One input per feature, named after it: numbers (FP32, FP64, INT32, INT64), booleans (BOOL) or"
+                " categories (BYTES); null where a feature may be missing. The document shows one row; the"
+                " server takes shape [rows] (or [rows, 1]) with as many values in each input."
+            )
         return {
             "post": {
                 "summary": "Open Inference Protocol v2 inference",
-                "description": (
-                    "The document shows one input holding one row; the server also takes shape [rows, features]"
-                    " with rows x features values (flat or nested), and one input per feature named after it."
-                ),
+                "description": about,
                 "parameters": params,
                 "requestBody": body("InferenceRequest", example),
                 "responses": {
@@ -466,7 +610,17 @@ def document(app: PredictorApp) -> dict[str, Any]:
         "/metrics": get("Prometheus metrics", text),
         "/prometheus": get("Prometheus metrics (the path Seldon's operator scrapes)", text),
     }
-    classes = [int(c) for c in app.classes]
+    classes = list(app.classes)
+    answers = "a regression: the predicted value per row" if app.regression else f"classes {classes}"
+    typed = (
+        ""
+        if plain
+        else (
+            " Typed features: "
+            + ", ".join(f"{n} ({_about(r)})" for n, r in zip(names, rules, strict=True) if r != PLAIN)
+            + "; a category the model does not list is refused with a 400."
+        )
+    )
     return {
         "openapi": "3.1.0",
         "info": {
@@ -475,10 +629,27 @@ def document(app: PredictorApp) -> dict[str, Any]:
             "description": (
                 f"Model {app.predictor.name} digest {app.predictor.digest}; {len(names)} features: "
                 + ", ".join(names)
-                + f"; classes {classes}. Feature values are numbers with |x| <= 2**64 ({MAX_MAGNITUDE:.6g}: larger"
+                + f"; {answers}. Numeric feature values are numbers with |x| <= 2**64 ({MAX_MAGNITUDE:.6g}: larger"
                 " ones overflow the model's float32 arithmetic); NaN, infinities and booleans are refused."
+                + typed
             ),
         },
         "paths": paths,
-        "components": {"schemas": {**_request_schemas(list(names), classes), **_answer_schemas()}},
+        "components": {
+            "schemas": {
+                **_request_schemas(list(names), classes, list(rules), app.regression),
+                **_answer_schemas(),
+            }
+        },
     }
+
+
+def _example(rule: FeatureRule) -> Any:
+    if rule.type == "categorical":
+        return rule.categories[0]
+    return False if rule.type == "boolean" else 0.0
+
+
+def _about(rule: FeatureRule) -> str:
+    kind = "one of " + ", ".join(rule.categories) if rule.type == "categorical" else rule.type
+    return kind + (", may be null" if rule.nullable else "")

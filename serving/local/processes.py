@@ -52,7 +52,7 @@ def serving_command(spec: PredictorSpec, host: str, report_fd: int) -> list[str]
         "--host",
         host,
         "--name",
-        spec.model_name,  # the graph node's name: the same v2 model name whichever predictor answers
+        spec.model_name,  # the same v2 model name whichever predictor answers (the manifest's, by kind)
         "--digest",
         spec.model_digest,
     ]

@@ -1,8 +1,9 @@
-"""What `sluice up` runs from a SeldonDeployment: one process per predictor, with the labels its metrics carry.
+"""What `sluice up` runs from a deployment manifest: one process per predictor, with the labels its metrics carry.
 
-The manifest is read and checked by `deployment.seldon` (the same view and admission rules the reconciler
-uses); this module adds what one machine needs: every predictor's bundle must be loadable from here. A
-manifest it cannot run raises `ManifestError` naming the file, the field and the value.
+The manifest (a SeldonDeployment, or an InferenceService's stable predictor and canaries) is read and checked
+by `deployment.kinds` (the same views and admission rules the reconciler uses); this module adds what one
+machine needs: every predictor's bundle must be loadable from here. A manifest it cannot run raises
+`ManifestError` naming the file, the field and the value.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deployment import seldon
-from deployment.seldon import ManifestError
+from deployment import kinds
+from deployment.view import ManifestError
 
 __all__ = [
     "DeploymentSpec",
@@ -36,7 +37,7 @@ class PredictorSpec:
     shadow: bool
     model_uri: str
     model_digest: str
-    model_name: str  # the graph node's name: Seldon's `model_name` metric label
+    model_name: str  # the v2 model name it serves, and the `model_name` metric label
     model_image: str = ""
     model_version: str = ""
     predictor_version: str = ""
@@ -55,7 +56,7 @@ class DeploymentSpec:
     name: str
     predictors: tuple[PredictorSpec, ...]
     source: Path
-    view: seldon.SeldonDeployment  # the manifest as the router reads it (weights, annotations, labels)
+    view: kinds.Deployment  # the manifest as the router reads it (weights, annotations, labels)
 
     @property
     def live(self) -> tuple[PredictorSpec, ...]:
@@ -73,8 +74,8 @@ class DeploymentSpec:
 
 
 def find_manifest(path: str | Path) -> Path:
-    """A directory's one SeldonDeployment YAML file (or `path` itself when it is a file)."""
-    return seldon.find(path)
+    """A directory's one deployment manifest file (or `path` itself when it is a file)."""
+    return kinds.find(path)
 
 
 def check_model_uri(uri: str) -> None:
@@ -101,30 +102,29 @@ def check_model_uri(uri: str) -> None:
 def read_manifest(
     path: str | Path, *, check_uri: Callable[[str], None] | None = check_model_uri
 ) -> DeploymentSpec:
-    """Parse and check a SeldonDeployment; `path` is an environment directory or the YAML file itself."""
-    source = seldon.find(path)
-    sd = seldon.read(source)
-    seldon.check(sd, source)
-    predictors = tuple(_predictor(source, p, check_uri) for p in sd.predictors)
-    return DeploymentSpec(name=sd.name, predictors=predictors, source=source, view=sd)
+    """Parse and check a deployment manifest; `path` is an environment directory or the YAML file itself."""
+    source = kinds.find(path)
+    deployment = kinds.read(source)
+    kinds.check(deployment, source)
+    predictors = tuple(_predictor(source, p, check_uri) for p in deployment.predictors)
+    return DeploymentSpec(name=deployment.name, predictors=predictors, source=source, view=deployment)
 
 
-def _predictor(source: Path, p: seldon.Predictor, check_uri: Callable[[str], None] | None) -> PredictorSpec:
+def _predictor(source: Path, p: kinds.Predictor, check_uri: Callable[[str], None] | None) -> PredictorSpec:
     # admission() has checked that model_uri and model_digest are there and well formed.
     uri, digest = p.model_uri or "", p.model_digest or ""
     if check_uri is not None:
         try:
             check_uri(uri)
         except ValueError as e:
-            where = f"{source}: field spec.predictors[{p.index}].graph.parameters.model_uri"
-            raise ManifestError(f"{where}: {uri!r}: {e}") from e
+            raise ManifestError(f"{source}: field {p.model_uri_field}: {uri!r}: {e}") from e
     return PredictorSpec(
         name=p.name,
         traffic=p.traffic,
         shadow=p.shadow,
         model_uri=uri,
         model_digest=digest,
-        model_name=p.graph_name,
+        model_name=p.model_name,
         model_image=p.image_name,
         model_version=p.image_tag,
         predictor_version=p.version,

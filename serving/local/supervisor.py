@@ -1,6 +1,7 @@
 """The local runtime behind `sluice up`: one predictor process per predictor, the router, and convergence.
 
-It reads the SeldonDeployment in a directory, starts a predictor process for each predictor (see
+It reads the deployment manifest in a directory (a SeldonDeployment's predictors, or an InferenceService's
+stable predictor and canaries), starts a predictor process for each predictor (see
 `processes`: each reports its own port and must prove it serves the pinned model and digest), routes to a
 predictor only once it is ready, then serves the router: traffic on one port, admin (metrics, routes) on
 another, bound to loopback by default. It follows the manifest as a file (`serving.router.watch`, the same
@@ -52,7 +53,7 @@ class RuntimeEvent:
 
 
 class LocalRuntime:
-    """Runs one SeldonDeployment on this machine. Use `serve()` (blocks until stopped) or the pieces."""
+    """Runs one deployment manifest on this machine. Use `serve()` (blocks until stopped) or the pieces."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.core.validation import RequestError, check_shape
+from serving.core.validation import MAX_MAGNITUDE, RequestError, check_shape
 
 Label = int | str
 LABEL_KEYS = ("label", "labels", "class", "classes", "predict", "prediction", "predictions")
@@ -58,18 +58,7 @@ def truth_labels(message: Any, classes: Sequence[Label] | None = None, where: st
 
     With `classes` given, a label that is not one of them is refused (it could never count as right).
     """
-    if not isinstance(message, Mapping):
-        raise RequestError(f"{where}: expected a SeldonMessage object, got {_type(message)}")
-    data = message.get("data")
-    json_data = message.get("jsonData")
-    if isinstance(data, Mapping):
-        values = _v1_rows(data, where)
-    elif isinstance(json_data, Mapping) and "labels" in json_data:
-        values = _numbers(json_data["labels"], where, labels_ok=True)
-    elif json_data is not None:
-        values = _numbers(json_data, where, labels_ok=True)
-    else:
-        raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
+    values = _truth_rows(message, where, labels_ok=True)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
     if values.ndim != 1:
@@ -82,6 +71,63 @@ def truth_labels(message: Any, classes: Sequence[Label] | None = None, where: st
             shown = ", ".join(repr(c) for c in list(classes)[:10])
             raise RequestError(f"{where}: {unknown!r} is not a class of this model ({shown})")
     return found
+
+
+def truth_values(message: Any, where: str = "truth") -> list[float]:
+    """The true value of each row of a regression, from a v1 message: a column or list of finite numbers."""
+    return _one_value_per_row(_truth_rows(message, where, labels_ok=False), where)
+
+
+def _truth_rows(message: Any, where: str, *, labels_ok: bool) -> np.ndarray:
+    """The rows of a truth message: data.ndarray, data.tensor, jsonData.labels, or jsonData itself."""
+    if not isinstance(message, Mapping):
+        raise RequestError(f"{where}: expected a SeldonMessage object, got {_type(message)}")
+    data = message.get("data")
+    json_data = message.get("jsonData")
+    if isinstance(data, Mapping):
+        return _v1_rows(data, where)
+    if isinstance(json_data, Mapping) and "labels" in json_data:
+        return _numbers(json_data["labels"], where, labels_ok=labels_ok)
+    if json_data is not None:
+        return _numbers(json_data if isinstance(json_data, list) else [json_data], where, labels_ok=labels_ok)
+    raise RequestError(f"{where}: expected data.ndarray, data.tensor or jsonData")
+
+
+def predicted_values(answer: Any, where: str = "response") -> list[float]:
+    """The predicted value of each row of a regression's v1 or v2 answer (its `prediction` column or output,
+    or its one column)."""
+    if not isinstance(answer, Mapping):
+        raise RequestError(f"{where}: expected an answer object, got {_type(answer)}")
+    outputs = answer.get("outputs")
+    if isinstance(outputs, list):
+        named = {o.get("name"): o for o in outputs if isinstance(o, Mapping)}
+        output = named.get("prediction") or (next(iter(named.values())) if len(named) == 1 else None)
+        if output is None:
+            raise RequestError(f"{where}: outputs holds no `prediction` tensor")
+        return _one_value_per_row(_v2_data(output, f"{where}: outputs"), where)
+    data = answer.get("data")
+    if isinstance(data, Mapping):
+        return _one_value_per_row(_v1_rows(data, where), where)
+    json_data = answer.get("jsonData")
+    if isinstance(json_data, Mapping) and "predictions" in json_data:
+        value = json_data["predictions"]
+        return _one_value_per_row(
+            _numbers(value if isinstance(value, list) else [value], where, labels_ok=False), where
+        )
+    raise RequestError(
+        f"{where}: expected outputs (v2), data.ndarray, data.tensor or jsonData.predictions (v1)"
+    )
+
+
+def _one_value_per_row(values: np.ndarray, where: str) -> list[float]:
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or values.dtype.kind not in "fiu":
+        raise RequestError(f"{where}: expected one number per row, got shape {list(values.shape)}")
+    out = [float(v) for v in values.tolist()]
+    if any(abs(v) > MAX_MAGNITUDE for v in out):
+        raise RequestError(f"{where}: a value beyond 2**64 ({_sample(values)}): no target is that large")
+    return out
 
 
 # v1 ------------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ Requests carry `data.ndarray` (with optional `data.names`), `data.tensor` ({shap
 (records, columns or one record); the answer mirrors the request's form, as Seldon's wrappers do.
 Everything emitted stays within the SeldonMessage protobuf schema, so seldon-core's own client parses it.
 Feedback (`request`, `response`, `truth`, `reward`) is scored by `serving.core.feedback`: the reward
-given (within [0, 1]), or, when only `truth` is given, the share of rows the response got right.
+given (within [0, 1]), or, when only `truth` is given, the share of rows the response got right (for a
+regression, how close it came: `score_values`).
+An answer holds one column per class (named by its label), or for a regression one column `prediction`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from serving.core.feedback import Feedback, score_feedback
+from serving.core.feedback import Feedback, score_feedback, score_values
 from serving.core.predictor import Prediction
 from serving.core.validation import RequestError, check_shape, numeric_array
 from serving.protocols import labels
@@ -90,16 +92,27 @@ def _tensor_rows(tensor: Any) -> np.ndarray:
 
 
 def encode_predict(
-    request: PredictRequest, prediction: Prediction, classes: list[int], model_name: str, digest: str
+    request: PredictRequest,
+    prediction: Prediction,
+    classes: list[Any],
+    model_name: str,
+    digest: str,
+    *,
+    regression: bool = False,
 ) -> dict[str, Any]:
-    """The answer in the request's form: probabilities per class (columns named by class label)."""
+    """The answer in the request's form: probabilities per class (columns named by class label), or for a
+    regression the predicted value (one column `prediction`)."""
     meta = _response_meta(request.meta, model_name, digest)
     probabilities = prediction.probabilities
-    names = [str(c) for c in classes]
+    names = ["prediction"] if regression else [str(c) for c in classes]
     if request.kind == "json":
+        if regression:
+            return {"jsonData": {"predictions": prediction.labels}, "meta": meta}
+        labels_out = prediction.labels
         return {
             "jsonData": {
-                "labels": prediction.labels,
+                # orjson writes numeric arrays itself; text labels come back from ONNX as an object array
+                "labels": labels_out.tolist() if labels_out.dtype.kind == "O" else labels_out,
                 "probabilities": probabilities,
                 "classes": classes,
             },
@@ -122,9 +135,10 @@ class PredictEncoder:
     to serialize again; anything else goes through `encode_predict`.
     """
 
-    def __init__(self, classes: list[int], model_name: str, digest: str):
+    def __init__(self, classes: list[Any], model_name: str, digest: str, *, regression: bool = False):
         self.classes, self.model_name, self.digest = classes, model_name, digest
-        self._names = orjson.dumps([str(c) for c in classes])
+        self.regression = regression
+        self._names = orjson.dumps(["prediction"] if regression else [str(c) for c in classes])
         self._meta = orjson.dumps(_response_meta({}, model_name, digest))
 
     def encode(self, request: PredictRequest, prediction: Prediction) -> bytes:
@@ -139,9 +153,10 @@ class PredictEncoder:
                 + self._meta
                 + b"}"
             )
-        return orjson.dumps(
-            encode_predict(request, prediction, self.classes, self.model_name, self.digest), option=_NUMPY
+        answer = encode_predict(
+            request, prediction, self.classes, self.model_name, self.digest, regression=self.regression
         )
+        return orjson.dumps(answer, option=_NUMPY)
 
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -167,14 +182,17 @@ def _response_meta(meta: Mapping[str, Any], model_name: str, digest: str) -> dic
 
 def decode_feedback(
     body: Any,
-    classes: Sequence[int] | None = None,
-    predict: Callable[[PredictRequest], Sequence[Label]] | None = None,
+    classes: Sequence[Any] | None = None,
+    predict: Callable[[PredictRequest], Sequence[Any]] | None = None,
+    bounds: tuple[float, float] | None = None,
 ) -> Feedback:
     """A Seldon Feedback message -> what it counts, by the rules of `serving.core.feedback`.
 
     A `truth` is scored against the labels of the `response` (read by `serving.protocols.labels`, with
     `classes` naming score columns), or, with no response and no reward, against `predict(request)`.
-    Without a truth, `response` and `request` are not read: they are the client's record of the exchange.
+    With `bounds` (the target range of a regression), truth and response hold values and are scored by
+    how close they are. Without a truth, `response` and `request` are not read: they are the client's
+    record of the exchange.
     """
     if not isinstance(body, Mapping):
         raise RequestError(f"expected a Feedback JSON object, got {_type(body)}")
@@ -183,6 +201,16 @@ def decode_feedback(
             raise RequestError(f"{part}: expected a SeldonMessage object, got {_type(body[part])}")
     truth, response, request = body.get("truth"), body.get("response"), body.get("request")
     reward = body.get("reward")
+    if bounds is not None:
+        values: list[float] | None = None
+        predicted_values: Sequence[float] | None = None
+        if truth is not None:
+            values = labels.truth_values(truth)
+            if response is not None:
+                predicted_values = labels.predicted_values(response)
+            elif reward is None and request is not None and predict is not None:
+                predicted_values = [float(v) for v in predict(decode_predict(request))]
+        return score_values(reward, values, predicted_values, bounds)
     truth_rows: list[Label] | None = None
     predicted: Sequence[Label] | None = None
     if truth is not None:

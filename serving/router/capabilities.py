@@ -1,19 +1,24 @@
 """What each traffic path can do for a rollout, and what a promotion policy asks of it.
 
-    feature              sluice up (router)   cluster: sluice-router   cluster: Seldon Core + Istio only
-    weights              yes                  yes                      yes (one weighted route per predictor)
-    mirror               yes                  yes                      yes (Istio mirror)
-    mirror comparison    yes                  yes                      no
-    per-user pinning     yes                  yes                      no
-    override             yes                  yes                      no
-    feedback routing     yes                  yes                      no (feedback is split by weight)
-    retry                yes                  yes                      no
+    feature            sluice up    cluster:        cluster: Seldon Core       cluster: KServe alone
+                       (router)     sluice-router   + Istio only               (Gateway API HTTPRoute)
+    weights            yes          yes             yes (weighted routes)      yes (canary trafficPercent)
+    mirror             yes          yes             yes (Istio mirror)         no
+    mirror comparison  yes          yes             no                         no
+    per-user pinning   yes          yes             no                         no
+    override           yes          yes             no                         no
+    feedback routing   yes          yes             no (split by weight)       no (split by weight)
+    retry              yes          yes             no                         no
+    request metrics    yes          yes             yes (Seldon's executor)    no (no executor: nothing
+                                                                               counts requests per predictor
+                                                                               under the gates' names)
 
 An environment's traffic path is read from the repository: one that no Argo CD Application applies runs with
 `sluice up` (the router); one that an Application applies runs the router when its manifests include a
-container running `sluice router` (gitops/router, through the environment's kustomization.yaml), and Seldon
-Core's own ingress otherwise. `sluice gitops check` refuses a policy whose strategy or gates need a feature
-its environment's path lacks: the rollout could never pass its gates, or would judge the wrong model.
+container running `sluice router` (gitops/router, through the environment's kustomization.yaml), and its
+platform's own routing otherwise: Seldon Core's ingress for a SeldonDeployment, KServe's HTTPRoute for an
+InferenceService. `sluice gitops check` refuses a policy whose strategy or gates need a feature its
+environment's path lacks: the rollout could never pass its gates, or would judge the wrong model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from typing import Any
 
 import yaml
 
+from deployment import kinds
+from deployment.view import ManifestError
+
 HEADER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 
@@ -38,6 +46,7 @@ class Feature(StrEnum):
     OVERRIDE = "override"
     FEEDBACK = "feedback routing"
     RETRY = "retry"
+    METRICS = "request metrics"
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,10 @@ class TrafficPath:
 
 ROUTER_LOCAL = TrafficPath("sluice up (router)", frozenset(Feature))
 ROUTER_CLUSTER = TrafficPath("sluice-router", frozenset(Feature))
-SELDON_ISTIO = TrafficPath("Seldon Core + Istio", frozenset({Feature.WEIGHTS, Feature.MIRROR}))
+SELDON_ISTIO = TrafficPath(
+    "Seldon Core + Istio", frozenset({Feature.WEIGHTS, Feature.MIRROR, Feature.METRICS})
+)
+KSERVE = TrafficPath("KServe's HTTPRoute", frozenset({Feature.WEIGHTS}))
 
 
 def _documents(path: Path) -> Iterator[Any]:
@@ -105,7 +117,16 @@ def traffic_path(env_dir: Path, repo: Path) -> TrafficPath:
     """The path traffic takes to the predictors of the environment in `env_dir` (a gitops/environments/ dir)."""
     if not _applied_by_argocd(env_dir, repo):
         return ROUTER_LOCAL
-    return ROUTER_CLUSTER if _runs_router(env_dir, set()) else SELDON_ISTIO
+    if _runs_router(env_dir, set()):
+        return ROUTER_CLUSTER
+    return KSERVE if _kind(env_dir) == "InferenceService" else SELDON_ISTIO
+
+
+def _kind(env_dir: Path) -> str | None:
+    try:
+        return kinds.kind_of(kinds.find(env_dir).read_text())
+    except (ManifestError, OSError, UnicodeDecodeError):
+        return None
 
 
 def needs(policy: Mapping[str, Any]) -> Iterator[tuple[str, Feature, str]]:
@@ -124,6 +145,8 @@ def needs(policy: Mapping[str, Any]) -> Iterator[tuple[str, Feature, str]]:
         yield "strategy", Feature.PINNING, "an A/B test keeps each user on one arm"
         if (policy.get("ab") or {}).get("metric") == "accuracy":
             yield "ab.metric", Feature.FEEDBACK, "accuracy is read from feedback on each arm's own answers"
+        if (policy.get("ab") or {}).get("metric") == "success_rate":
+            yield "ab.metric", Feature.METRICS, "the success rate is counted per predictor"
     if strategy == "bluegreen":
         yield "strategy", Feature.OVERRIDE, "green's warm-up is checked on smoke traffic sent to it"
     for i, gate in enumerate(policy.get("gates") or []):
@@ -136,6 +159,8 @@ def needs(policy: Mapping[str, Any]) -> Iterator[tuple[str, Feature, str]]:
                 Feature.FEEDBACK,
                 "accuracy is read from feedback on each model's answers",
             )
+        if metric in ("success_rate", "latency"):
+            yield f"gates[{i}].metric", Feature.METRICS, f"{metric} is counted per predictor"
 
 
 def problems(policy: Mapping[str, Any], env: str, path: TrafficPath) -> list[tuple[str, str]]:

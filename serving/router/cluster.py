@@ -1,11 +1,16 @@
-"""The router in a cluster (`sluice router`): the same Router, in front of the Services Seldon Core creates.
+"""The router in a cluster (`sluice router`): the same Router, in front of the per-predictor Services that Seldon
+Core or KServe creates.
 
-It reads the environment's SeldonDeployment from a file (a ConfigMap generated from the manifest in Git and
-mounted as a directory, so kubelet updates it in place) and follows it with the same watcher `sluice up`
-uses. Each predictor is reached through the Service Seldon Core v1 makes for it: `<deployment>-<predictor>`
-(or the predictor's `seldon.io/svc-name` annotation; names over 63 characters become `seldon-<md5>`, as the
-operator does) on the executor's HTTP port 8000, in the manifest's namespace. A predictor is routed while its
-Service answers the readiness probe (`GET /ready`, the executor's).
+It reads the environment's deployment manifest from a file (a ConfigMap generated from the manifest in Git and
+mounted as a directory, so kubelet updates it in place) and follows it with the same watcher `sluice up` uses.
+Each predictor is reached through the Service its platform makes for it, in the manifest's namespace:
+
+    SeldonDeployment  `<deployment>-<predictor>` (or the predictor's `seldon.io/svc-name` annotation; names over
+                      63 characters become `seldon-<md5>`, as the operator does) on the executor's HTTP port
+                      8000; routed while `GET /ready` (the executor's) answers 200.
+    InferenceService  `<isvc>-<predictor>-predictor` (KServe's Standard mode, one per named predictor and
+                      canary) on port 80; routed while the model server answers 200 to
+                      `GET /v2/models/<isvc>/versions/<digest>/ready`: the pinned model, nothing else.
 
 Nothing is kept between requests that another replica would need: a sticky key is hashed to its predictor,
 feedback is routed by what the answer carried (see `attribution`), and every metric names its namespace and
@@ -24,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployment import seldon
+from deployment import kinds, kserve, seldon
 from serving.router.admin import Admin
 from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import DEFAULT_NAMESPACE
@@ -36,6 +41,7 @@ from serving.router.watch import ManifestWatch
 log = logging.getLogger("sluice.router")
 
 SELDON_HTTP_PORT = 8000
+SELDON_PROBE = "/ready"
 SVC_NAME_ANNOTATION = "seldon.io/svc-name"
 
 
@@ -46,6 +52,26 @@ def service_name(sd: seldon.SeldonDeployment, p: seldon.Predictor) -> str:
         return custom
     name = f"{sd.name}-{p.name}"
     return name if len(name) <= 63 else "seldon-" + hashlib.md5(name.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a predictor is reached in the cluster, and the path that says it may take traffic."""
+
+    service: str
+    port: int
+    probe: str
+
+
+def address(d: kinds.Deployment, p: kinds.Predictor) -> Address:
+    """A predictor's Service, port and readiness path, as its platform names them (ports and paths may be
+    overridden by ClusterSettings)."""
+    if isinstance(d, kserve.InferenceService):
+        assert isinstance(p, kserve.Predictor)
+        probe = f"/v2/models/{p.model_name}/versions/{p.model_digest}/ready"
+        return Address(kserve.service_name(d, p), kserve.SERVICE_PORT, probe)
+    assert isinstance(p, seldon.Predictor)
+    return Address(service_name(d, p), SELDON_HTTP_PORT, SELDON_PROBE)
 
 
 @dataclass
@@ -60,8 +86,8 @@ class ClusterSettings:
     )
     admin_port: int = 8001
     domain: str = "svc.cluster.local"
-    predictor_port: int = SELDON_HTTP_PORT
-    probe_path: str = "/ready"
+    predictor_port: int | None = None  # None: the platform's (Seldon's executor 8000, KServe's Service 80)
+    probe_path: str | None = None  # None: the platform's (see `address`)
     probe_interval: float = 1.0
     poll_interval: float = 0.5
     request_timeout: float = 30.0
@@ -71,28 +97,31 @@ class ClusterSettings:
 
 
 class ClusterRouter:
-    """Routes one SeldonDeployment's traffic to its predictors' Services; follows the manifest file."""
+    """Routes one deployment's traffic to its predictors' Services; follows the manifest file."""
 
     def __init__(self, settings: ClusterSettings):
         self.settings = settings
         self.router = Router(timeout=settings.request_timeout, mirror_process=True)
         self.admin = Admin(self.router)
         self.backends: dict[str, Backend] = {}  # by authority (service host:port), reused across changes
+        self.probes: dict[Backend, str] = {}  # each backend's readiness path
         self.watch = ManifestWatch(settings.manifest, self._apply, interval=settings.poll_interval)
         self._stop = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
-    def authority(self, sd: seldon.SeldonDeployment, p: seldon.Predictor) -> str:
+    def authority(self, sd: kinds.Deployment, p: kinds.Predictor) -> str:
         namespace = sd.namespace or DEFAULT_NAMESPACE
-        host = f"{service_name(sd, p)}.{namespace}.{self.settings.domain}"
-        return f"{host}:{self.settings.predictor_port}"
+        where = address(sd, p)
+        host = f"{where.service}.{namespace}.{self.settings.domain}"
+        return f"{host}:{self.settings.predictor_port or where.port}"
 
     async def _apply(self, path: Path, content: bytes) -> None:
-        sd = seldon.loads(content.decode("utf-8", errors="replace"), path)
-        seldon.check(sd, path)
+        sd = kinds.loads(content.decode("utf-8", errors="replace"), path)
+        kinds.check(sd, path)
         labels = labels_for(sd)
         wanted: dict[str, Backend] = {}
         by_name: dict[str, Backend] = {}
+        probes: dict[Backend, str] = {}
         for p in sd.predictors:
             authority = self.authority(sd, p)
             backend = self.backends.get(authority)
@@ -103,10 +132,13 @@ class ClusterRouter:
                 backend = Backend(p.name, labels[p.name], upstream)
             backend.name, backend.labels = p.name, labels[p.name]
             wanted[authority] = by_name[p.name] = backend
+            probes[backend] = self.settings.probe_path or address(sd, p).probe
+        self.probes.update(probes)
         await asyncio.gather(*(self._probe_one(b) for b in wanted.values() if not b.ready))
         self.router.swap(routes_for(sd, by_name))
         gone = [b for a, b in self.backends.items() if a not in wanted]
         self.backends = wanted
+        self.probes = probes
         for backend in gone:
             backend.ready = False
             task = asyncio.create_task(self._retire(backend))
@@ -121,8 +153,9 @@ class ClusterRouter:
         await backend.upstream.close()
 
     async def _probe_one(self, backend: Backend) -> None:
+        path = self.probes.get(backend, self.settings.probe_path or SELDON_PROBE)
         try:
-            response = await backend.upstream.request("GET", self.settings.probe_path, [], b"", 2.0)
+            response = await backend.upstream.request("GET", path, [], b"", 2.0)
             ready = response.status == 200
         except Exception:
             ready = False

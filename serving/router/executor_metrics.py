@@ -50,7 +50,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from deployment import metric_names as n
-from deployment.seldon import Predictor
+from deployment.kinds import Predictor
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BOUNDS = [*map(str, BUCKETS), "+Inf"]
@@ -109,7 +109,7 @@ class PredictorLabels:
             deployment_name,
             p.name,
             p.version,
-            p.graph_name,
+            p.model_name,
             p.image_name,
             p.image_tag,
         )

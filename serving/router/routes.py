@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from deployment.seldon import SeldonDeployment
+from deployment.kinds import Deployment
 from serving.router.executor_metrics import DEFAULT_NAMESPACE, PredictorLabels
 from serving.router.routing import RoutingTable, Target, sticky_header
 from serving.router.upstream import Upstream
@@ -55,7 +55,7 @@ class Routes:
         return b is not None and b.alive
 
 
-def routes_for(sd: SeldonDeployment, backends: Mapping[str, Backend]) -> Routes:
+def routes_for(sd: Deployment, backends: Mapping[str, Backend]) -> Routes:
     """The routes of a deployment, given a backend for each of its predictors (by name)."""
     missing = [p.name for p in sd.predictors if p.name not in backends]
     if missing:
@@ -71,6 +71,6 @@ def routes_for(sd: SeldonDeployment, backends: Mapping[str, Backend]) -> Routes:
     )
 
 
-def labels_for(sd: SeldonDeployment) -> dict[str, PredictorLabels]:
+def labels_for(sd: Deployment) -> dict[str, PredictorLabels]:
     """Each predictor's metric labels."""
     return {p.name: PredictorLabels.of(sd.namespace, sd.name, p) for p in sd.predictors}

@@ -1,4 +1,4 @@
-"""Follow a SeldonDeployment file as it changes: the one way both runtimes learn a new routing.
+"""Follow a deployment manifest file as it changes: the one way both runtimes learn a new routing.
 
 `sluice up` watches the environment's manifest in a Git checkout; the cluster router watches the same file
 mounted from a ConfigMap (kubelet swaps the mounted file atomically through a symlink). The file is polled
@@ -15,8 +15,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from deployment import seldon
-from deployment.seldon import ManifestError
+from deployment import kinds
+from deployment.view import ManifestError
 
 Apply = Callable[[Path, bytes], Awaitable[None]]
 Report = Callable[[int, str], None]
@@ -44,7 +44,7 @@ class ManifestWatch:
 
     def read(self) -> tuple[Path, bytes]:
         """The manifest's path and content now (ManifestError or OSError when there is none)."""
-        path = seldon.find(self.location)
+        path = kinds.find(self.location)
         return path, path.read_bytes()
 
     def mark(self, content: bytes) -> None:

@@ -1,8 +1,8 @@
 """The wire format of the stream: how an input record, a result and a dead letter look as message fields.
 
 Input: field `data`, a JSON object `{feature: value}` or a JSON list of values in signature order.
-Result: `input_id`, `prediction`, `probabilities` (JSON list, class order of the signature), `model_digest`,
-`consumer`. Dead letter: `input_id`, `reason`, and the input's fields as they came (`data`, ...).
+Result: `input_id`, `prediction` (a class label, or a regression's value), `probabilities` (JSON list,
+class order of the signature; a classifier's only), `model_digest`, `consumer`. Dead letter: `input_id`, `reason`, and the input's fields as they came (`data`, ...).
 Kafka carries the same fields as one JSON object in the message value, keyed by the input id.
 
 Decoding never raises anything but `MalformedMessage`: a record is one row (a flat object or list of
@@ -64,18 +64,12 @@ def decode_input(message: Message) -> Any:
 
 
 def encode_result(
-    message: Message, label: Any, probabilities: list[float], digest: str, consumer: str
+    message: Message, label: Any, probabilities: list[float] | None, digest: str, consumer: str
 ) -> Outgoing:
-    return Outgoing(
-        message.id,
-        {
-            "input_id": message.id,
-            "prediction": json.dumps(label),
-            "probabilities": json.dumps(probabilities),
-            "model_digest": digest,
-            "consumer": consumer,
-        },
-    )
+    fields = {"input_id": message.id, "prediction": json.dumps(label)}
+    if probabilities is not None:  # a regression answers its value alone
+        fields["probabilities"] = json.dumps(probabilities)
+    return Outgoing(message.id, {**fields, "model_digest": digest, "consumer": consumer})
 
 
 def encode_dead_letter(message: Message, reason: str, consumer: str) -> Outgoing:

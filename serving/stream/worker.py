@@ -80,8 +80,13 @@ class StreamWorker:
                 dead.append(encode_dead_letter(message, str(e), self.consumer))
         X, good = self._validate(good, records, dead)
         results: list[Outgoing] = []
+        classifier = self.predictor.is_classifier
         for message, label, probs in self._predict(good, X, dead):
-            results.append(encode_result(message, label, probs, self.predictor.digest, self.consumer))
+            results.append(
+                encode_result(
+                    message, label, probs if classifier else None, self.predictor.digest, self.consumer
+                )
+            )
         written = self.broker.publish(results)
         self.stats.dead_letters += self.broker.dead_letter(dead)
         self.broker.ack([m.id for m in messages])

@@ -4,7 +4,8 @@
 - `rollout.png` / `rollout.html`: weights per predictor over time with decisions marked, and the share of
   client requests each predictor actually answered;
 - `strategies.md`: the seed talk's table of deployment strategies (no downtime, condition-based, rollback
-  time, additional cost) filled in from this run's measurements.
+  time, additional cost) filled in from this run's measurements, then the evidence each act's final decision
+  rested on: every gate's sample per arm, estimate, interval, limit, margin, confidence and verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ from deployment import seldon
 from sluice.demo.traffic import RequestRecord
 
 MANIFEST = "gitops/environments/local/seldondeployment.yaml"
+
+# One gate result as the demo records it: the columns of the gate table, then the numbers behind them.
+GATE_KEYS = ("gate", "metric", "n", "estimate", "interval", "acceptable", "verdict")
+GATE_COLUMNS = ("gate", "metric", "n (candidate / stable)", "estimate", "interval", "acceptable", "verdict")
+
+
+def gate_record(g: Any) -> dict[str, Any]:
+    """A rollout GateResult as plain data for summary.json and the report's gate table."""
+    return {**dict(zip(GATE_KEYS, g.row(), strict=True)), **g.evidence(), "detail": g.detail}
 
 
 @dataclass
@@ -297,6 +307,29 @@ def write_html(out: Path, png: Path, acts: list[ActResult], steps: list[Step], t
         f"<td>{a.duration:.1f}</td></tr>"
         for a in acts
     )
+    gate_rows = "\n".join(
+        "<tr>"
+        + "".join(
+            f"<td>{_esc(str(x))}</td>"
+            for x in (
+                a.name,
+                d.action,
+                g["gate"],
+                g["metric"],
+                g["n"],
+                g["estimate"],
+                g["interval"],
+                g["acceptable"],
+                g.get("margin", ""),
+                g["verdict"],
+            )
+        )
+        + "</tr>"
+        for a in acts
+        if (d := final_decision(a)) is not None
+        for g in d.gates
+        if g.get("verdict") != "skip"
+    )
     image = base64.b64encode(png.read_bytes()).decode()
     html = f"""<!doctype html><html><head><meta charset="utf-8"><title>Sluice demo</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse}}
@@ -304,6 +337,9 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}th{{background:#f4f
 <h1>Sluice demo</h1><img alt="traffic weights over time" src="data:image/png;base64,{image}" style="max-width:100%">
 <h2>Acts</h2><table><tr><th>act</th><th>strategy</th><th>outcome</th><th>requests</th><th>failed</th><th>seconds</th></tr>
 {act_rows}</table>
+<h2>What each decision rested on</h2><table><tr><th>act</th><th>decision</th><th>gate</th><th>metric</th>
+<th>n (candidate / stable)</th><th>estimate</th><th>interval</th><th>acceptable</th><th>margin</th>
+<th>verdict</th></tr>{gate_rows}</table>
 <h2>Every traffic change (a commit on main)</h2><table><tr><th>t (s)</th><th>commit</th><th>decision</th>
 <th>message</th><th>weights</th></tr>{rows}</table></body></html>"""
     path = out / "rollout.html"
@@ -342,8 +378,47 @@ def strategies_table(acts: list[ActResult]) -> str:
         "- *time to decide*: from the candidate's first answer (or its start, for a shadow) to that decision.",
         "- *additional cost*: seconds × (predictors running − 1) while the act ran: what the strategy paid for",
         "  running a second model next to the stable one.",
+        "",
+        *gate_table(acts),
     ]
     return "\n".join(lines) + "\n"
+
+
+def final_decision(act: ActResult) -> DecisionRecord | None:
+    """The decision that ended the act (its promotion or rollback), else its last written decision."""
+    ending = [d for d in act.decisions if d.action in ("promote", "rollback")] or act.decisions
+    return ending[-1] if ending else None
+
+
+def gate_table(acts: list[ActResult]) -> list[str]:
+    """Markdown: for each act, the gates of the decision that ended it, interval by interval."""
+    lines = [
+        "## What each decision rested on",
+        "",
+        "Every gate asks whether the candidate is worse than the stable model by more than its margin, from",
+        "every observation since the stage began, with a confidence sequence (valid however often it is read):",
+        "*pass* when the interval lies on the acceptable side of the limit, *fail* when it lies beyond it.",
+        "",
+        "| act | decision | gate | metric | n (candidate / stable) | estimate | interval | acceptable "
+        "| margin | confidence | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for act in acts:
+        d = final_decision(act)
+        if d is None:
+            continue
+        for g in d.gates:
+            if g.get("verdict") == "skip":
+                continue
+            lines.append(
+                f"| {act.name} | {d.action} | {g['gate']} | {g['metric']} | {g['n']} | {g['estimate']} "
+                f"| {g['interval']} | {g['acceptable']} | {g.get('margin', 0):g} | {g.get('confidence', 0):g} "
+                f"| {g['verdict']} |"
+            )
+    methods = sorted({g["method"] for a in acts for d in a.decisions for g in d.gates if g.get("method")})
+    if methods:
+        lines += ["", "Intervals: " + "; ".join(methods) + "."]
+    return lines
 
 
 def _esc(text: str) -> str:

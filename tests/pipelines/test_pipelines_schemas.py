@@ -161,6 +161,7 @@ def test_every_schema_file_names_its_kind() -> None:
     kinds = {kind for _, kind in schema_set().kinds()}
     assert {
         "SeldonDeployment",
+        "InferenceService",
         "WorkflowTemplate",
         "CronWorkflow",
         "Workflow",

@@ -118,8 +118,8 @@ def test_copied_sources_exist_and_cover_every_package(dockerfile: tuple[dict[str
         for op, rest in stage.instructions:
             if op == "COPY" and "--from=" not in rest:
                 copied += [p for p in shlex.split(rest)[:-1] if not p.startswith("--")]
-    dvc_outs = {
-        o
+    dvc_outs = {  # an out is a path, or a mapping of its path to its options (`cache: false`)
+        o if isinstance(o, str) else next(iter(o))
         for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()
         for o in s.get("outs", [])
     }

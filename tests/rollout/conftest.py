@@ -17,16 +17,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_exporter import LOCAL, PRODUCTION, STAGING, Exporter, free_port
+from rollout_exporter import LOCAL, PERIOD, PRODUCTION, STAGING, Exporter, free_port
 
 
 @contextmanager
 def running_exporter() -> Iterator[Exporter]:
-    """A real exporter; a background thread adds each predictor's profile every 50 ms until the block ends."""
+    """A real exporter; a background thread adds each predictor's profile every `PERIOD` seconds until the block
+    ends (5 requests per period is 250 requests/s: enough for the gates to decide within a tick or two)."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
     reg = CollectorRegistry()
-    labels = ["deployment_name", "predictor_name", "model_name", "code"]
+    labels = ["deployment_name", "predictor_name", "model_name", "service", "code"]
     hist = Histogram("seldon_api_executor_server_requests_seconds", "requests", labels, registry=reg)
     fb_labels = ["deployment_name", "predictor_name", "model_name"]
     feedback = Counter("seldon_api_model_feedback", "feedback", fb_labels, registry=reg)
@@ -41,7 +42,7 @@ def running_exporter() -> Iterator[Exporter]:
     stop = threading.Event()
 
     def drive() -> None:
-        while not stop.wait(0.05):
+        while not stop.wait(PERIOD):
             exp.tick()
 
     driver = threading.Thread(target=drive, daemon=True)

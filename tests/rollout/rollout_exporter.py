@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 DEPLOYMENT = "sluice-classifier"
+PERIOD = 0.02  # seconds between two traffic ticks of the exporter fixture
 LOCAL = "sluice"  # the namespace of initial_manifest()'s environments
 STAGING, PRODUCTION = "sluice-staging", "sluice-production"  # two environments' namespaces
 
@@ -44,8 +45,12 @@ class Exporter:
         labels = {"deployment_name": DEPLOYMENT, "predictor_name": predictor, "model_name": "classifier"}
         for i in range(p.requests):
             code = "500" if i < errors else "200"
-            self.hist.labels(**labels, code=code).observe(p.latency)  # type: ignore[attr-defined]
+            self.hist.labels(**labels, service="predictions", code=code).observe(p.latency)  # type: ignore[attr-defined]
         if p.feedback:
+            # Feedback POSTs are server requests too, as the gateway and Seldon's executor count them
+            feedback_requests = self.hist.labels(**labels, service="feedback", code="200")  # type: ignore[attr-defined]
+            for _ in range(p.feedback):
+                feedback_requests.observe(0.001)
             self.feedback.labels(**labels).inc(p.feedback)  # type: ignore[attr-defined]
             self.reward.labels(**labels).inc(p.feedback * p.reward_ratio)  # type: ignore[attr-defined]
         if p.comparisons:

@@ -52,7 +52,7 @@ def state_for(
     return RolloutState("sd", preds, r)
 
 
-def healthy(n: float = 100, errors: float = 0, **extra: Any) -> PredictorStats:
+def healthy(n: float = 2000, errors: float = 0, **extra: Any) -> PredictorStats:
     return PredictorStats(
         requests=n, errors=errors, buckets=((0.01, n * 0.9), (0.1, n), (float("inf"), n)), **extra
     )

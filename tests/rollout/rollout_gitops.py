@@ -10,19 +10,12 @@ from rollout.metrics.scrape import ScrapeProvider
 from rollout.policy import parse_policy
 from rollout.reconciler import Environment
 from rollout.scm.local import LocalGit
-from rollout.targets.seldon import SeldonDeploymentV1, initial_manifest
+from rollout.targets import ByKind, kserve, seldon
 
 FAST_GATES = [
-    {"name": "success", "metric": "success_rate", "min": 0.95, "min_sample": 10, "no_data_deadline": 3},
-    {
-        "name": "p99",
-        "metric": "latency",
-        "quantile": 0.99,
-        "max": 0.25,
-        "min_sample": 10,
-        "no_data_deadline": 3,
-    },
-    {"name": "agree", "metric": "disagreement", "max": 0.1, "min_sample": 10, "no_data_deadline": 3},
+    {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 3},
+    {"name": "p90", "metric": "latency", "quantile": 0.9, "max": 0.25, "no_data_deadline": 3},
+    {"name": "agree", "metric": "disagreement", "margin": 0.1, "min_sample": 10, "no_data_deadline": 3},
 ]
 
 
@@ -53,15 +46,21 @@ def git(repo: Path, *args: str, input_text: str | None = None) -> str:
     ).stdout
 
 
-def make_repo(tmp: Path, stable_digest: str, env: str = "local") -> Path:
+def initial(env: str, stable_digest: str, target: str = "seldon") -> str:
+    """An environment's first manifest for a target: a SeldonDeployment naming a registered version, or an
+    InferenceService naming where its bundle is stored."""
+    if target == "kserve":
+        return kserve.initial_manifest(env, "s3://sluice-models/stable", stable_digest)
+    return seldon.initial_manifest(env, "models:/sluice-classifier/1", stable_digest)
+
+
+def make_repo(tmp: Path, stable_digest: str, env: str = "local", target: str = "seldon") -> Path:
     repo = tmp / "gitops-repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     git(repo, "config", "user.email", "test@example.com")
     git(repo, "config", "user.name", "test")
-    LocalGit(repo).write_initial(
-        env, initial_manifest(env, "models:/sluice-classifier/1", stable_digest), "init"
-    )
+    LocalGit(repo).write_initial(env, initial(env, stable_digest, target), "init")
     return repo
 
 
@@ -69,16 +68,14 @@ def make_env(repo: Path, policy: dict[str, Any], metrics_url: str | None, env: s
     return Environment(
         name=env,
         scm=LocalGit(repo),
-        target=SeldonDeploymentV1(),
+        target=ByKind(),  # as `sluice rollout` wires it: the manifest's kind picks the target
         policy=parse_policy(policy),
         metrics=ScrapeProvider(metrics_url) if metrics_url else None,
     )
 
 
 def weights(repo: Path, env: str = "local") -> dict[str, tuple[int, bool]]:
-    state = SeldonDeploymentV1().state(
-        git(repo, "show", f"main:gitops/environments/{env}/seldondeployment.yaml")
-    )
+    state = ByKind().state(LocalGit(repo).read(env).text)
     return {p.name: (p.traffic, p.shadow) for p in state.predictors}
 
 

@@ -1,5 +1,6 @@
 """Each strategy end to end: a real git repository, a real exporter whose traffic the test controls, ticks
-of the reconciler until promotion or rollback; every step must be a commit on main."""
+of the reconciler until promotion or rollback; every step must be a commit on main. Every test runs once with
+a SeldonDeployment and once with a KServe InferenceService: the engine cannot tell them apart."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def run(env: Environment, until: set[Action], max_ticks: int = 30) -> list[TickR
     raise AssertionError(f"no {until} after {max_ticks} ticks: {[r.decision.reason for r in out][-3:]}")
 
 
-@pytest.fixture
-def repo(tmp_path: Path, bundle_dir: Path) -> Path:
-    return make_repo(tmp_path, Bundle.open(bundle_dir).digest)
+@pytest.fixture(params=["seldon", "kserve"])
+def repo(request: pytest.FixtureRequest, tmp_path: Path, bundle_dir: Path) -> Path:
+    """The environment's repository, its manifest a SeldonDeployment or an InferenceService."""
+    return make_repo(tmp_path, Bundle.open(bundle_dir).digest, target=request.param)
 
 
 def names(bundle_dir: Path, rf_bundle_dir: Path) -> tuple[str, str]:
@@ -71,7 +73,11 @@ def test_canary_rolls_back_on_errors(
     assert weights(repo) == {stable: (100, False)}
     assert "success" in results[-1].decision.reason
     body = git(repo, "log", "-1", "--format=%B", "main^2")
-    assert "| success | success_rate |" in body and "fail |" in body
+    assert "| success | success_rate (absolute) |" in body and "| fail |" in body
+    # the merge commit on main carries the proposal's trailers: evidence and quarantine
+    trailers = git(repo, "log", "-1", "--format=%(trailers:only,unfold)", "main")
+    assert "Sluice-Gate: success; n=" in trailers and "decision=fail" in trailers
+    assert f"Sluice-Quarantine: {Bundle.open(rf_bundle_dir).digest}" in trailers
 
 
 @pytest.mark.slow
@@ -107,3 +113,25 @@ def test_canary_with_a_real_prometheus(
             break
         time.sleep(0.5)
     assert res.decision.action == Action.ROLLBACK and weights(repo) == {cand: (100, False)}
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("strategy", ["shadow", "ab", "bluegreen"])
+def test_each_strategy_promotes_a_better_candidate(
+    repo: Path, exporter: Exporter, bundle_dir: Path, rf_bundle_dir: Path, strategy: str
+) -> None:
+    stable, cand = names(bundle_dir, rf_bundle_dir)
+    env = make_env(repo, fast_policy(strategy), exporter.url)
+    exporter.set(stable, requests=5, feedback=10, reward_ratio=0.5)
+    exporter.set(cand, requests=5, feedback=10, reward_ratio=0.9, comparisons=5)
+    start(env, *candidate(rf_bundle_dir))
+    first = weights(repo)
+    if strategy == "shadow":
+        assert first == {stable: (100, False), cand: (100, True)}
+    elif strategy == "bluegreen":
+        assert first == {stable: (100, False), cand: (0, False)}
+    else:
+        assert first == {stable: (50, False), cand: (50, False)}
+    run(env, {Action.PROMOTE}, max_ticks=200)
+    assert weights(repo) == {cand: (100, False)}
+    assert git(repo, "status", "--porcelain").strip() == ""

@@ -184,6 +184,7 @@ def test_no_data_holds_then_rolls_back(setup, exporter: Exporter) -> None:  # ty
         if res.wrote:
             break
     assert res.decision.action == Action.ROLLBACK and "no data" in res.decision.reason
+    assert res.decision.quarantine is None  # no evidence against the candidate: not quarantined
     assert weights(repo) == {stable: (100, False)}
 
 

@@ -62,7 +62,8 @@ def weights(double: GitHubDouble) -> dict[str, int]:
 
 
 def healthy(metrics: StaticMetrics) -> None:
-    metrics.stats = {STABLE: PredictorStats(requests=100), CAND: PredictorStats(requests=100)}
+    # enough clean requests that the success gate's interval clears its bound (2000 of 2000: above 0.998)
+    metrics.stats = {STABLE: PredictorStats(requests=2000), CAND: PredictorStats(requests=2000)}
 
 
 def calls(double: GitHubDouble) -> list[tuple[str, str]]:
@@ -107,6 +108,11 @@ def test_steps_become_pull_requests_merged_by_fast_forward(double: GitHubDouble)
     pr = double.pulls[2]
     assert pr["state"] == "open" and not pr["merged"] and "success_rate" in pr["body"]
     assert "Sluice-Action: advance" in pr["body"]
+    # the evidence: the gate table in the body, and one trailer per gate before the action
+    assert "| success | success_rate (absolute) | 2000 | 1 | [0.998" in pr["body"]
+    assert "\n\nSluice-Gate: success; n=2000; estimate=1; interval=[0.998" in pr["body"]
+    head_message = double.commits[pr["head"]["sha"]][2]
+    assert "Sluice-Gate: success; n=2000;" in head_message.split("\n\n")[-1]
     assert weights(double) == {STABLE: 80, CAND: 20}
     again = tick(env)
     assert "waiting for approval of #2" in again.decision.reason and len(double.pulls) == 2
@@ -122,7 +128,7 @@ def test_rollback_merges_at_once_and_closes_pending(double: GitHubDouble) -> Non
     start(env, "models:/m/2", "models:/m/2", CAND_DIGEST)
     healthy(metrics)
     tick(env)  # opens the approval PR #2
-    metrics.stats[CAND] = PredictorStats(requests=100, errors=20)
+    metrics.stats[CAND] = PredictorStats(requests=2000, errors=400)
     res = tick(env)
     assert res.decision.action == Action.ROLLBACK and weights(double) == {STABLE: 100}
     assert double.pulls[2]["state"] == "closed" and not double.pulls[2]["merged"]

@@ -3,7 +3,8 @@
 - weights are always valid (every layout passes the manifest guardrails);
 - a failing or missing gate never advances or promotes;
 - rollback is always reachable and always restores the stable predictor to 100 %;
-- promotion happens only after every stage of the plan has been entered and passed, in order.
+- promotion happens only after every stage of the plan has been entered and passed, in order;
+- a bandit's weights always stay within its bounds, and only a rollback the evidence decided quarantines.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ DIGESTS = {STABLE: "sha256:" + "a" * 64, CAND: "sha256:" + "b" * 64}
 
 @st.composite
 def policies(draw: st.DrawFn) -> Policy:
-    strategy = draw(st.sampled_from(["canary", "shadow", "ab", "bluegreen"]))
+    strategy = draw(st.sampled_from(["canary", "shadow", "ab", "bluegreen", "bandit"]))
     weights = sorted(draw(st.sets(st.integers(1, 100), min_size=1, max_size=4)))
     gates: list[dict[str, Any]] = []
     for i, metric in enumerate(
@@ -36,16 +37,25 @@ def policies(draw: st.DrawFn) -> Policy:
         g: dict[str, Any] = {
             "name": f"g{i}",
             "metric": metric,
-            "min_sample": draw(st.integers(0, 50)),
             "no_data": draw(st.sampled_from(["hold", "fail", "pass"])),
             "no_data_deadline": draw(st.integers(0, 100)),
+            "confidence": draw(st.sampled_from([0.8, 0.95, 0.99])),
         }
         if metric == "latency":
-            g["max"] = draw(st.floats(0.01, 1.0))
+            g["quantile"] = draw(st.sampled_from([0.5, 0.9]))
+            if draw(st.booleans()):
+                g["max"] = draw(st.floats(0.01, 1.0))
+            else:
+                g["margin"] = draw(st.floats(0.05, 1.0))
         elif metric == "disagreement":
-            g["max"] = draw(st.floats(0.0, 0.5))
+            g["margin"] = draw(st.floats(0.01, 0.5))
+            g["min_sample"] = draw(st.integers(0, 50))
         else:
-            g["min"] = draw(st.floats(0.5, 1.0))
+            if draw(st.booleans()):
+                g["min"] = draw(st.floats(0.5, 1.0))
+            else:
+                g["margin"] = draw(st.floats(0.001, 0.2))
+            g["min_sample"] = draw(st.integers(0, 50))
         gates.append(g)
     return parse_policy(
         {
@@ -73,6 +83,13 @@ def policies(draw: st.DrawFn) -> Policy:
                 "switch": sorted({*draw(st.sets(st.integers(1, 99), max_size=2)), 100}),
                 "approval": draw(st.booleans()),
             },
+            "bandit": {
+                "start": 50,
+                "step": draw(st.integers(1, 30)),
+                "min_sample": draw(st.integers(1, 100)),
+                "max_duration": 200,
+                "margin": draw(st.sampled_from([0.0, 0.02])),
+            },
         }
     )
 
@@ -80,8 +97,8 @@ def policies(draw: st.DrawFn) -> Policy:
 @st.composite
 def stats(draw: st.DrawFn) -> PredictorStats:
     # Mostly healthy, sometimes empty or bad: so that long rollouts, holds and failures all occur.
-    n = draw(st.one_of(st.just(0), st.integers(0, 60), st.integers(200, 300)))
-    fb = draw(st.one_of(st.just(0), st.integers(0, 300)))
+    n = draw(st.one_of(st.just(0), st.integers(0, 60), st.integers(200, 300), st.integers(2000, 5000)))
+    fb = draw(st.one_of(st.just(0), st.integers(0, 300), st.integers(2000, 5000)))
     comp = draw(st.one_of(st.just(0), st.integers(0, 300)))
     healthy = draw(st.booleans()) or draw(st.booleans())
     return PredictorStats(
@@ -171,6 +188,13 @@ def test_rollouts_keep_invariants(
                     assert now - r.entered_at >= step.bake
         if d.action == Action.ROLLBACK:
             assert d.layout is not None and [(s.name, s.traffic) for s in d.layout] == [(STABLE, 100)]
+        if d.quarantine is not None:
+            assert d.action == Action.ROLLBACK, "only a rollback quarantines"
+            decided = [g for g in d.gates if g.verdict == "fail" and g.conclusive]
+            assert decided, "only evidence quarantines a model"
+        if d.action == Action.REALLOCATE:
+            assert d.rollout is not None and d.rollout.weight is not None
+            assert pol.bandit.min_weight <= d.rollout.weight <= pol.bandit.max_weight
         if d.rollout is None and d.layout is None:
             continue
         new_r = d.rollout or r

@@ -42,7 +42,10 @@ def test_canary_holds_while_baking_and_rolls_back_on_errors() -> None:
     d = decide(state_for(pol, 1, entered_at=T0), pol, obs(healthy(100, 10), healthy()), T0 + 5)
     assert d.action == Action.ROLLBACK and d.layout == (Slot(STABLE, 100),)
     assert d.rollout is not None and d.rollout.status == "rolled-back"
-    assert "| success | success_rate | 0.9 |" in d.report()
+    report = d.report()
+    assert "| success | success_rate (absolute) | 100 | 0.9 | [0.78" in report
+    assert "Sluice-Gate: success; n=100; estimate=0.9; interval=[0.78" in report
+    assert report.rstrip().endswith(f"Sluice-Quarantine: {CAND}")  # rolled back on evidence: quarantined
 
 
 def test_freeze_instead_of_rollback() -> None:
@@ -70,11 +73,11 @@ def test_approval_stage_and_promotion_approval() -> None:
 def test_shadow_then_promote_and_disagreement_rollback() -> None:
     pol = policy(
         "shadow",
-        gates=[{"name": "agree", "metric": "disagreement", "max": 0.05, "min_sample": 10}],
+        gates=[{"name": "agree", "metric": "disagreement", "margin": 0.05, "min_sample": 10}],
     )
     (step,) = steps(pol)
     assert step.shadow and step.layout(STABLE, CAND) == (Slot(STABLE, 100), Slot(CAND, 100, shadow=True))
-    agree = PredictorStats(requests=100, comparisons=100, disagreements=1)
+    agree = PredictorStats(requests=100, comparisons=300, disagreements=1)
     assert run_to_end(pol, obs(agree, healthy())) == [Action.PROMOTE]
     differ = PredictorStats(requests=100, comparisons=100, disagreements=30)
     d = decide(state_for(pol, 0), pol, obs(differ, healthy()), T0 + 50)
@@ -117,7 +120,8 @@ def test_ab_winner_loser_and_tie() -> None:
     tie = obs(cand=PredictorStats(feedback=500, reward=451), stable=PredictorStats(feedback=500, reward=450))
     assert decide(state_for(pol, 0), pol, tie, T0 + 10).action == Action.HOLD
     after = decide(state_for(pol, 0), pol, tie, T0 + 601)
-    assert after.action == Action.ROLLBACK and "no winner" in after.reason
+    assert after.action == Action.ROLLBACK and "no decision after 600s" in after.reason
+    assert after.quarantine is None  # no evidence against the candidate: not quarantined
     few = obs(cand=PredictorStats(feedback=50, reward=50), stable=PredictorStats(feedback=50, reward=0))
     assert decide(state_for(pol, 0), pol, few, T0 + 10).action == Action.HOLD
 
@@ -132,7 +136,26 @@ def test_two_proportion_z_known_value() -> None:
 def test_ab_min_effect() -> None:
     spec = policy("ab", ab={"min_sample": 100, "min_effect": 0.2}).ab
     r = judge(spec, PredictorStats(feedback=5000, reward=4600), PredictorStats(feedback=5000, reward=4400))
-    assert r.outcome == "undecided" and r.p_value is not None and r.p_value < 0.05
+    assert r.outcome == "undecided" and r.interval is not None and r.interval.low > 0
+
+
+def test_ab_with_a_margin_promotes_a_model_as_good_and_keeps_a_worse_one() -> None:
+    pol = policy("ab", gates=[], ab={"min_sample": 100, "margin": 0.03, "msprt_tau": 0.03})
+    same = obs(
+        cand=PredictorStats(feedback=3000, reward=2850), stable=PredictorStats(feedback=3000, reward=2850)
+    )
+    d = decide(state_for(pol, 0), pol, same, T0 + 10)
+    assert d.action == Action.PROMOTE and "not worse than the margin 0.03" in d.reason
+    ab_row = d.gates[-1]
+    assert ab_row.gate == "a/b test" and ab_row.verdict == "pass" and ab_row.limit == -0.03
+    worse = obs(
+        cand=PredictorStats(feedback=3000, reward=2650), stable=PredictorStats(feedback=3000, reward=2850)
+    )
+    d = decide(state_for(pol, 0), pol, worse, T0 + 10)
+    assert d.action == Action.ROLLBACK and "worse than the margin" in d.reason and d.quarantine is not None
+    # the same data without a margin: a tie is no reason to change the model
+    strict = policy("ab", gates=[], ab={"min_sample": 100})
+    assert decide(state_for(strict, 0), strict, same, T0 + 10).action == Action.HOLD
 
 
 def test_manual_edit_pauses_then_resumes() -> None:
@@ -197,8 +220,21 @@ def test_msprt_still_finds_a_real_difference() -> None:
     assert msprt_p(900, 1000, 800, 1000, 0.05)[1] < 0.001
     assert msprt_p(800, 1000, 800, 1000, 0.05)[1] == 1.0
     pol = policy("ab", gates=[], ab={"min_sample": 100, "test": "msprt", "max_duration": 600})
+    assert pol.ab.test == "msprt"  # the default: valid under repeated looks
     win = obs(
         cand=PredictorStats(feedback=1000, reward=900), stable=PredictorStats(feedback=1000, reward=800)
     )
     d = decide(state_for(pol, 0), pol, win, T0 + 10)
     assert d.action == Action.PROMOTE and "mSPRT" in d.reason
+
+
+def test_the_z_interval_is_narrower_than_the_sequential_one_and_reads_the_same_way() -> None:
+    from rollout.strategies.ab import interval
+
+    z = policy("ab", ab={"test": "z"}).ab
+    msprt = policy("ab", ab={"test": "msprt"}).ab
+    fixed, sequential = interval(z, 900, 1000, 880, 1000), interval(msprt, 900, 1000, 880, 1000)
+    assert fixed.estimate == sequential.estimate == pytest.approx(0.02)
+    assert fixed.high - fixed.low < sequential.high - sequential.low  # the price of reading it at every tick
+    r = judge(z, PredictorStats(feedback=1000, reward=950), PredictorStats(feedback=1000, reward=900))
+    assert r.outcome == "candidate" and "z interval" in r.reason

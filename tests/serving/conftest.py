@@ -65,14 +65,30 @@ def serve() -> Iterator[Any]:
         stop()
 
 
+def _serving(bundle: Path) -> Iterator[LiveServer]:
+    from serving.http.server import build_app
+
+    server, stop = start_live_server(build_app(str(bundle), max_body_bytes=256 * 1024))
+    yield server
+    stop()
+
+
 @pytest.fixture(scope="module")
 def live(bundle_dir: Path) -> Iterator[LiveServer]:
     """`sluice serve`'s app on the logistic-regression bundle, over a real socket."""
-    from serving.http.server import build_app
+    yield from _serving(bundle_dir)
 
-    server, stop = start_live_server(build_app(str(bundle_dir), max_body_bytes=256 * 1024))
-    yield server
-    stop()
+
+@pytest.fixture(scope="module")
+def mixed_live(mixed_bundle_dir: Path) -> Iterator[LiveServer]:
+    """`sluice serve`'s app on a multiclass bundle of numeric, categorical and boolean features."""
+    yield from _serving(mixed_bundle_dir)
+
+
+@pytest.fixture(scope="module")
+def regression_live(regression_bundle_dir: Path) -> Iterator[LiveServer]:
+    """`sluice serve`'s app on a regression bundle (ridge on the diabetes set)."""
+    yield from _serving(regression_bundle_dir)
 
 
 @pytest.fixture(scope="session")

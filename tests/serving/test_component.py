@@ -169,9 +169,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(5)
 
 
-@pytest.fixture(scope="module")
-def microservice(bundle_dir: Path) -> Iterator[list[int]]:
-    process, ports = _start_microservice(bundle_dir.resolve().as_uri(), Bundle.open(bundle_dir).digest)
+@contextlib.contextmanager
+def running_microservice(model_uri: str, digest: str | None) -> Iterator[list[int]]:
+    """`seldon-core-microservice` serving `model_uri`, ready; its ports (http, grpc, metrics)."""
+    process, ports = _start_microservice(model_uri, digest)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -186,6 +187,12 @@ def microservice(bundle_dir: Path) -> Iterator[list[int]]:
         yield ports
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="module")
+def microservice(bundle_dir: Path) -> Iterator[list[int]]:
+    with running_microservice(bundle_dir.resolve().as_uri(), Bundle.open(bundle_dir).digest) as ports:
+        yield ports
 
 
 @pytest.mark.slow

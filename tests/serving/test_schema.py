@@ -21,7 +21,13 @@ ST = Path(sys.executable).parent / "st"
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_every_check_passes_on_every_operation(live: Any, tmp_path: Path) -> None:
+# The document is written for the model: a model of numbers; one with categorical, boolean and nullable
+# features (each position of a row has its feature's schema, v2 takes one tensor per feature); a regression.
+@pytest.mark.parametrize("server", ["live", "mixed_live", "regression_live"])
+def test_every_check_passes_on_every_operation(
+    server: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    live: Any = request.getfixturevalue(server)
     seed = os.environ.get("SLUICE_FUZZ_SEED", "20261130")
     command = [
         str(ST), "run", f"{live.url}/openapi.json",

@@ -1,11 +1,18 @@
-"""The Great Expectations suite against corrupted copies of the real raw table."""
+"""The Great Expectations suite generated from a contract, against corrupted copies of real tables."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_tables import penguins
 
-from model.checks import validate_frame
+from model.checks import build_suite, validate_frame
+from model.contract import load_contract
 from model.data import load_raw
 from model.params import ValidateParams
+from model.profile import profile
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -13,61 +20,144 @@ def raw():
     return load_raw()
 
 
+@pytest.fixture(scope="module")
+def contract():
+    return load_contract(REPO / "contract.yaml")
+
+
 def failures(report):
     return {(v.expectation, v.column): v for v in report.violations}
 
 
-def test_clean_data_passes(raw):
-    report = validate_frame(raw, ValidateParams())
+def test_clean_data_passes(raw, contract):
+    report = validate_frame(raw, contract, ValidateParams(), data="data/raw/table.csv")
     assert report.success, report.render()
-    assert report.evaluated > 90 and report.rows == len(raw)
+    assert report.evaluated > 120 and report.rows == len(raw)
+    assert report.render().endswith(f"569 rows of data/raw/table.csv against {contract.path}")
 
 
-def test_nulls_are_reported_with_count(raw):
-    bad = raw.copy()
-    bad.loc[[3, 10, 20], "mean_texture"] = np.nan
-    report = validate_frame(bad, ValidateParams())
-    assert not report.success
-    v = failures(report)[("expect_column_values_to_not_be_null", "mean_texture")]
-    assert "3 unexpected values" in v.details
-    assert "mean_texture" in report.render()
-
-
-def test_out_of_range_values_are_reported_with_the_values(raw):
-    bad = raw.copy()
-    bad.loc[5, "worst_area"] = 99999.0
-    bad.loc[6, "mean_radius"] = -1.0
-    report = validate_frame(bad, ValidateParams())
-    found = failures(report)
-    assert found[("expect_column_values_to_be_between", "worst_area")].observed == [99999.0]
-    assert found[("expect_column_values_to_be_between", "mean_radius")].observed == [-1.0]
-
-
-def test_dropped_column_is_reported(raw):
-    report = validate_frame(raw.drop(columns=["mean_area"]), ValidateParams())
-    found = failures(report)
-    schema = found[("expect_table_columns_to_match_ordered_list", None)]
-    assert "mean_area" in schema.details
-    assert ("expect_column_values_to_be_between", "mean_area") in found
-    assert "mean_area" in report.render()
-
-
-def test_renamed_column_is_reported(raw):
-    report = validate_frame(raw.rename(columns={"mean_smoothness": "smoothness"}), ValidateParams())
-    schema = failures(report)[("expect_table_columns_to_match_ordered_list", None)]
-    assert "expected 'mean_smoothness', found 'smoothness'" in schema.details
-    assert "smoothness" in schema.observed
-
-
-def test_wrong_type_and_class_balance(raw):
-    bad = raw.copy()
-    bad["mean_symmetry"] = bad["mean_symmetry"].astype(str)
-    bad["target"] = 1
-    report = validate_frame(bad, ValidateParams())
-    found = failures(report)
-    assert found[("expect_column_values_to_be_in_type_list", "mean_symmetry")].observed in (
-        "object",
-        "str",
-        "string",
+def test_the_suite_is_generated_from_the_contract(contract):
+    suite = build_suite(contract, ValidateParams())
+    kinds = {}
+    for e in suite.expectations:
+        kinds.setdefault(e.expectation_type, set()).add(getattr(e, "column", None))
+    assert kinds["expect_column_quantile_values_to_be_between"] == {*contract.feature_names}
+    assert kinds["expect_column_kl_divergence_to_be_less_than"] == {"target"}
+    between = next(
+        e
+        for e in suite.expectations
+        if e.expectation_type == "expect_column_values_to_be_between" and e.column == "mean_area"
     )
-    assert found[("expect_column_mean_to_be_between", "target")].observed == 1.0
+    assert (between.min_value, between.max_value) == contract.feature("mean_area").bounds
+
+
+# One corrupted copy of the table carries every corruption below, each in its own column: one validation
+# run answers all the tests that read it.
+UNIT_CHANGES = {"mean_radius": 0.01, "mean_texture": 100.0, "mean_perimeter": 2.54}
+
+
+@pytest.fixture(scope="module")
+def corrupted(raw, contract):
+    bad = raw.copy()
+    for column, factor in UNIT_CHANGES.items():
+        bad[column] = bad[column] * factor  # e.g. millimetres written as metres
+    bad.loc[[3, 10, 20], "mean_smoothness"] = np.nan
+    bad.loc[5, "worst_area"] = 99999.0
+    bad.loc[6, "mean_concavity"] = -1.0
+    bad["mean_symmetry"] = bad["mean_symmetry"].astype(str)
+    bad = bad.drop(columns=["mean_area"]).rename(columns={"worst_symmetry": "symmetry"})
+    bad["target"] = 1
+    report = validate_frame(bad, contract, ValidateParams(), data="data/raw/table.csv")
+    assert not report.success
+    return bad, report, failures(report)
+
+
+@pytest.mark.parametrize(("column", "factor"), UNIT_CHANGES.items())
+def test_a_unit_change_fails_on_the_distribution_with_the_observed_quantiles(
+    corrupted, contract, column, factor
+):
+    bad, report, found = corrupted
+    quantiles = found[("expect_column_quantile_values_to_be_between", column)]
+    median = float(np.quantile(bad[column], 0.5, method="nearest"))
+    assert quantiles.observed[0.5] == pytest.approx(median, rel=1e-4)
+    low, high = contract.feature(column).reference.quantiles[0.5] * np.array([0.5, 1.5])
+    assert "quantile 0.5 is" in quantiles.details and not low < median < high
+    text = report.render()
+    assert "data/raw/table.csv" in text and str(contract.path) in text and f"'{column}'" in text
+
+
+def test_a_unit_change_within_the_bounds_is_caught_by_the_distribution_alone(corrupted):
+    _, _, found = corrupted
+    assert [k for k in found if k[1] == "mean_radius"] == [
+        ("expect_column_quantile_values_to_be_between", "mean_radius")
+    ]
+
+
+def test_nulls_are_reported_with_count(corrupted):
+    _, report, found = corrupted
+    v = found[("expect_column_values_to_not_be_null", "mean_smoothness")]
+    assert "3 unexpected values" in v.details
+    assert "mean_smoothness" in report.render()
+
+
+def test_out_of_range_values_are_reported_with_the_values(corrupted):
+    _, _, found = corrupted
+    assert found[("expect_column_values_to_be_between", "worst_area")].observed == [99999.0]
+    assert found[("expect_column_values_to_be_between", "mean_concavity")].observed == [-1.0]
+
+
+def test_dropped_and_renamed_columns_are_reported(corrupted):
+    _, _, found = corrupted
+    schema = found[("expect_table_columns_to_match_set", None)]
+    assert schema.details == "missing 'mean_area'; missing 'worst_symmetry'; unexpected 'symmetry'"
+    assert ("expect_column_values_to_be_between", "mean_area") in found
+
+
+def test_wrong_type_and_class_balance(corrupted):
+    _, _, found = corrupted
+    assert found[("expect_column_values_to_be_in_type_list", "mean_symmetry")].details.startswith(
+        "569 unexpected"
+    )
+    balance = found[("expect_column_kl_divergence_to_be_less_than", "target")]
+    assert balance.observed == {"0": 0.0, "1": 1.0}
+    assert "KL divergence" in balance.details
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    frame = penguins()
+    return frame, profile(frame, "species", drop=["penguin_id"])
+
+
+def test_a_mixed_table_passes_its_own_profile(mixed):
+    frame, contract = mixed
+    report = validate_frame(frame, contract, ValidateParams(min_rows=100))
+    assert report.success, report.render()
+
+
+def test_mixed_table_violations_name_column_and_value(mixed):
+    frame, contract = mixed
+    bad = frame.copy()
+    bad.loc[4, "island"] = "Atlantis"
+    bad.loc[: len(bad) // 2, "sex"] = None  # half the rows lose a nullable column
+    bad.loc[7, "adult"] = "sometimes"
+    bad.loc[9, "species"] = "Emperor"
+    found = failures(validate_frame(bad, contract, ValidateParams(min_rows=100)))
+    assert found[("expect_column_values_to_be_in_set", "island")].observed == ["Atlantis"]
+    assert (
+        "a value the reference never had"
+        in found[("expect_column_kl_divergence_to_be_less_than", "island")].details
+    )
+    assert found[("expect_column_proportion_of_non_null_values_to_be_between", "sex")].observed < 0.55
+    assert found[("expect_column_values_to_be_in_set", "adult")].observed == ["sometimes"]
+    assert found[("expect_column_values_to_be_in_set", "species")].observed == ["Emperor"]
+
+
+def test_category_frequencies_drift_fails(mixed):
+    frame, contract = mixed
+    shifted = frame.copy()
+    shifted.loc[shifted["island"].notna(), "island"] = "Torgersen"
+    shifted.loc[shifted.index[::2], "island"] = "Biscoe"
+    found = failures(validate_frame(shifted, contract, ValidateParams(min_rows=100)))
+    kl = found[("expect_column_kl_divergence_to_be_less_than", "island")]
+    assert kl.observed["Dream"] == 0.0 and "against the reference" in kl.details

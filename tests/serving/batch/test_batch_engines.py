@@ -61,7 +61,12 @@ def dask_cluster() -> Iterator[str]:
     cluster is started by `test_dask_embedded_cluster_from_the_cli`."""
     distributed = pytest.importorskip("distributed")
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=40,
     )
     try:
         yield cluster.scheduler_address

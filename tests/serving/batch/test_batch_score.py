@@ -274,7 +274,7 @@ def test_rows_the_model_cannot_compute_are_rejected_with_the_core_reason(
     assert (summary.rows, summary.scored, summary.rejected) == (143, 141, 2)
     rejects = [json.loads(line) for line in (tmp_path / "out.csv.rejects.jsonl").read_text().splitlines()]
     assert [r["row"] for r in rejects] == [7, 60]
-    assert all(r["reason"].startswith("the model cannot compute probabilities") for r in rejects)
+    assert all(r["reason"].startswith("the model cannot compute an answer") for r in rejects)
     out = pd.read_csv(tmp_path / "out.csv")
     assert "r7" not in set(out["id"]) and len(out) == 141 and out["probability_0"].notna().all()
 

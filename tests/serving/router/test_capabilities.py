@@ -59,7 +59,7 @@ def test_each_environment_of_the_repository_has_the_router() -> None:
 def test_a_cluster_environment_without_the_router_has_seldons_path_only(repo: Path) -> None:
     without_router(repo, "staging")
     assert traffic_path(repo / "gitops" / "environments" / "staging", repo) is SELDON_ISTIO
-    assert SELDON_ISTIO.features == {Feature.WEIGHTS, Feature.MIRROR}
+    assert SELDON_ISTIO.features == {Feature.WEIGHTS, Feature.MIRROR, Feature.METRICS}
 
 
 def test_what_each_strategy_needs() -> None:
@@ -69,7 +69,7 @@ def test_what_each_strategy_needs() -> None:
     assert features(strategy="canary") == {Feature.WEIGHTS}
     assert features(strategy="shadow", shadow={"then": "canary"}) == {Feature.MIRROR, Feature.WEIGHTS}
     assert features(strategy="ab", ab={"metric": "accuracy"}) == {Feature.PINNING, Feature.FEEDBACK}
-    assert features(strategy="ab", ab={"metric": "success_rate"}) == {Feature.PINNING}
+    assert features(strategy="ab", ab={"metric": "success_rate"}) == {Feature.PINNING, Feature.METRICS}
     assert features(strategy="bluegreen") == {Feature.OVERRIDE}
     assert features(strategy="canary", gates=[{"metric": "disagreement"}, {"metric": "accuracy"}]) == {
         Feature.WEIGHTS,

@@ -18,6 +18,7 @@ class KillingPredictor:
     def __init__(self, real: Any):
         self.real = real
         self.digest = real.digest
+        self.is_classifier = real.is_classifier
 
     def validate(self, rows: Any, names: Any = None) -> Any:
         return self.real.validate(rows, names)

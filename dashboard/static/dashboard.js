@@ -1,0 +1,75 @@
+// The dashboard's own script: the action token (kept in this tab's sessionStorage, sent as a bearer token on
+// approve and abort), messages after an action, the live indicator, and clocks that count between updates.
+(function () {
+  "use strict";
+  var KEY = "sluice-ui-token";
+
+  function flash(text, ok) {
+    var box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = text;
+    box.className = ok ? "ok" : "error";
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("token-form");
+    if (form) {
+      var input = document.getElementById("token");
+      if (sessionStorage.getItem(KEY)) input.placeholder = "token set for this tab";
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        var value = input.value.trim();
+        if (value) sessionStorage.setItem(KEY, value); else sessionStorage.removeItem(KEY);
+        input.value = "";
+        input.placeholder = value ? "token set for this tab" : "needed to approve or abort";
+        flash(value ? "Token set: approve and abort will send it." : "Token cleared.", true);
+      });
+    }
+    tick();
+    setInterval(tick, 1000);
+  });
+
+  document.addEventListener("htmx:configRequest", onConfig);
+  function onConfig(ev) {
+    if (ev.detail.verb !== "post" || ev.detail.headers.Authorization) return;
+    var token = sessionStorage.getItem(KEY);
+    if (token) ev.detail.headers.Authorization = "Bearer " + token;
+  }
+
+  document.addEventListener("htmx:afterRequest", function (ev) {
+    var xhr = ev.detail.xhr;
+    if (!xhr || ev.detail.requestConfig.verb !== "post") return;
+    var body = {};
+    try { body = JSON.parse(xhr.responseText || "{}"); } catch (e) { body = {}; }
+    if (xhr.status >= 200 && xhr.status < 300) {
+      flash(body.env + ": " + body.action + " by " + body.by + (body.commit ? " · main at " + body.commit.slice(0, 12) : ""), true);
+    } else {
+      flash("Refused (" + xhr.status + "): " + (body.detail || xhr.statusText), false);
+    }
+  });
+
+  function live(text, cls) {
+    var el = document.getElementById("live");
+    if (el) { el.textContent = text; el.className = "live " + cls; }
+  }
+  document.addEventListener("htmx:sseOpen", function () { live("live", "on"); });
+  document.addEventListener("htmx:sseError", function () { live("reconnecting…", "off"); });
+
+  function fmt(s) {
+    s = Math.max(0, Math.floor(s));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m " + String(s % 60).padStart(2, "0") + "s";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + String(Math.floor(s % 3600 / 60)).padStart(2, "0") + "m";
+    return Math.floor(s / 86400) + "d " + Math.floor(s % 86400 / 3600) + "h";
+  }
+  function tick() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll("[data-since]").forEach(function (el) {
+      el.textContent = fmt(now - parseFloat(el.getAttribute("data-since")));
+    });
+    document.querySelectorAll("[data-until]").forEach(function (el) {
+      var left = parseFloat(el.getAttribute("data-until")) - now;
+      el.textContent = left > 0 ? "in " + fmt(left) : "due";
+    });
+  }
+})();
