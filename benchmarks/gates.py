@@ -80,8 +80,8 @@ def custom_gate() -> dict[str, Any]:
     return {
         "name": "conversion",
         "metric": "promql",
-        "query": "conversion_rate{{namespace=\"{namespace}\",predictor=\"{predictor}\"}}",
-        "sample_query": "sessions{{namespace=\"{namespace}\",predictor=\"{predictor}\"}}",
+        "query": 'conversion_rate{{namespace="{namespace}",predictor="{predictor}"}}',
+        "sample_query": 'sessions{{namespace="{namespace}",predictor="{predictor}"}}',
         "better": "higher",
         "margin": 0.03,
         "confidence": 0.95,
