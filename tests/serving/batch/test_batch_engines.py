@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +52,6 @@ def _input(test_frame: pd.DataFrame, path: Path, copies: int = 4) -> Path:
 def _same(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes(), f"{a} and {b} differ"
     assert Path(f"{a}.rejects.jsonl").read_bytes() == Path(f"{b}.rejects.jsonl").read_bytes()
-
-
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[str]:
-    """One LocalCluster for the module's tests (starting one costs seconds); the engine's own embedded
-    cluster is started by `test_dask_embedded_cluster_from_the_cli`."""
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=40,
-    )
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
 
 
 @pytest.mark.parametrize(

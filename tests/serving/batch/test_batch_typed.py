@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -131,23 +130,6 @@ def _same(a: Path, b: Path) -> None:
     assert Path(f"{a}.rejects.jsonl").read_bytes() == Path(f"{b}.rejects.jsonl").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-        silence_logs=40,
-    )
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
-
-
 @pytest.mark.parametrize(
     ("source", "target"),
     [
@@ -158,13 +140,13 @@ def dask_address() -> Iterator[str]:
     ],
 )
 def test_dask_scores_mixed_rows_and_text_labels_as_the_local_engine_does(
-    mixed, tmp_path: Path, dask_address: str, source: str, target: str
+    mixed, tmp_path: Path, dask_cluster: str, source: str, target: str
 ) -> None:
     predictor, frame, _ = mixed
     path = _write(_bad_mixed(frame), tmp_path / source)
     local = score_file(predictor, path, tmp_path / f"local-{target}", chunk_size=40)
     dask = score_file(
-        predictor, path, tmp_path / f"dask-{target}", chunk_size=40, engine=DaskEngine(address=dask_address)
+        predictor, path, tmp_path / f"dask-{target}", chunk_size=40, engine=DaskEngine(address=dask_cluster)
     )
     _same(tmp_path / f"local-{target}", tmp_path / f"dask-{target}")
     assert dask.engine == "dask" and dask.chunks == local.chunks > 5
@@ -178,7 +160,7 @@ def test_dask_scores_mixed_rows_and_text_labels_as_the_local_engine_does(
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_dask_writes_a_regressions_values_as_the_local_engine_does(
-    regression_bundle_dir: Path, tmp_path: Path, dask_address: str, suffix: str
+    regression_bundle_dir: Path, tmp_path: Path, dask_cluster: str, suffix: str
 ) -> None:
     bundle = Bundle.open(regression_bundle_dir)
     frame = pd.read_csv(regression_bundle_dir.parent / "data" / "prepared" / "test.csv").drop(
@@ -191,7 +173,7 @@ def test_dask_writes_a_regressions_values_as_the_local_engine_does(
     predictor = Predictor(bundle)
     local = score_file(predictor, path, tmp_path / f"local{suffix}", chunk_size=25)
     dask = score_file(
-        predictor, path, tmp_path / f"dask{suffix}", chunk_size=25, engine=DaskEngine(address=dask_address)
+        predictor, path, tmp_path / f"dask{suffix}", chunk_size=25, engine=DaskEngine(address=dask_cluster)
     )
     _same(tmp_path / f"local{suffix}", tmp_path / f"dask{suffix}")
     assert dask.chunks == local.chunks > 5 and local.rejected == len(frame.loc[::29])
