@@ -19,7 +19,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # Each lock file and the extras it was compiled with (scripts/lock.sh); runtime adds requirements/runtime.in.
