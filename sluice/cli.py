@@ -14,6 +14,7 @@ from sluice import (
     commands_edge,
     commands_gitops,
     commands_model,
+    commands_monitor,
     commands_pipelines,
     commands_rollout,
     commands_router,
@@ -65,6 +66,7 @@ for area in (
     commands_edge,
     commands_pipelines,
     commands_ui,
+    commands_monitor,
 ):
     area.register(app)
 

@@ -111,7 +111,9 @@ def test_a_full_buffer_drops_and_counts_instead_of_blocking() -> None:
         for _ in range(1000):
             plog.offer(copy())  # never blocks: the sink is stuck
         dropped = plog.dropped_offer.get(("ns", "sd", QUEUE_FULL), 0)
-        assert dropped > 800
+        size = len(copy().request) + len(copy().response)
+        # At most a buffer's worth is held, plus one batch the writer took before the sink stuck.
+        assert dropped >= 1000 - 2 * (10_000 // size)
     finally:
         sink.release.set()
         plog.stop()
@@ -224,7 +226,10 @@ def test_sluice_up_logs_each_answer_and_feedback_off_the_request_path(
     ("args", "message"),
     [
         (["--log-sample", "0.5"], "--log-sample and --log-policy need --prediction-log DIR"),
-        (["--prediction-log", "LOG", "--log-sample", "2"], "--log-sample: 2.0 is not a fraction between 0 and 1"),
+        (
+            ["--prediction-log", "LOG", "--log-sample", "2"],
+            "--log-sample: 2.0 is not a fraction between 0 and 1",
+        ),
         (["--prediction-log", "LOG", "--log-policy", "POLICY"], "monitoring.sample"),
     ],
 )
