@@ -28,8 +28,8 @@ def demo(
     the broken one through shadow, A/B and blue/green — every traffic change a Git commit in a scratch clone
     (reports/demo/work/repo), with live traffic and delayed ground truth. Writes reports/demo/summary.json,
     rollout.png, rollout.html and strategies.md."""
-    from sluice.demo.run import Demo, DemoError, Settings
-    from sluice.demo.scratch import ScratchError
+    from demo.run import Demo, DemoError, Settings
+    from demo.scratch import ScratchError
 
     try:
         summary = Demo(repo, Settings(fast=fast, out=out, rate=rate), console).run()

@@ -9,13 +9,13 @@ router must route by.
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 
 from deployment import seldon
 from pipelines.schemas import validate_document
@@ -23,9 +23,10 @@ from pipelines.schemas import validate_document
 REPO = Path(__file__).resolve().parents[2]
 ENVS = ["staging", "production"]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (for kustomize) is not installed"
-)
+
+@pytest.fixture(autouse=True)
+def _kustomize() -> None:
+    need("kubectl", "for kustomize")
 
 
 def render(env: str) -> list[dict[str, Any]]:
