@@ -13,6 +13,7 @@ from sluice import (
     commands_demo,
     commands_edge,
     commands_gitops,
+    commands_loop,
     commands_model,
     commands_monitor,
     commands_pipelines,
@@ -67,6 +68,7 @@ for area in (
     commands_pipelines,
     commands_ui,
     commands_monitor,
+    commands_loop,
 ):
     area.register(app)
 
