@@ -132,16 +132,15 @@ def monitor(
         except OSError as e:
             fail(f"--metrics-port {metrics_port}: {e}")
     stop = threading.Event()
-    while True:
-        run = _run(log_dir, spec, t, namespace, deployment, span, joined_window, report, textfile, latest)
-        if interval is None:
-            break
-        try:
-            if stop.wait(interval):
+    run = None
+    try:
+        while True:
+            run = _run(log_dir, spec, t, namespace, deployment, span, joined_window, report, textfile, latest)
+            if interval is None or stop.wait(interval):
                 break
-        except KeyboardInterrupt:
-            break
-    if check and run.reasons:
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends --watch: what was written stays
+    if check and run is not None and run.reasons:
         raise typer.Exit(3)
 
 

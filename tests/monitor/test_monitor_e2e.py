@@ -128,3 +128,51 @@ def test_an_unshifted_log_calls_for_nothing(up: Any, fake_uri: Path, tmp_path: P
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert max(v for _, v in metric_samples(textfile.read_text(), n.DRIFT_SCORE)) < 0.2
+
+
+@pytest.mark.slow
+def test_sluice_up_cli_with_real_predictors_logs_what_sluice_monitor_reads(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    """The whole path as a user runs it: `sluice up --prediction-log` (subprocess, the real model behind the
+    router, sampling from the policy), traffic with one feature shifted and labels, then `sluice monitor`."""
+    from up_harness import SluiceUp, write_manifest
+
+    from model.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    env = tmp_path / "env"
+    env.mkdir()
+    write_manifest(env, [predictor("m-live", 100, bundle.path, bundle.digest)])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "strategy: canary\nstages: [{weight: 50}]\nmonitoring: {sample: 1.0, min_records: 100}\n"
+    )
+    logdir = tmp_path / "log"
+    up = SluiceUp(env, tmp_path / "up.log", "--prediction-log", str(logdir), "--log-policy", str(policy))
+    try:
+        up.wait_routed(1, timeout=120)
+        names, X, y = breast_cancer()
+        pick = np.random.default_rng(4).choice(len(X), 200, replace=False)
+        rows = X[pick].copy()
+        rows[:, names.index(SHIFTED)] += 7.0
+        traffic(up, rows, y[pick], names, labelled=100)
+        expected = bundle.load_sklearn()
+    finally:
+        assert up.stop() == 0
+    # The log is flushed on shutdown: every answer is in it.
+    textfile = tmp_path / "m.prom"
+    result = CliRunner().invoke(
+        app,
+        ["monitor", str(logdir), "--contract", str(REPO / "contract.yaml"), "--policy", str(policy),
+         "--textfile", str(textfile), "--report", str(tmp_path / "r")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((tmp_path / "r" / "summary.json").read_bytes())
+    (only,) = summary["predictors"]
+    assert only["rows"] == 200 and only["drifted"] == [SHIFTED] and only["digest"] == bundle.digest
+    import pandas as pd
+
+    frame = pd.DataFrame(rows[:100], columns=names)
+    predicted = expected.predict(frame)
+    assert only["accuracy"] == pytest.approx(float(np.mean(predicted == y[pick][:100])))

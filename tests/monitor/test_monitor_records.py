@@ -65,3 +65,40 @@ def test_a_reused_puid_joins_its_first_request_only(tmp_path: Path) -> None:
         CONTRACT,
     )
     assert log.rows.truth == [0, None]
+
+
+def test_sluice_monitor_watch_serves_the_metrics_on_a_port(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+    from testkit.services import free_port
+
+    log = write(tmp_path / "log", [prediction(float(i), f"p{i}") for i in range(30)])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sluice", "monitor", str(log), "--contract", str(REPO / "contract.yaml"),
+         "--metrics-port", str(port), "--watch", "1s", "--report", str(tmp_path / "r")],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        names: set[str] = set()
+        while time.monotonic() < deadline and "sluice_drift_score" not in names:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                names = {f.name for f in text_string_to_metric_families(text)}
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert {
+            "sluice_drift_score",
+            "sluice_monitor_records",
+            "sluice_monitor_last_run_timestamp_seconds",
+        } <= names
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), output
