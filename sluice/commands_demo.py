@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 
 def demo(
@@ -34,7 +34,7 @@ def demo(
     try:
         summary = Demo(repo, Settings(fast=fast, out=out, rate=rate), console).run()
     except (DemoError, ScratchError) as e:
-        fail(str(e))
+        report(e)
     acts = summary["acts"]
     wrong = [a["name"] for a in acts if a["outcome"] != a["expected"]]
     failures = summary["client"]["failures"]
@@ -45,4 +45,4 @@ def demo(
         highlight=False,
     )
     if wrong or failures:
-        fail(f"unexpected outcome in {', '.join(wrong) or 'no act'}; {failures} failed client requests")
+        report(f"unexpected outcome in {', '.join(wrong) or 'no act'}; {failures} failed client requests")

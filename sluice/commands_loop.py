@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 
 def loop(
@@ -63,19 +63,19 @@ def loop(
     try:
         seconds = parse_duration(interval)
     except ValueError as e:
-        fail(f"--interval: {e}")
+        report(f"--interval: {e}")
     repo = repo.resolve()
     for needed in ("dvc.yaml", "params.yaml", "contract.yaml", ".git"):
         if not (repo / needed).exists():
-            fail(f"--repo {repo}: no {needed} (the loop runs in a Sluice repository)")
+            report(f"--repo {repo}: no {needed} (the loop runs in a Sluice repository)")
     if not log_dir.is_dir():
-        fail(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
+        report(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
     policy = policy or repo / "policies" / f"{env}.yaml"
     if not policy.is_file():
-        fail(f"--policy {policy}: no such file")
+        report(f"--policy {policy}: no such file")
     thresholds, label_window, spec = thresholds_from(policy, None, None)
     if min_new_labels < 1:
-        fail(f"--min-new-labels: {min_new_labels} must be at least 1")
+        report(f"--min-new-labels: {min_new_labels} must be at least 1")
 
     from monitor.loop import LoopError, LoopSettings, Outcome, follow_chain, next_step, run_loop
 
@@ -90,7 +90,7 @@ def loop(
         chain=tuple(e.strip() for e in chain.split(",") if e.strip()) if chain else (),
     )
     if chain and (len(settings.chain) < 2 or settings.chain[0] != env):
-        fail(f"--chain {chain!r}: name at least two environments, starting with --env {env}")
+        report(f"--chain {chain!r}: name at least two environments, starting with --env {env}")
 
     def show(outcome: Outcome) -> None:
         style = {"error": "bold red", "rejected": "yellow", "chain-refused": "yellow", "waiting": "dim"}.get(
@@ -102,7 +102,7 @@ def loop(
         try:
             show(next_step(settings))
         except LoopError as e:
-            fail(str(e))
+            report(str(e))
         for link in follow_chain(settings):
             show(link)
         return

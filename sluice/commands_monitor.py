@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console
+from sluice.console import report as refuse
 
 if TYPE_CHECKING:
     from monitor.assess import Thresholds
@@ -22,7 +23,7 @@ def _duration(value: str | None, option: str) -> float | None:
     try:
         return parse_duration(value)
     except ValueError as e:
-        fail(f"{option}: {e}")
+        refuse(f"{option}: {e}")
 
 
 def thresholds_from(
@@ -37,7 +38,7 @@ def thresholds_from(
         try:
             spec = load_policy(policy).monitoring
         except (PolicyError, OSError) as e:
-            fail(f"--policy {policy}: {e}")
+            refuse(f"--policy {policy}: {e}")
     t = Thresholds(
         drift=drift if drift is not None else spec.drift_threshold,
         min_records=spec.min_records,
@@ -46,7 +47,7 @@ def thresholds_from(
         error=spec.error_threshold,
     )
     if t.drift <= 0:
-        fail(f"--drift-threshold: {t.drift} must be positive")
+        refuse(f"--drift-threshold: {t.drift} must be positive")
     return t, spec.label_window, spec
 
 
@@ -116,11 +117,11 @@ def monitor(
     span = _duration(window, "--window")
     interval = _duration(watch, "--watch")
     if not log_dir.is_dir():
-        fail(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
+        refuse(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
     try:
         spec = load_contract(contract)
     except ContractError as e:
-        fail(f"{contract}: {e}")
+        refuse(f"{contract}: {e}")
     latest = _Latest()
     if metrics_port is not None:
         from prometheus_client import CollectorRegistry, start_http_server
@@ -130,7 +131,7 @@ def monitor(
         try:
             start_http_server(metrics_port, addr=metrics_host, registry=registry)
         except OSError as e:
-            fail(f"--metrics-port {metrics_port}: {e}")
+            refuse(f"--metrics-port {metrics_port}: {e}")
     stop = threading.Event()
     run = None
     try:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sluice.console import fail
+from sluice.console import report
 
 if TYPE_CHECKING:
     from serving.router.prediction_log import PredictionLog
@@ -58,7 +58,7 @@ def open_prediction_log(
     """The log the options ask for (None without a directory); a bad option ends the command with its name."""
     if directory is None:
         if sample is not None or policy is not None:
-            fail("--log-sample and --log-policy need --prediction-log DIR")
+            report("--log-sample and --log-policy need --prediction-log DIR")
         return None
     if sample is None and policy is not None:
         from rollout.policy import PolicyError, load_policy
@@ -66,17 +66,17 @@ def open_prediction_log(
         try:
             sample = load_policy(policy).monitoring.sample
         except (PolicyError, OSError) as e:
-            fail(f"--log-policy {policy}: {e}")
+            report(f"--log-policy {policy}: {e}")
     if sample is None:
         sample = 1.0
     if not 0.0 <= sample <= 1.0:
-        fail(f"--log-sample: {sample} is not a fraction between 0 and 1")
+        report(f"--log-sample: {sample} is not a fraction between 0 and 1")
     if file_mb <= 0:
-        fail(f"--log-file-mb: {file_mb} must be positive")
+        report(f"--log-file-mb: {file_mb} must be positive")
     from serving.router.prediction_log import FileSink, PredictionLog
 
     try:
         sink = FileSink(directory, max_file_bytes=max(1024, int(file_mb * (1 << 20))), keep_files=keep_files)
     except (OSError, ValueError) as e:
-        fail(f"--prediction-log {directory}: {e}")
+        report(f"--prediction-log {directory}: {e}")
     return PredictionLog(sink, sample=sample)

@@ -131,7 +131,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[World]:
     need("chromium")
     from demo.traffic import TrafficGenerator
-    from model.data import prepare, read_split
+    from model.data import contract_for, prepare, read_split
     from model.layout import Layout
     from model.params import Params
 
@@ -153,7 +153,7 @@ def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[Wor
 
     data = Layout.at(tmp_path / "data")
     prepare(data, Params().data)
-    rows, truth = read_split(data.test_csv)
+    rows, truth = read_split(data.test_csv, contract_for(data, Params().data))
     traffic = TrafficGenerator(
         f"http://127.0.0.1:{w.port}", rows.to_numpy(), truth.to_numpy(), list(rows.columns), rate=40.0
     )

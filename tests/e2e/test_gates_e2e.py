@@ -103,7 +103,7 @@ def wait_converged(world: World, timeout: float = 120.0) -> None:
 def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[World]:
     from demo.run import free_port
     from demo.traffic import TrafficGenerator
-    from model.data import prepare, read_split
+    from model.data import contract_for, prepare, read_split
     from model.layout import Layout
     from model.params import Params
     from model.pipeline import train_bundle
@@ -117,7 +117,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterato
     ).path
     data = Layout.at(root / "data-work")
     prepare(data, Params().data)
-    X, y = read_split(data.test_csv)
+    X, y = read_split(data.test_csv, contract_for(data, Params().data))
 
     repo = root / "repo"
     repo.mkdir()

@@ -187,6 +187,7 @@ def test_kserve_alone_gives_weights_only_and_gitops_check_says_so(kserve_repo: P
                 "name": "errors",
                 "metric": "promql",
                 "query": 'sum(rate(sluice_model_requests_total{namespace="{namespace}",code=~"5.."}[1m]))',
+                "sample_query": 'sum(rate(sluice_model_requests_total{namespace="{namespace}"}[1m]))',
                 "max": 1,
             }
         ],
