@@ -80,18 +80,26 @@ def numeric(feature: str, values: np.ndarray, quantiles: Mapping[float, float]) 
     labels = [f"<= {edges[0]:g}"] + [f"({a:g}, {b:g}]" for a, b in itertools.pairwise(edges)]
     labels.append(f"> {edges[-1]:g}")
     counts_m, shares_m, labels_m = _merge_empty(counts, shares, labels)
+    found = _compare(feature, "numeric", counts_m, shares_m, labels_m)
+    if found.n:
+        gaps = np.abs(np.cumsum(found.observed)[:-1] - np.cumsum(shares_m)[:-1])
+        found = Drift(**{**found.__dict__, "ks": float(np.max(gaps))})
+    return found
+
+
+def _compare(feature: str, kind: str, counts: np.ndarray, expected: np.ndarray, bins: Sequence[str]) -> Drift:
+    """PSI and the chi-squared test of bin counts against the reference shares."""
     n = int(counts.sum())
-    observed = counts_m / n if n else np.zeros_like(shares_m)
-    ks = float(np.max(np.abs(np.cumsum(observed)[:-1] - np.cumsum(shares_m)[:-1]))) if n else None
+    observed = counts / n if n else np.zeros(len(counts))
     return Drift(
         feature,
-        "numeric",
+        kind,
         n,
-        psi(shares_m, observed) if n else 0.0,
-        chi_squared(shares_m, counts_m) if n else 1.0,
-        ks,
-        tuple(labels_m),
-        tuple(float(s) for s in shares_m),
+        psi(expected, observed) if n else 0.0,
+        chi_squared(expected, counts) if n else 1.0,
+        None,
+        tuple(bins),
+        tuple(float(e) for e in expected),
         tuple(float(o) for o in observed),
     )
 
@@ -133,19 +141,7 @@ def categorical(feature: str, values: Sequence[Any], frequencies: Mapping[Any, f
     bins = [*keys, "(other)"]
     if counts[-1] == 0:
         counts, expected, bins = counts[:-1], expected[:-1], bins[:-1]
-    n = int(counts.sum())
-    observed = counts / n if n else np.zeros(len(counts))
-    return Drift(
-        feature,
-        "categorical",
-        n,
-        psi(expected, observed) if n else 0.0,
-        chi_squared(expected, counts) if n else 1.0,
-        None,
-        tuple(bins),
-        tuple(float(e) for e in expected),
-        tuple(float(o) for o in observed),
-    )
+    return _compare(feature, "categorical", counts, expected, bins)
 
 
 def category_key(value: Any) -> str:
