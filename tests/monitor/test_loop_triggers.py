@@ -83,3 +83,21 @@ def test_the_schedule_fires_without_drift(tmp_path: Path) -> None:
     assert next_step(settings(repo, log, retrain_every=10 * 86400.0)).step == "waiting"
     outcome = next_step(settings(repo, log, retrain_every=1.0), now=4.0e9)
     assert outcome.step == "data" and "schedule:" in outcome.detail
+
+
+def test_a_retrain_the_pipeline_refuses_is_recorded_and_not_retried_on_the_same_rows(tmp_path: Path) -> None:
+    """`dvc repro` stops (here: the validate stage wants more rows than there are): the retrain is recorded as
+    rejected with the reason, and the same labelled rows never start another one."""
+    repo = make_scratch(tmp_path / "repo")
+    params = repo.root / "params.yaml"
+    params.write_text(params.read_text().replace("min_rows: 400", "min_rows: 100000"))
+    repo.git("commit", "-qam", "a stricter validation")
+    log = log_of(tmp_path / "log", 60, right=30)
+    s = settings(repo.root, log, thresholds=Thresholds(min_records=50, min_labels=20, accuracy=0.9))
+    assert next_step(s).step == "data"
+    outcome = next_step(s)
+    assert outcome.step == "rejected" and outcome.detail.startswith("dvc repro failed")
+    p = progress(repo.root)
+    assert p.step == "rejected" and not p.open
+    again = next_step(s)
+    assert again.step == "waiting" and "only 0 newly labelled rows" in again.detail
