@@ -25,7 +25,7 @@ def loop(
     policy: Annotated[
         Path | None,
         typer.Option(
-            help="the policy whose `monitoring` section sets the triggers [default: policies/<env>.yaml]"
+            help="the policy whose `monitoring` section sets the triggers (default: policies/<env>.yaml)"
         ),
     ] = None,
     interval: Annotated[

@@ -67,17 +67,17 @@ def monitor(
     namespace: Annotated[str | None, typer.Option(help="only this namespace's records")] = None,
     deployment: Annotated[str | None, typer.Option(help="only this deployment's records")] = None,
     window: Annotated[
-        str | None, typer.Option(help="only predictions from the last DURATION (e.g. 1h, 2d) [default: all]")
+        str | None, typer.Option(help="only predictions from the last DURATION (e.g. 1h, 2d) (default: all)")
     ] = None,
     label_window: Annotated[
         str | None,
         typer.Option(
-            help="a label joins its prediction if it arrives within DURATION of it [default: the "
-            "policy's monitoring.label_window, else 1d]"
+            help="a label joins its prediction if it arrives within DURATION of it (default: the "
+            "policy's monitoring.label_window, else 1d)"
         ),
     ] = None,
     drift_threshold: Annotated[
-        float | None, typer.Option(help="PSI above which a feature drifted [default: policy, else 0.2]")
+        float | None, typer.Option(help="PSI above which a feature drifted (default: policy, else 0.2)")
     ] = None,
     accuracy_threshold: Annotated[
         float | None, typer.Option(help="live accuracy under which to retrain")
@@ -93,7 +93,7 @@ def monitor(
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="the metrics address")] = "127.0.0.1",
     watch: Annotated[
-        str | None, typer.Option(help="run again every DURATION until Ctrl-C (e.g. 5m) [default: run once]")
+        str | None, typer.Option(help="run again every DURATION until Ctrl-C (e.g. 5m) (default: run once)")
     ] = None,
     check: Annotated[
         bool,

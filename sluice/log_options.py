@@ -24,8 +24,8 @@ PredictionLogDir = Annotated[
 LogSample = Annotated[
     float | None,
     typer.Option(
-        help="the fraction of predictions recorded, 0-1 (feedback is always recorded) [default: the policy's "
-        "monitoring.sample, else 1]",
+        help="the fraction of predictions recorded, 0-1 (feedback is always recorded) (default: the policy's "
+        "monitoring.sample, else 1)",
         rich_help_panel="Prediction log",
     ),
 ]
@@ -42,7 +42,7 @@ LogFileMb = Annotated[
 LogKeepFiles = Annotated[
     int | None,
     typer.Option(
-        help="delete the oldest log files beyond this many [default: keep all]",
+        help="delete the oldest log files beyond this many (default: keep all)",
         rich_help_panel="Prediction log",
     ),
 ]
