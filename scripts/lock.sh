@@ -6,7 +6,8 @@
 #   serve    the serving image (serving/Dockerfile, target serving): numpy 2, no Seldon Core
 #   train    training alone; gitops: the reconciler and the pipelines alone (each checked in a clean venv)
 #   seldon   the serving image with Seldon Core's wrapper (target serving-seldon)
-#   runtime  the pipeline steps, the reconciler and `sluice ui` (target runtime): serve, batch, train, gitops, ui,
+#   runtime  the pipeline steps, the reconciler, `sluice ui` and `sluice monitor` (target runtime): serve, batch,
+#            train, gitops, ui, monitor,
 #            DVC's S3 remote
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +37,4 @@ compile serve --extra serve
 compile train --extra train
 compile gitops --extra gitops
 compile seldon --extra serve --extra seldon
-compile runtime --extra serve --extra batch --extra train --extra gitops --extra ui requirements/runtime.in
+compile runtime --extra serve --extra batch --extra train --extra gitops --extra ui --extra monitor requirements/runtime.in

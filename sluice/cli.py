@@ -13,7 +13,9 @@ from sluice import (
     commands_demo,
     commands_edge,
     commands_gitops,
+    commands_loop,
     commands_model,
+    commands_monitor,
     commands_pipelines,
     commands_rollout,
     commands_router,
@@ -65,6 +67,8 @@ for area in (
     commands_edge,
     commands_pipelines,
     commands_ui,
+    commands_monitor,
+    commands_loop,
 ):
     area.register(app)
 

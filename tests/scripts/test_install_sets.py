@@ -29,7 +29,7 @@ LOCKS = {
     "train": ["train"],
     "gitops": ["gitops"],
     "seldon": ["serve", "seldon"],
-    "runtime": ["serve", "batch", "train", "gitops", "ui"],
+    "runtime": ["serve", "batch", "train", "gitops", "ui", "monitor"],
 }
 
 
