@@ -129,3 +129,15 @@ def drift(s: Scope) -> str:
     return (
         f"max by ({n.NAMESPACE}, {n.DEPLOYMENT}, {n.PREDICTOR}, {n.FEATURE}) ({n.DRIFT_SCORE}{s.selector()})"
     )
+
+
+def prediction_drift(s: Scope) -> str:
+    return f"max by ({n.PREDICTOR}) ({n.PREDICTION_DRIFT}{s.selector()})"
+
+
+def live_accuracy(s: Scope) -> str:
+    return f"max by ({n.PREDICTOR}) ({n.LIVE_ACCURACY}{s.selector()})"
+
+
+def live_error(s: Scope) -> str:
+    return f"max by ({n.PREDICTOR}) ({n.LIVE_ERROR}{s.selector()})"

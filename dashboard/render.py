@@ -83,6 +83,9 @@ def templates() -> Environment:
         split=lambda predictors: Markup(
             charts.split([(p.name, p.traffic, p.role) for p in predictors if not p.shadow])
         ),
+        drift_bars=lambda features, threshold: Markup(
+            charts.drift_bars([(f.feature, f.score, f.over) for f in features], threshold)
+        ),
         kind_colour=charts.KIND_COLOUR,
     )
     return env
