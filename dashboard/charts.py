@@ -194,14 +194,19 @@ DRIFT_OK, DRIFT_OVER, THRESHOLD_MARK = "#2563eb", "#dc2626", "#0f172a"
 
 
 def drift_bars(
-    features: Sequence[tuple[str, float, bool]], threshold: float, width: int = 600, row: int = 18
+    features: Sequence[tuple[str, float, bool]],
+    threshold: float,
+    top: float = 0.0,
+    width: int = 600,
+    row: int = 18,
 ) -> str:
-    """One horizontal bar per feature (name, score, over the threshold), in the order given, on one scale,
-    with the threshold as a dashed line; bars over it in red."""
+    """One horizontal bar per feature (name, score, over the threshold), in the order given, with the threshold
+    as a dashed line and bars over it in red. The scale runs to `top` (so several predictors' charts share
+    one), at least to twice the threshold and to the highest score."""
     if not features:
         return ""
     label, gap = 180, 70  # the feature names' column, the scores' column
-    top = max([threshold * 2, *(s for _, s, _ in features if math.isfinite(s))])
+    top = max([top, threshold * 2, *(s for _, s, _ in features if math.isfinite(s))])
     scale = (width - label - gap) / top
 
     def x(v: float) -> float:
@@ -214,7 +219,7 @@ def drift_bars(
     ]
     for i, (name, score, over) in enumerate(features):
         y = i * row + 2
-        shown = name if len(name) <= 28 else name[:27] + "…"
+        shown = name if len(name) <= 24 else name[:23] + "…"
         colour = DRIFT_OVER if over else DRIFT_OK
         weight = ' font-weight="bold"' if over else ""
         mid = _f(y + row / 2 + 2)
