@@ -70,8 +70,8 @@ def _put(out: dict[str, PredictorDrift], metric: str, labels: dict[str, str], va
 PER_PREDICTOR = (n.DRIFT_SCORE, n.PREDICTION_DRIFT, n.LIVE_ACCURACY, n.LIVE_ERROR)
 
 
-class ScrapeDrift:
-    """The figures of a `sluice monitor --watch --metrics-port` endpoint, read at each look."""
+class _Reader:
+    """Where the monitor's figures are read, and the threshold they are judged against."""
 
     def __init__(
         self,
@@ -84,6 +84,10 @@ class ScrapeDrift:
         self.threshold = threshold
         self.client = client or httpx.Client(timeout=5.0)
         self.clock = clock
+
+
+class ScrapeDrift(_Reader):
+    """The figures of a `sluice monitor --watch --metrics-port` endpoint, read at each look."""
 
     def read(self, deployment: str, namespace: str | None) -> DriftReading:
         from prometheus_client.parser import text_string_to_metric_families
@@ -113,20 +117,8 @@ class ScrapeDrift:
         return DriftReading(now, source, out, computed_at)
 
 
-class PrometheusDrift:
+class PrometheusDrift(_Reader):
     """The same figures from Prometheus, with the query the Grafana drift panel and the drift alert use."""
-
-    def __init__(
-        self,
-        url: str,
-        threshold: float,
-        client: httpx.Client | None = None,
-        clock: Callable[[], float] = time.time,
-    ):
-        self.url = url.rstrip("/")
-        self.threshold = threshold
-        self.client = client or httpx.Client(timeout=5.0)
-        self.clock = clock
 
     def queries(self, deployment: str, namespace: str) -> dict[str, str]:
         s = promql.Scope(namespace, deployment)
@@ -139,13 +131,14 @@ class PrometheusDrift:
 
     def read(self, deployment: str, namespace: str | None) -> DriftReading:
         now = self.clock()
-        source = f"prometheus {self.url}"
+        base = self.url.rstrip("/")
+        source = f"prometheus {base}"
         if not namespace:
             return DriftReading(now, source, problem="the manifest names no namespace to select")
         out: dict[str, PredictorDrift] = {}
         try:
             for metric, q in self.queries(deployment, namespace).items():
-                for s in prometheus_result(self.client, self.url, "/api/v1/query", {"query": q, "time": now}):
+                for s in prometheus_result(self.client, base, "/api/v1/query", {"query": q, "time": now}):
                     try:
                         value = float(s["value"][1])
                     except (KeyError, IndexError, TypeError, ValueError):

@@ -131,13 +131,17 @@ def drift(s: Scope) -> str:
     )
 
 
+def _per_predictor(metric: str, s: Scope) -> str:
+    return f"max by ({n.PREDICTOR}) ({metric}{s.selector()})"
+
+
 def prediction_drift(s: Scope) -> str:
-    return f"max by ({n.PREDICTOR}) ({n.PREDICTION_DRIFT}{s.selector()})"
+    return _per_predictor(n.PREDICTION_DRIFT, s)
 
 
 def live_accuracy(s: Scope) -> str:
-    return f"max by ({n.PREDICTOR}) ({n.LIVE_ACCURACY}{s.selector()})"
+    return _per_predictor(n.LIVE_ACCURACY, s)
 
 
 def live_error(s: Scope) -> str:
-    return f"max by ({n.PREDICTOR}) ({n.LIVE_ERROR}{s.selector()})"
+    return _per_predictor(n.LIVE_ERROR, s)
