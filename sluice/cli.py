@@ -11,6 +11,7 @@ import typer
 from sluice import (
     commands_batch,
     commands_demo,
+    commands_doctor,
     commands_edge,
     commands_gitops,
     commands_model,
@@ -65,6 +66,7 @@ for area in (
     commands_edge,
     commands_pipelines,
     commands_ui,
+    commands_doctor,
 ):
     area.register(app)
 
