@@ -9,7 +9,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from doctor.project import Document, Project, leaves
+import yaml
+
+from doctor.project import LOADER, Document, Project, leaves
 from doctor.report import Finding, missing, ok
 
 AREA = "names"
@@ -260,6 +262,36 @@ def policies(project: Project) -> Iterator[Finding]:
         yield ok(AREA, "policies", f"one per environment ({', '.join(sorted(envs))})", "policies/")
 
 
+def data_source(project: Project) -> Iterator[Finding]:
+    """The contract was profiled from the data params.yaml trains on (a new source needs a new contract)."""
+    check = "data source"
+    data = project.params.get("data")
+    source = data.get("source") if isinstance(data, dict) else None
+    path = project.root / "contract.yaml"
+    if not isinstance(source, str) or not path.is_file():
+        return
+    try:
+        contract = yaml.load(path.read_text(), Loader=LOADER)
+    except yaml.YAMLError as exc:
+        yield missing(
+            AREA, check, f"contract.yaml: not valid YAML ({exc})", "fix or re-profile it", "contract.yaml"
+        )
+        return
+    meta = contract.get("profiled") if isinstance(contract, dict) else None
+    profiled = meta.get("source") if isinstance(meta, dict) else None
+    if profiled is None or profiled == source:
+        yield ok(AREA, check, f"{source} (contract.yaml profiled from it)", "params.yaml: data.source")
+        return
+    target = ((contract.get("target") or {}).get("name")) or "<column>"
+    yield missing(
+        AREA,
+        check,
+        f"params.yaml trains on {source!r} but contract.yaml was profiled from {profiled!r}",
+        f"sluice model profile {source} --target {target} --force",
+        "contract.yaml: profiled.source",
+    )
+
+
 def unreadable(project: Project) -> Iterator[Finding]:
     _ = project.documents, project.params, project.conventions
     for problem in project.problems:
@@ -268,7 +300,7 @@ def unreadable(project: Project) -> Iterator[Finding]:
 
 def check(project: Project) -> list[Finding]:
     found: list[Finding] = []
-    for fn in (unreadable, model_name, image_registry, repository, namespaces, policies):
+    for fn in (unreadable, model_name, image_registry, repository, namespaces, policies, data_source):
         found.extend(fn(project))
     return found
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE_URL = "https://github.com/sluice-ml/sluice.git"
-COPIED = ("gitops", "policies", "pipelines/rendered", ".github/workflows", "docs", "README.md", "params.yaml")
+COPIED = (
+    "gitops",
+    "policies",
+    "pipelines/rendered",
+    ".github/workflows",
+    "docs",
+    "README.md",
+    "params.yaml",
+    "contract.yaml",
+)
 CONVENTIONS = "pipelines/conventions.py"
 
 

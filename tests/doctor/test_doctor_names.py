@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -79,12 +80,12 @@ def test_a_file_missed_by_a_rename_is_named_with_its_field_and_value(project: Pa
 def test_a_namespace_must_be_declared_configured_and_allowed(project: Path) -> None:
     argocd = project / "gitops/argocd/production.yaml"
     for path in (project / "gitops/environments/production").glob("*.yaml"):
-        path.write_text(path.read_text().replace("sluice-production", "ml-prod"))
-    argocd.write_text(argocd.read_text().replace("sluice-production", "ml-prod"))
+        path.write_text(path.read_text().replace("sluice-production", "team-x-prod"))
+    argocd.write_text(argocd.read_text().replace("sluice-production", "team-x-prod"))
 
     found = _missing(names.check(Project(project)))
 
-    assert [f.check for f in found] == ["namespace ml-prod declared"]
+    assert [f.check for f in found] == ["namespace team-x-prod declared"]
     assert "gitops/cluster/namespaces.yaml" in found[0].detail
     assert "sluice-config ConfigMap" in found[0].detail and "AppProject" in found[0].detail
 
@@ -149,4 +150,21 @@ def test_an_undocumented_secret_is_missing_and_says_where_it_is_named(project: P
     assert [(f.check, f.where) for f in found] == [
         ("secret SLACK_WEBHOOK", ".github/workflows/train.yml: secrets.SLACK_WEBHOOK"),
         ("secret vendor-api", "gitops/environments/staging/seldondeployment.yaml: secretKeyRef.name"),
+    ]
+
+
+def test_a_new_data_source_needs_a_new_contract(project: Path) -> None:
+    params = project / "params.yaml"
+    params.write_text(
+        re.sub(r"^  source: .*$", "  source: data/source/churn.csv", params.read_text(), count=1, flags=re.M)
+    )
+
+    found = _missing(names.check(Project(project)))
+
+    assert [(f.check, f.where, f.fix) for f in found] == [
+        (
+            "data source",
+            "contract.yaml: profiled.source",
+            "sluice model profile data/source/churn.csv --target target --force",
+        )
     ]
