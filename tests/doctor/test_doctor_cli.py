@@ -35,7 +35,7 @@ def break_project(project: Path) -> None:
     """What a hand rename typically leaves: a stale image registry, a model name and a repository URL in one file
     each, an undocumented secret, and a remote pointing at another repository."""
     sdep = project / "gitops/environments/production/seldondeployment.yaml"
-    sdep.write_text(sdep.read_text().replace("ghcr.io/sluice-ml/", "registry.acme.io/ml/"))
+    sdep.write_text(sdep.read_text().replace("ghcr.io/sluice-ml/", "registry.other.io/ml/"))
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("model_name: sluice-classifier", "model_name: acme-churn"))
     staging = project / "gitops/argocd/staging.yaml"
@@ -87,7 +87,7 @@ def test_the_table_of_a_broken_project(project: Path) -> None:
 
     assert code == 1
     assert "not ready" in out and "MISSING" in out
-    assert "registry.acme.io/ml" in out and "set it to 'ghcr.io/sluice-ml'" in out
+    assert "registry.other.io/ml" in out and "set it to 'ghcr.io/sluice-ml'" in out
 
 
 def test_help_names_what_it_checks() -> None:

@@ -64,7 +64,16 @@ def test_an_update_keeps_the_project_s_edits_and_brings_the_release(tmp_path: Pa
     _replace(project / "policies/production.yaml", "  - {weight: 5, bake: 15m}", "  - {weight: 1, bake: 15m}")
     git(project, "commit", "-q", "-am", "our gates and params")
 
-    copier.run_update(project, vcs_ref="v2", defaults=True, unsafe=True, overwrite=True, quiet=True)
+    # the release, and one answer changed on the way (another registry path)
+    copier.run_update(
+        project,
+        vcs_ref="v2",
+        data={"image_registry": "registry.acme.io/platform"},
+        defaults=True,
+        unsafe=True,
+        overwrite=True,
+        quiet=True,
+    )
 
     staging = (project / "policies/staging.yaml").read_text()
     assert "    margin: 0.002" in staging and "    margin: 0.005" not in staging  # ours survives
@@ -80,6 +89,13 @@ def test_an_update_keeps_the_project_s_edits_and_brings_the_release(tmp_path: Pa
     assert "{weight: 1, bake: 15m}" in production and "{weight: 2, bake: 15m}" in production
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_commit"] == "v2" and answers["model_name"] == "churn-model"
+    assert answers["image_registry"] == "registry.acme.io/platform"
+    sdep = (project / "gitops/environments/production/seldondeployment.yaml").read_text()
+    assert "image: registry.acme.io/platform/sluice-serving@sha256:" in sdep
+    stale = subprocess.run(
+        ["git", "-C", str(project), "grep", "-l", "registry.acme.io/ml/"], capture_output=True, text=True
+    )
+    assert stale.stdout == ""  # the old answer is gone from every tracked file
     changed = subprocess.run(
         ["git", "-C", str(project), "status", "--porcelain"], capture_output=True, text=True, check=True
     ).stdout
