@@ -51,14 +51,22 @@ class Document:
         return f"{self.path}{doc}: {field_path}"
 
 
-def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Every string leaf of a YAML tree with its dotted path (`spec.predictors.0.graph.parameters.0.value`)."""
+def leaves(node: Any, prefix: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
+    """Every string leaf of a YAML tree with its dotted path (`spec.predictors.0.graph.parameters.0.value`).
+
+    A YAML alias is the same object as its anchor: each mapping and list is walked once, so a file of nested
+    aliases (a "billion laughs" document in a pull request) costs its size, not its expansion."""
+    seen = set() if seen is None else seen
+    if isinstance(node, dict | list):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from leaves(value, f"{prefix}.{key}" if prefix else str(key), seen)
     elif isinstance(node, list):
         for i, value in enumerate(node):
-            yield from leaves(value, f"{prefix}.{i}" if prefix else str(i))
+            yield from leaves(value, f"{prefix}.{i}" if prefix else str(i), seen)
     elif isinstance(node, str):
         yield prefix, node
 

@@ -16,8 +16,14 @@ WORKFLOW_SECRET = re.compile(r"\$\{\{\s*secrets\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}
 BUILTIN = {"GITHUB_TOKEN"}  # GitHub Actions provides it to every run
 
 
-def _named(node: Any, parent: str = "") -> Iterator[tuple[str, str]]:
-    """(secret name, field) for every reference to a Kubernetes Secret in a manifest tree."""
+def _named(node: Any, parent: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
+    """(secret name, field) for every reference to a Kubernetes Secret in a manifest tree (each mapping and
+    list once: aliases are not expanded)."""
+    seen = set() if seen is None else seen
+    if isinstance(node, dict | list):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
     if isinstance(node, dict):
         name = node.get("name")
         if isinstance(name, str) and (parent in ("secretKeyRef", "secretRef") or parent.endswith("Secret")):
@@ -30,10 +36,10 @@ def _named(node: Any, parent: str = "") -> Iterator[tuple[str, str]]:
                     if isinstance(item, dict) and isinstance(item.get("name"), str):
                         yield item["name"], "imagePullSecrets.name"
             else:
-                yield from _named(value, str(key))
+                yield from _named(value, str(key), seen)
     elif isinstance(node, list):
         for item in node:
-            yield from _named(item, parent)
+            yield from _named(item, parent, seen)
 
 
 def referenced(project: Project) -> dict[str, str]:

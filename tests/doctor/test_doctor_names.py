@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from doctor_project import REPO
 
@@ -168,3 +169,17 @@ def test_a_new_data_source_needs_a_new_contract(project: Path) -> None:
             "sluice model profile data/source/churn.csv --target target --force",
         )
     ]
+
+
+@pytest.mark.timeout(60)
+def test_a_manifest_of_nested_aliases_is_read_in_its_size_not_its_expansion(project: Path) -> None:
+    # "billion laughs": 9 levels of 10 aliases each expand to 10^9 strings
+    lines = ["a0: &a0 models:/other-model@champion"]
+    lines += [f"a{i}: &a{i} [{', '.join(f'*a{i - 1}' for _ in range(10))}]" for i in range(1, 10)]
+    (project / "gitops" / "bomb.yaml").write_text("\n".join(lines) + "\n")
+
+    found = _missing(names.check(Project(project))) + _missing(list(secrets.check(Project(project))))
+
+    # the string under a0, and a1's ten references to it; every deeper level is an alias of a list already read
+    assert len(found) == 11
+    assert {(f.check, f.where.split(":")[0]) for f in found} == {("model name", "gitops/bomb.yaml")}

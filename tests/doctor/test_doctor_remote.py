@@ -3,6 +3,7 @@ shapes): what each check reports on a good setup and on each way it can be broke
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -188,3 +189,31 @@ def test_a_wrong_cluster_token_is_one_clear_finding_per_api(installed: ClusterDo
     found = _cluster(installed, token="wrong")
     assert found["Argo Server"] == (Status.MISSING, "HTTP 401")
     assert found["Argo CD"] == (Status.MISSING, "HTTP 401")
+
+
+def test_the_doctor_checks_the_github_repository_the_project_names(project: Path) -> None:
+    from doctor.run import Options, diagnose
+
+    conventions = project / "pipelines/conventions.py"
+    text = conventions.read_text()
+    slug = re.search(r'REPO_URL = "https://github\.com/([^"]+)\.git"', text)
+    assert slug is not None
+    conventions.write_text(text.replace(slug[0], f'REPO_URL = "https://github.com/{REPO}.git"'))
+    double = RepositoryDouble(can_write=False)
+
+    report = diagnose(Options(root=project, check_github=True, github_token=TOKEN, http=double.client()))
+
+    rows = {f.check: f.status for f in report.findings if f.area == "github"}
+    assert rows["repository"] is Status.OK and rows["open pull requests"] is Status.MISSING
+    assert not report.healthy
+    assert ("GET", "", None) in double.requests  # it asked GitHub about acme/gitops, the repository named
+
+
+def test_without_a_token_or_flag_the_github_check_is_skipped_and_says_how(project: Path) -> None:
+    from doctor.run import Options, diagnose
+
+    report = diagnose(Options(root=project))
+    github_rows = [f for f in report.findings if f.area == "github"]
+    assert [(f.status, f.fix) for f in github_rows] == [
+        (Status.SKIPPED, "pass --github with GITHUB_TOKEN set")
+    ]

@@ -67,6 +67,11 @@ def test_every_question_has_help_and_a_default() -> None:
         ({"data_source": "/etc/passwd"}, "data/source/<file>"),
         ({"data_source": "builtin:mnist"}, "builtin:breast_cancer"),
         ({"traffic_target": "istio"}, "istio"),
+        # a trailing newline would end up inside a manifest's name or a Python string
+        ({"model_name": "churn-model\n"}, "a Kubernetes name"),
+        ({"git_owner": "acme\n"}, "letters, digits and '-'"),
+        ({"s3_endpoint": "minio:9000\nevil: true"}, "without a scheme"),
+        ({"data_source": "builtin:wine\n"}, "data/source/<file>"),
     ],
 )
 def test_an_invalid_answer_is_refused_with_its_question_s_message(
