@@ -16,6 +16,7 @@ from doctor.report import Finding, missing, ok
 
 AREA = "names"
 MODEL_URI = re.compile(r"models:/([A-Za-z0-9][A-Za-z0-9._-]*)[/@]")
+SHOWN = 3  # places named per wrong value; the count says how many more
 PLACEHOLDERS = {"name", "NAME", "model", "MODEL"}  # `models:/name@alias` in a usage message
 # An image of the project's own: <registry>/<sluice-serving|sluice-runtime|sluice-router>[:tag][@digest]
 IMAGE = re.compile(
@@ -43,15 +44,23 @@ def normalize_repository(url: str) -> str:
 def _compare(
     check: str, expected: str, source: str, mentions: list[Mention], fix_hint: str
 ) -> Iterator[Finding]:
-    wrong = [m for m in mentions if m.value != expected]
-    for m in wrong:
-        yield missing(
-            AREA,
-            check,
-            f"{m.value!r} where {source} says {expected!r}",
-            f"set it to {expected!r} ({fix_hint})",
-            m.where,
+    """One finding per wrong value, naming its places (the first three, and how many more)."""
+    wrong: dict[str, list[str]] = {}
+    for m in mentions:
+        if m.value != expected:
+            wrong.setdefault(m.value, []).append(m.where)
+    agreeing = len(mentions) + 1 - sum(len(places) for places in wrong.values())
+    for value, places in wrong.items():
+        shown = "; ".join(places[:SHOWN]) + (
+            f"; and {len(places) - SHOWN} more" if len(places) > SHOWN else ""
         )
+        count = f" in {len(places)} places" if len(places) > 1 else ""
+        fix = f"set it to {expected!r} ({fix_hint})"
+        if (
+            len(places) > agreeing
+        ):  # most of the project says otherwise: perhaps the definition is what is stale
+            fix += f", or, if {value!r} is right, change {source}"
+        yield missing(AREA, check, f"{value!r}{count} where {source} says {expected!r}", fix, shown)
     if not wrong:
         n = len(mentions) + 1
         yield ok(AREA, check, f"{expected!r} in {n} place{'s' if n != 1 else ''}", source)

@@ -73,7 +73,15 @@ def test_a_broken_project_fails_and_names_every_problem(project: Path) -> None:
         "spec.predictors.0.componentSpecs.0.spec.containers.0.image",
     ) in missing
     assert ("repository URL", "gitops/argocd/staging.yaml: spec.source.repoURL") in missing
-    assert ("model name", "pipelines/conventions.py: MODEL_NAME") in missing
+    model = next(f for f in report["findings"] if f["check"] == "model name" and f["status"] == "missing")
+    assert (
+        model["detail"]
+        == "'sluice-classifier' in 14 places where params.yaml: registry.model_name says 'acme-churn'"
+    )
+    assert model["where"].startswith("pipelines/conventions.py: MODEL_NAME; ") and model["where"].endswith(
+        "and 11 more"
+    )
+    assert "or, if 'sluice-classifier' is right, change params.yaml: registry.model_name" in model["fix"]
     assert ("secret SLACK_WEBHOOK", ".github/workflows/train.yml: secrets.SLACK_WEBHOOK") in missing
     assert ("remote origin", "pipelines/conventions.py: REPO_URL") in missing
     every = [f for f in report["findings"] if f["status"] == "missing"]
