@@ -89,42 +89,36 @@ def check(
     yield from _branch_protection(http, root, branch)
 
 
-def _probe_pull_request(http: httpx.Client, root: str, branch: str) -> Iterator[Finding]:
-    url = f"{root}/pulls"
-    r = http.post(url, json={"title": "sluice doctor (never opened)", "head": PROBE_BRANCH, "base": branch})
-    if r.status_code == 422:
-        yield ok(AREA, "open pull requests", "allowed (probe refused only for its missing branch)", url)
-    elif r.status_code in (401, 403, 404):
-        yield missing(
-            AREA,
-            "open pull requests",
-            f"HTTP {r.status_code}: {_message(r)}",
-            "give the token Pull requests: read and write (classic token: the repo scope)",
-            url,
+def _probe(http: httpx.Client, url: str, body: dict[str, str], check: str, fix: str) -> Iterator[Finding]:
+    """POST a request GitHub refuses for its content (422) when the token may make it, and for the token
+    (401/403, or 404 on a private repository) when it may not."""
+    r = http.post(url, json=body)
+    if r.status_code == 201:  # only if someone created the probe's branch: undo what the probe made
+        if url.endswith("/pulls"):
+            http.patch(f"{url}/{r.json().get('number')}", json={"state": "closed"})
+        else:
+            http.delete(f"{url}/heads/{PROBE_BRANCH}")
+        yield ok(AREA, check, "allowed", url)
+    elif r.status_code == 422:
+        yield ok(
+            AREA, check, "allowed (the probe was refused only for what it names, which does not exist)", url
         )
-    elif r.status_code == 201:  # cannot happen unless the probe branch exists; close what was opened
-        number = r.json().get("number")
-        http.patch(f"{url}/{number}", json={"state": "closed"})
-        yield ok(AREA, "open pull requests", "allowed", url)
+    elif r.status_code in (401, 403, 404):
+        yield missing(AREA, check, f"HTTP {r.status_code}: {_message(r)}", fix, url)
     else:
-        yield missing(AREA, "open pull requests", f"HTTP {r.status_code}: {_message(r)}", "retry later", url)
+        yield missing(AREA, check, f"HTTP {r.status_code}: {_message(r)}", "retry later", url)
+
+
+def _probe_pull_request(http: httpx.Client, root: str, branch: str) -> Iterator[Finding]:
+    body = {"title": "sluice doctor (never opened)", "head": PROBE_BRANCH, "base": branch}
+    fix = "give the token Pull requests: read and write (classic token: the repo scope)"
+    yield from _probe(http, f"{root}/pulls", body, "open pull requests", fix)
 
 
 def _probe_ref_write(http: httpx.Client, root: str) -> Iterator[Finding]:
-    url = f"{root}/git/refs"
-    r = http.post(url, json={"ref": f"refs/heads/{PROBE_BRANCH}", "sha": "0" * 40})
-    if r.status_code == 422:
-        yield ok(AREA, "merge (write refs)", "allowed (probe refused only for its missing commit)", url)
-    elif r.status_code in (401, 403, 404):
-        yield missing(
-            AREA,
-            "merge (write refs)",
-            f"HTTP {r.status_code}: {_message(r)}",
-            "give the token Contents: read and write (classic token: the repo scope)",
-            url,
-        )
-    else:
-        yield missing(AREA, "merge (write refs)", f"HTTP {r.status_code}: {_message(r)}", "retry later", url)
+    body = {"ref": f"refs/heads/{PROBE_BRANCH}", "sha": "0" * 40}
+    fix = "give the token Contents: read and write (classic token: the repo scope)"
+    yield from _probe(http, f"{root}/git/refs", body, "merge (write refs)", fix)
 
 
 def _branch_protection(http: httpx.Client, root: str, branch: str) -> Iterator[Finding]:

@@ -11,10 +11,13 @@ from doctor_project import git
 from typer.testing import CliRunner
 
 from sluice.cli import app
+from sluice.console import console
 
 
 @pytest.fixture(autouse=True)
 def _no_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CLI's console is made at import, with the width of whatever terminal the test worker has
+    monkeypatch.setattr(console, "width", 250)
     for name in (
         "MLFLOW_TRACKING_URI",
         "PROMETHEUS_URL",
