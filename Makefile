@@ -29,7 +29,7 @@ demo: setup ## the main job: train, serve, promote by canary, roll back, all fou
 
 test: setup ## the whole suite (starts what the tests need; slow end-to-end tests included)
 	bash scripts/services.sh
-	$(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	SLUICE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup ## the suite without tests marked slow
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
@@ -37,7 +37,7 @@ test-fast: setup ## the suite without tests marked slow
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard doctor
+	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard demo doctor
 	$(BIN)/lint-imports
 
 bench: setup ## side-by-side benchmarks; results in benchmarks/results/

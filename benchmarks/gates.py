@@ -66,8 +66,8 @@ BASE = {"success_rate": 0.999, "accuracy": 0.95, "promql": 0.3, "disagreement": 
 
 # policies ------------------------------------------------------------------------------------------------------
 def load_policies() -> dict[str, Any]:
+    from demo.run import Settings, demo_policy
     from rollout.policy import load_policy, parse_policy
-    from sluice.demo.run import Settings, demo_policy
 
     root = Path(__file__).resolve().parents[1] / "policies"
     out = {name: load_policy(root / f"{name}.yaml") for name in ("local", "staging", "production")}
@@ -80,8 +80,8 @@ def custom_gate() -> dict[str, Any]:
     return {
         "name": "conversion",
         "metric": "promql",
-        "query": "conversion_rate{{namespace=\"{namespace}\",predictor=\"{predictor}\"}}",
-        "sample_query": "sessions{{namespace=\"{namespace}\",predictor=\"{predictor}\"}}",
+        "query": 'conversion_rate{{namespace="{namespace}",predictor="{predictor}"}}',
+        "sample_query": 'sessions{{namespace="{namespace}",predictor="{predictor}"}}',
         "better": "higher",
         "margin": 0.03,
         "confidence": 0.95,

@@ -33,7 +33,7 @@ def compare_of(g: Any, gate: Gate | None) -> str:
     found = getattr(g, "compare", None)
     if isinstance(found, str):
         return found
-    return gate.compare if gate is not None else "absolute"
+    return gate.comparison if gate is not None else "absolute"
 
 
 def quantity(x: float | None, metric: str, compare: str, signed: bool = False) -> str:

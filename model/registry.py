@@ -1,7 +1,8 @@
 """The MLflow model registry: where bundles are registered, aliased (`challenger`, `champion`) and fetched.
 
-Embedded default: a sqlite store `mlflow.db` and artifacts in `mlartifacts/` at the repository root;
-`MLFLOW_TRACKING_URI` points elsewhere (an MLflow server in a cluster). Aliases replace the deprecated stages.
+Embedded default: a sqlite store `mlflow.db` and artifacts in `mlartifacts/` at the repository root (any
+sqlite store keeps its artifacts in `mlartifacts/` beside it); `MLFLOW_TRACKING_URI` points elsewhere (an
+MLflow server in a cluster). Aliases replace the deprecated stages.
 Each registered version carries the bundle digest and where its bundle lives, so `models:/name@champion`
 resolves to the same directory `dvc repro` wrote.
 """
@@ -74,8 +75,11 @@ class Registry:
         if exp is not None:
             return str(exp.experiment_id)
         location = None
-        if self.tracking_uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-            location = (self.root / "mlartifacts").as_uri()
+        if self.tracking_uri.startswith("sqlite:///"):
+            # Beside the store, whichever way it was named: MLflow's own default is ./mlruns in the working
+            # directory, which scatters a registry's bundles over wherever a command happened to run.
+            store = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            location = (store.parent / "mlartifacts").as_uri()
         return str(self.client.create_experiment(name, artifact_location=location))
 
     # versions and aliases -------------------------------------------------------------------------

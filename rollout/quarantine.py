@@ -12,7 +12,6 @@ Remove an entry from the annotation (a normal reviewed change) to lift a quarant
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -94,31 +93,6 @@ def record(target: Annotated, text: str, entry: Entry) -> str:
 
 def find(target: Annotated, text: str, digest: str, predictor: str) -> Entry | None:
     return next((e for e in reversed(entries(target, text)) if e.matches(digest, predictor)), None)
-
-
-def rollback_commit(scm: object, entry: Entry) -> str | None:
-    """The commit on main that quarantined `entry` (by its `Sluice-Quarantine` trailer), when the SCM is a
-    local repository; None elsewhere (the refusal then names the commit the rollback followed)."""
-    from rollout.evidence import QUARANTINE
-    from rollout.scm import SCMError
-    from rollout.scm.local import LocalGit
-
-    if not isinstance(scm, LocalGit):
-        return None
-    key = entry.digest or entry.predictor
-    if not re.fullmatch(r"[A-Za-z0-9:._-]+", key):
-        return None
-    pattern = f"^{QUARANTINE}: {re.escape(key)}$"
-    for extra in (["--first-parent"], []):
-        try:
-            out = scm.git(
-                "log", scm.main, *extra, "-n", "1", "-E", f"--grep={pattern}", "--format=%H"
-            ).strip()
-        except SCMError:
-            return None
-        if out:
-            return out
-    return None
 
 
 def refusal(entry: Entry, env: str, commit: str | None) -> str:

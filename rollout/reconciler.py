@@ -319,7 +319,11 @@ def _refuse_quarantined(env: Environment, text: str, digest: str, first: Decisio
         raise RolloutError(f"{env.name}: {e}; fix the record, or start with --force") from e
     if refused is not None:
         raise RolloutError(
-            quarantine.refusal(refused, env.name, quarantine.rollback_commit(env.scm, refused))
+            quarantine.refusal(
+                refused,
+                env.name,
+                env.scm.commit_with_trailer(evidence.QUARANTINE, refused.digest or refused.predictor),
+            )
         )
 
 

@@ -136,7 +136,7 @@ class ChampionFollowsGit:
 
 def build_environment(options: Options) -> Environment:
     """Wire one environment's adapters (SCM, target, metric provider, policy, registry) from options."""
-    from rollout.targets import ByKind
+    from rollout.targets.by_kind import ByKind
 
     env = check_env(options.env)
     scm: SCM

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests start themselves (redis-server, prometheus; promtool comes with it), the
-# load generator (wrk), chromium (the dashboard's browser test) and jq
+# load generator (wrk), chromium (the dashboard's browser test), kubectl (kustomize) and jq
 # (Argo CD's ignoreDifferences expressions are checked with it) are installed.
 # The test fixtures start and stop their own instances on loopback; nothing here is left running.
 set -euo pipefail
@@ -10,6 +10,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# kustomize (`kubectl kustomize`, what Argo CD runs) renders the environments the gitops tests check
+command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 # the dashboard's browser test drives Debian's chromium (Playwright never downloads a browser of its own)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 app = typer.Typer(
     help="Batch predictions: files in, the same rows out with prediction, probabilities and model digest.",
@@ -36,7 +36,7 @@ def _load(model: str, digest: str | None) -> Any:
     try:
         return Predictor.load(model, digest)
     except (BundleError, RegistryError, FileNotFoundError) as e:
-        fail(escape(str(e)))
+        report(e)
 
 
 @app.command("score")
@@ -82,7 +82,7 @@ def score(
                 progress=lambda rows: bar.update(task, completed=rows),
             )
     except BatchError as e:
-        fail(escape(str(e)))
+        report(e)
     console.print(summary.explain(), highlight=False, markup=False)
 
 
@@ -129,9 +129,9 @@ def watch(
             predictor, directory, out, settle=settle, chunk_size=chunk_size, max_attempts=max_attempts
         )
     except BatchError as e:
-        fail(escape(str(e)))
+        report(e)
 
-    def report(event: WatchEvent) -> None:
+    def show(event: WatchEvent) -> None:
         colour = {"scored": "green", "retrying": "yellow"}.get(event.status, "red")
         console.print(
             f"[{colour}]{event.status}[/] {escape(event.name)}: {escape(event.detail)}", highlight=False
@@ -144,9 +144,9 @@ def watch(
 
     if once:
         try:
-            events = watcher.scan(report)
+            events = watcher.scan(show)
         except OSError as e:
-            fail(escape(f"{directory}: scan failed ({e})"))
+            report(f"{directory}: scan failed ({e})")
         console.print(f"{len(events)} file(s) handled", highlight=False, markup=False)
         return
     stopping = False
@@ -160,7 +160,7 @@ def watch(
         f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
     )
     try:
-        watcher.run(interval, stop=lambda: stopping, on_event=report, on_error=trouble)
+        watcher.run(interval, stop=lambda: stopping, on_event=show, on_error=trouble)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 
 def demo(
@@ -28,13 +28,13 @@ def demo(
     the broken one through shadow, A/B and blue/green — every traffic change a Git commit in a scratch clone
     (reports/demo/work/repo), with live traffic and delayed ground truth. Writes reports/demo/summary.json,
     rollout.png, rollout.html and strategies.md."""
-    from sluice.demo.run import Demo, DemoError, Settings
-    from sluice.demo.scratch import ScratchError
+    from demo.run import Demo, DemoError, Settings
+    from demo.scratch import ScratchError
 
     try:
         summary = Demo(repo, Settings(fast=fast, out=out, rate=rate), console).run()
     except (DemoError, ScratchError) as e:
-        fail(str(e))
+        report(e)
     acts = summary["acts"]
     wrong = [a["name"] for a in acts if a["outcome"] != a["expected"]]
     failures = summary["client"]["failures"]
@@ -45,4 +45,4 @@ def demo(
         highlight=False,
     )
     if wrong or failures:
-        fail(f"unexpected outcome in {', '.join(wrong) or 'no act'}; {failures} failed client requests")
+        report(f"unexpected outcome in {', '.join(wrong) or 'no act'}; {failures} failed client requests")

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 app = typer.Typer(
     help="Edge serving: ONNX bundles for devices, a runtime without scikit-learn, fleet rollout by percentage.",
@@ -42,14 +41,14 @@ def export(
     from serving.edge.export import export as run_export
 
     if variant is not None and variant not in VARIANTS:
-        fail(escape(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}"))
+        report(f"--variant {variant!r}: expected one of {', '.join(VARIANTS)}")
     try:
-        report = run_export(model, out, variant=variant, tolerance=tolerance, parity_data=parity_data)
+        exported = run_export(model, out, variant=variant, tolerance=tolerance, parity_data=parity_data)
     except VariantRefused as e:
-        fail(escape(str(e)))
+        report(e)
     except (BundleError, RegistryError, ValueError, FileNotFoundError) as e:
-        fail(escape(str(e)))
-    console.print(report.explain(), highlight=False, markup=False)
+        report(e)
+    console.print(exported.explain(), highlight=False, markup=False)
 
 
 @app.command("predict")
@@ -69,7 +68,7 @@ def predict(
         rows = read_rows(input) if input else golden_rows(bundle)
         result = model.predict_rows(rows)
     except (EdgeBundleError, EdgeInputError) as e:
-        fail(escape(str(e)))
+        report(e)
     for label, probs in zip(result.labels.tolist(), result.probabilities.tolist(), strict=True):
         print(json.dumps({"prediction": label, "probabilities": probs}))
 
@@ -92,7 +91,7 @@ def publish(
     try:
         update = run_publish(bundle, out, version, percent, url)
     except (UpdateError, EdgeBundleError) as e:
-        fail(escape(str(e)))
+        report(e)
     console.print(update.to_json(), highlight=False, markup=False)
 
 
@@ -108,7 +107,7 @@ def update(
     try:
         result = Device(device_root, device_id).apply(UpdateManifest.read(manifest))
     except (UpdateError, OSError) as e:
-        fail(escape(str(e)))
+        report(e)
     console.print(
         f"{result.outcome}: version {result.version}, current {result.current}. {result.detail}", markup=False
     )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 if TYPE_CHECKING:
     from pipelines.gitops_check import Checks, FileReport, Issues
@@ -132,10 +132,10 @@ def check(
         p for p in (Path("gitops"), Path("policies"), Path("pipelines/rendered")) if p.exists()
     ]
     if not targets:
-        fail("nothing to check: no gitops/ or policies/ here, and no paths given")
+        report("nothing to check: no gitops/ or policies/ here, and no paths given")
     reports = check_paths(targets, default_checks())
     if not reports:
-        fail(f"no YAML files under {', '.join(map(str, targets))}")
+        report(f"no YAML files under {', '.join(map(str, targets))}")
     if output is Format.github:
         markdown = to_markdown(reports)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -149,7 +149,7 @@ def check(
         _table(reports)
     problems = sum(len(r.findings) for r in reports)
     if problems:
-        fail(f"{problems} problem(s) in {sum(not r.ok for r in reports)} file(s)")
+        report(f"{problems} problem(s) in {sum(not r.ok for r in reports)} file(s)")
     if output is Format.table:
         console.print(f"[green]{len(reports)} file(s) pass[/]", highlight=False)
 

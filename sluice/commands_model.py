@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 app = typer.Typer(
     help="Train, package and inspect models (the stages `dvc repro` runs).", no_args_is_help=True
@@ -27,7 +27,7 @@ def _run_stage(name: str, root: Path) -> None:
     try:
         message = STAGES[name](root)
     except (StageFailed, ValidationFailed) as e:
-        fail(f"stage {name}: {e}")
+        report(f"stage {name}: {e}")
     console.print(f"[green]{name}[/]: {message}", highlight=False)
 
 
@@ -104,7 +104,7 @@ def profile(
     from model.profile import profile_source
 
     if task is not None and task not in TASKS:
-        fail(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+        report(f"--task {task!r}: expected one of {', '.join(TASKS)}")
     try:
         with console.status(f"profiling {data}"):
             result = profile_source(
@@ -120,7 +120,7 @@ def profile(
                 force=force,
             )
     except (ContractError, SourceError, ParamsError) as e:
-        fail(str(e))
+        report(e)
     c = result.contract
     kinds = {k: sum(f.type == k for f in c.features) for k in ("numeric", "categorical", "boolean")}
     nullable = [f.name for f in c.features if f.nullable]
@@ -164,7 +164,7 @@ def champion(
     from model.registry import CHAMPION, Registry, RegistryError
 
     if pin and unpin:
-        fail("--pin and --unpin together: choose one")
+        report("--pin and --unpin together: choose one")
     try:
         params = load_params(root / "params.yaml")
         name = params.registry.model_name
@@ -179,16 +179,16 @@ def champion(
         if pin or version:
             ref = registry.version(name, version) if version else current
             if ref is None:
-                fail(f"model {name!r} has no @{CHAMPION} in the registry to pin (--version picks one)")
+                report(f"model {name!r} has no @{CHAMPION} in the registry to pin (--version picks one)")
             if not ref.digest:
-                fail(f"{name} version {ref.version} was not registered by Sluice (no digest tag)")
+                report(f"{name} version {ref.version} was not registered by Sluice (no digest tag)")
             write_champion(root / "params.yaml", ChampionPin(version=ref.version, digest=ref.digest))
             console.print(
                 f"evaluate.champion pinned: {name} version {ref.version} ({ref.digest})", highlight=False
             )
             return
     except (ParamsError, RegistryError) as e:
-        fail(str(e))
+        report(e)
     pinned = params.evaluate.champion
     console.print(
         f"pinned (params.yaml): {f'version {pinned.version} ({pinned.digest})' if pinned else 'none'}",
@@ -215,7 +215,7 @@ def register(root: RootOption = Path(".")) -> None:
     try:
         ref = register_bundle(root.resolve())
     except (BundleError, ParamsError, RegistryError) as e:
-        fail(str(e))
+        report(e)
     console.print(
         f"registered {ref.name} version {ref.version} ({ref.digest}), alias challenger", highlight=False
     )
@@ -235,7 +235,7 @@ def info(
     try:
         bundle = Bundle.open(resolve_bundle_path(model))
     except (BundleError, RegistryError) as e:
-        fail(str(e))
+        report(e)
     if as_json:
         print(json.dumps({**bundle.describe(), "signature": bundle.signature.model_dump()}, indent=2))
         return
@@ -301,5 +301,5 @@ def promote_alias(
             registry.set_alias(model_name, alias, ref.version)
             was = ""
     except (ParamsError, RegistryError) as e:
-        fail(str(e))
+        report(e)
     console.print(f"{model_name}@{alias} -> version {ref.version} ({ref.digest}){was}", highlight=False)

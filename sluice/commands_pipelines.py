@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 app = typer.Typer(
     help="Argo Workflows authored with hera: render them to YAML, validate, submit to an Argo Server.",
@@ -35,11 +35,11 @@ def render(
     directory = out or RENDERED_DIR
     problems = [str(p) for pipe in catalog() for p in validate_document(pipe.build(), pipe.filename)]
     if problems:
-        fail("rendered objects are not valid:\n  " + "\n  ".join(problems))
+        report("rendered objects are not valid:\n  " + "\n  ".join(problems))
     if check:
         out_of_date = stale(directory)
         if out_of_date:
-            fail("out of date (run `sluice pipelines render`): " + ", ".join(map(str, out_of_date)))
+            report("out of date (run `sluice pipelines render`): " + ", ".join(map(str, out_of_date)))
         console.print(f"{directory}: up to date", highlight=False)
         return
     for path in write_all(directory):
@@ -71,7 +71,7 @@ def _parameters(values: list[str]) -> dict[str, str]:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            fail(f"--parameter {item!r}: expected NAME=VALUE")
+            report(f"--parameter {item!r}: expected NAME=VALUE")
         out[key] = value
     return out
 
@@ -108,22 +108,22 @@ def submit(
 
     server = os.environ.get("ARGO_SERVER", "").strip()
     if not server:
-        fail(
+        report(
             "ARGO_SERVER is not set: export ARGO_SERVER=https://argo.example.com (and ARGO_TOKEN, "
             "from `argo auth token`) to submit to a cluster; see docs/cluster.md"
         )
     try:
         pipe = by_name(name)
     except KeyError as e:
-        fail(str(e.args[0]))
+        report(str(e.args[0]))
     if not pipe.submittable:
-        fail(f"{name} is a {pipe.kind}, not a WorkflowTemplate: Argo runs it by itself once applied")
+        report(f"{name} is a {pipe.kind}, not a WorkflowTemplate: Argo runs it by itself once applied")
     params = _parameters(parameter or [])
     doc = pipe.build()
     declared = {p["name"] for p in doc["spec"].get("arguments", {}).get("parameters", [])}
     unknown = sorted(set(params) - declared)
     if unknown:
-        fail(f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(declared))})")
+        report(f"{name} has no parameter {', '.join(unknown)} (it takes: {', '.join(sorted(declared))})")
     skip_verify = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in {"1", "true", "yes"}
     token = os.environ.get("ARGO_TOKEN")
     try:
@@ -150,13 +150,13 @@ def submit(
             poll=poll,
         )
     except SubmitError as e:
-        fail(str(e))
+        report(e)
     for key, value in finished.outputs.items():
         console.print(f"  {key} = {value}", highlight=False)
     if outputs_to is not None:
         write_outputs(outputs_to, finished.outputs)
     if not finished.succeeded:
-        fail(f"{finished.name} {finished.phase}: {finished.message or 'see the Argo UI'} ({submitted.url})")
+        report(f"{finished.name} {finished.phase}: {finished.message or 'see the Argo UI'} ({submitted.url})")
     console.print(f"[green]{finished.name} succeeded[/]", highlight=False)
 
 
@@ -170,7 +170,7 @@ def write_outputs(path: Path, outputs: dict[str, str]) -> None:
     with path.open("a", encoding="utf-8") as f:
         for key, value in outputs.items():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
-                fail(f"workflow output name {key!r} cannot be a GitHub Actions output name")
+                report(f"workflow output name {key!r} cannot be a GitHub Actions output name")
             if "\n" in value or "\r" in value:
                 delimiter = f"ghadelimiter_{uuid.uuid4()}"
                 while delimiter in value:

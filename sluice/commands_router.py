@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import fail
+from sluice.console import report
 
 
 def router(
@@ -76,7 +76,7 @@ def router(
     for item in resolve or []:
         service, sep, target = item.partition("=")
         if not sep or ":" not in service or ":" not in target:
-            fail(f"--resolve {item!r}: expected SERVICE:PORT=HOST:PORT")
+            report(f"--resolve {item!r}: expected SERVICE:PORT=HOST:PORT")
         mapping[service] = target
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ClusterSettings(
@@ -95,7 +95,7 @@ def router(
     try:
         asyncio.run(ClusterRouter(settings).serve(), loop_factory=uvloop.new_event_loop)
     except (ManifestError, OSError) as e:
-        fail(str(e))
+        report(e)
     except KeyboardInterrupt:
         pass
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, fail
+from sluice.console import console, report
 
 
 def serve(
@@ -43,7 +43,7 @@ def serve(
     from serving.http.server import build_app, run
 
     if backend not in BACKENDS:
-        fail(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        report(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     try:
         app = build_app(
             model,
@@ -53,7 +53,7 @@ def serve(
             max_body_bytes=max_body_bytes,
         )
     except (BundleError, RegistryError, OSError) as e:
-        fail(str(e))
+        report(e)
     console.print(f"docs at http://{host}:{port}/docs, metrics at /metrics", highlight=False)
     run(app, host, port, log_level)
 

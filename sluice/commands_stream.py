@@ -7,9 +7,8 @@ import signal
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from sluice.console import console, err_console, fail
+from sluice.console import console, err_console, report
 
 app = typer.Typer(
     help="Streaming predictions: a stream in, a stream out (Redis Streams; Kafka for clusters).",
@@ -91,10 +90,10 @@ def run(
     try:
         predictor = Predictor.load(model, model_digest)
     except (BundleError, RegistryError, FileNotFoundError) as e:
-        fail(escape(str(e)))
+        report(e)
     redelivery_ms = claim_idle_ms * (max_deliveries + 1)
     if not broker.startswith("kafka://") and dedup_window * 1000 < redelivery_ms:
-        fail(
+        report(
             f"--dedup-window {dedup_window:g} s is shorter than a redelivery can take (--claim-idle-ms "
             f"{claim_idle_ms} x (--max-deliveries {max_deliveries} + 1) = {redelivery_ms / 1000:g} s): "
             "a redelivered message could be answered twice"
@@ -106,7 +105,7 @@ def run(
         try:
             adapter = KafkaBroker.connect(broker, input, output, group, consumer, dead_letter)
         except KafkaConfigError as e:
-            fail(escape(str(e)))
+            report(e)
     else:
         from serving.stream.redis_streams import BrokerError, RedisStreamsBroker
 
@@ -124,7 +123,7 @@ def run(
                 maxlen=maxlen,
             )
         except BrokerError as e:
-            fail(escape(str(e)))
+            report(e)
     worker = StreamWorker(predictor, adapter, batch=batch, max_deliveries=max_deliveries)
     stopping = False
 
@@ -141,7 +140,7 @@ def run(
     try:
         stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
     except Exception as e:  # the broker failed (timeouts, refused writes): say so, without its password
-        fail(escape(redact(f"{type(e).__name__}: {e} (broker {broker})", broker)))
+        report(redact(f"{type(e).__name__}: {e} (broker {broker})", broker))
     finally:
         with contextlib.suppress(Exception):  # a broker that is gone cannot be closed politely
             adapter.close()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sluice.console import console, err_console, fail, report
+from sluice.console import console, err_console, report
 
 if TYPE_CHECKING:
     from dashboard.board import Lookup, Source
@@ -244,17 +244,17 @@ def ui(
     from rollout.scm import BadEnvironment, SCMError, check_env
 
     if not 1 <= port <= 65535:
-        fail(f"--port {port}: not a port number")
+        report(f"--port {port}: not a port number")
     if history < 1:
-        fail(f"--history {history}: chart at least one commit")
+        report(f"--history {history}: chart at least one commit")
     try:
         envs = [check_env(e) for e in env] if env else ([] if github else _environments(repo))
     except (BadEnvironment, SCMError) as e:
         report(e)
     if not envs:
-        fail("no environment to show: pass --env (with --github, --env is required)")
+        report("no environment to show: pass --env (with --github, --env is required)")
     if len(set(envs)) != len(envs):
-        fail(f"--env: an environment is named twice ({', '.join(envs)})")
+        report(f"--env: an environment is named twice ({', '.join(envs)})")
     tokens = None
     if token_file is not None:
         from dashboard.board import TokenError, Tokens
@@ -282,7 +282,7 @@ def ui(
             figures_window,
         )
     except typer.BadParameter as e:
-        fail(f"--metrics-url: {e}")
+        report(f"--metrics-url: {e}")
     except (SCMError, PolicyError, MetricsError) as e:
         report(e)
     board = Board(

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sluice.console import console, err_console, fail
+from sluice.console import console, err_console, report
 
 
 def up(
@@ -91,7 +91,7 @@ def up(
     try:
         asyncio.run(runtime.serve(), loop_factory=uvloop.new_event_loop)
     except (ManifestError, StartupError, OSError) as e:
-        fail(escape(str(e)))
+        report(e)
     except KeyboardInterrupt:
         pass
     console.print("stopped", highlight=False)

@@ -19,11 +19,6 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def problems(error: BaseException) -> list[tuple[str, str, Any]]:
     """(field, what is wrong, value) for each thing an error names: a PolicyError's `problems`, a
     ManifestError's `violations`; [] for an error that is one message."""

@@ -143,6 +143,11 @@ class SCM(Protocol):
         """Delete proposal branches a crash left without a proposal; the names of those deleted."""
         ...
 
+    def commit_with_trailer(self, key: str, value: str) -> str | None:
+        """The newest commit on main whose message carries the trailer `key: value`, or None when there is
+        none or the host cannot search its history."""
+        ...
+
     def lock(self, env: str) -> AbstractContextManager[None]:
         """Exclusive right to act on `env` (raises Conflict when another reconciler holds it)."""
         ...

@@ -386,6 +386,11 @@ class GitHub:
         with contextlib.suppress(SCMError):
             self._call("DELETE", f"/git/refs/heads/{proposal.branch}", ok=(204, 422))
 
+    def commit_with_trailer(self, key: str, value: str) -> str | None:
+        """None: GitHub's API has no search of commit messages on a branch worth its rate limit (a refusal then
+        names the commit the rollback followed, which the quarantine record keeps)."""
+        return None
+
     def sweep(self, env: str) -> list[str]:
         now = self.clock()
         if now - self._swept.get(env, float("-inf")) < SWEEP_EVERY:

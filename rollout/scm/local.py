@@ -251,6 +251,22 @@ class LocalGit:
         """Nothing to sweep: here a branch is the proposal itself (pending, repaired or discarded by a tick)."""
         return []
 
+    def commit_with_trailer(self, key: str, value: str) -> str | None:
+        """Main's own line first (the commits that landed there), then any commit merged into it."""
+        if not re.fullmatch(r"[A-Za-z0-9:._-]+", value):
+            return None
+        pattern = f"^{re.escape(key)}: {re.escape(value)}$"
+        for extra in (["--first-parent"], []):
+            try:
+                out = self.git(
+                    "log", self.main, *extra, "-n", "1", "-E", f"--grep={pattern}", "--format=%H"
+                ).strip()
+            except SCMError:
+                return None
+            if out:
+                return out
+        return None
+
     def _refresh_worktree(self, path: str, old: str, new: str) -> None:
         """Keep a checked-out main in step with the moved ref, for the one file we changed, if untouched."""
         try:

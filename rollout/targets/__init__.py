@@ -18,7 +18,6 @@ from typing import Protocol
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from deployment import kinds
 from deployment.names import ANNOTATION
 from rollout.state import Layout, Rollout, RolloutState, StateError
 
@@ -80,10 +79,21 @@ def dump(doc: CommentedMap) -> str:
 
 def annotate(doc: CommentedMap, rollout: Rollout) -> None:
     """Write the rollout annotation (the engine's one piece of state in a manifest)."""
+    set_annotation(doc, ANNOTATION, rollout.to_json())
+
+
+def annotation_of(doc: CommentedMap, key: str) -> str | None:
+    """The value of one `metadata.annotations` key, or None (the same place in every kind of manifest)."""
+    value = ((doc.get("metadata") or {}).get("annotations") or {}).get(key)
+    return None if value is None else str(value)
+
+
+def set_annotation(doc: CommentedMap, key: str, value: str) -> None:
+    """`metadata.annotations[key] = value`, everything else as it was."""
     meta = doc.setdefault("metadata", CommentedMap())
     if "annotations" not in meta:
         meta["annotations"] = CommentedMap()
-    meta["annotations"][ANNOTATION] = rollout.to_json()
+    meta["annotations"][key] = value
 
 
 def rollout_of(annotations: Mapping[str, str]) -> Rollout | None:
@@ -92,31 +102,3 @@ def rollout_of(annotations: Mapping[str, str]) -> Rollout | None:
         return Rollout.from_json(raw) if raw else None
     except StateError as e:
         raise TargetError(f"metadata.annotations.{ANNOTATION}: {e}") from e
-
-
-# choosing the target --------------------------------------------------------------------------------------
-def target_for(text: str) -> TrafficTarget:
-    """The target for a manifest, by its kind (TargetError when it holds no deployment Sluice edits)."""
-    kind = kinds.kind_of(text)
-    if kind == "InferenceService":
-        from rollout.targets.kserve import InferenceServiceV1Beta1
-
-        return InferenceServiceV1Beta1()
-    if kind == "SeldonDeployment":
-        from rollout.targets.seldon import SeldonDeploymentV1
-
-        return SeldonDeploymentV1()
-    raise TargetError(f"expected a deployment manifest (kind: {' or '.join(kinds.KINDS)})")
-
-
-class ByKind:
-    """The target of whichever manifest it is given: what an environment's reconciler runs with."""
-
-    def state(self, text: str) -> RolloutState:
-        return target_for(text).state(text)
-
-    def apply(self, text: str, layout: Layout | None, rollout: Rollout | None) -> str:
-        return target_for(text).apply(text, layout, rollout)
-
-    def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
-        return target_for(text).add_candidate(text, name, model_uri, model_digest)

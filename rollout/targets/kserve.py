@@ -26,7 +26,16 @@ from deployment.kserve import CONTAINER, DIGEST_ENV, SHADOW, STORAGE_URI
 from deployment.names import predictor_name
 from deployment.view import ManifestError
 from rollout.state import Layout, PredictorState, Rollout, RolloutState
-from rollout.targets import DEFAULT_IMAGE, TargetError, annotate, dump, load, rollout_of
+from rollout.targets import (
+    DEFAULT_IMAGE,
+    TargetError,
+    annotate,
+    annotation_of,
+    dump,
+    load,
+    rollout_of,
+    set_annotation,
+)
 
 
 class InferenceServiceV1Beta1:
@@ -112,6 +121,14 @@ class InferenceServiceV1Beta1:
                 f"spec.predictor: the stable predictor {after.stable.name} takes what the canaries leave "
                 f"({after.stable.traffic}%), not {share}%"
             )
+
+    def annotation(self, text: str, key: str) -> str | None:
+        return annotation_of(self.load(text), key)
+
+    def annotate(self, text: str, key: str, value: str) -> str:
+        doc = self.load(text)
+        set_annotation(doc, key, value)
+        return dump(doc)
 
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:
         doc = self.load(text)

@@ -11,7 +11,16 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from deployment import seldon
 from deployment.names import predictor_name
 from rollout.state import Layout, PredictorState, Rollout, RolloutState
-from rollout.targets import DEFAULT_IMAGE, TargetError, annotate, dump, load, rollout_of
+from rollout.targets import (
+    DEFAULT_IMAGE,
+    TargetError,
+    annotate,
+    annotation_of,
+    dump,
+    load,
+    rollout_of,
+    set_annotation,
+)
 
 
 class SeldonDeploymentV1:
@@ -76,17 +85,11 @@ class SeldonDeploymentV1:
         return self.dump(doc)
 
     def annotation(self, text: str, key: str) -> str | None:
-        """The value of one `metadata.annotations` key, or None."""
-        value = ((self.load(text).get("metadata") or {}).get("annotations") or {}).get(key)
-        return None if value is None else str(value)
+        return annotation_of(self.load(text), key)
 
     def annotate(self, text: str, key: str, value: str) -> str:
-        """The manifest with `metadata.annotations[key]` set to `value` (everything else as it was)."""
         doc = self.load(text)
-        meta = doc.setdefault("metadata", CommentedMap())
-        if "annotations" not in meta:
-            meta["annotations"] = CommentedMap()
-        meta["annotations"][key] = value
+        set_annotation(doc, key, value)
         return self.dump(doc)
 
     def add_candidate(self, text: str, name: str, model_uri: str, model_digest: str) -> str:

@@ -19,8 +19,8 @@ import httpx
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "rollout"))
 
-from rollout_exporter import free_port  # noqa: E402
 from rollout_gitops import fast_policy, git, make_repo  # noqa: E402
+from testkit.services import free_port  # noqa: E402
 
 
 def _rollout_fixtures() -> Any:
@@ -36,7 +36,6 @@ def _rollout_fixtures() -> Any:
 
 _rollout = _rollout_fixtures()
 running_exporter = _rollout.running_exporter
-running_prometheus = _rollout.running_prometheus
 
 STABLE = "sha256:" + "1" * 64
 CANDIDATE = "sha256:" + "2" * 64

@@ -26,6 +26,7 @@ import httpx
 import pytest
 import yaml
 from dashboard_fixtures import TOKEN, free_port, git, token_file, wait_until
+from testkit.services import need
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = "local"
@@ -128,12 +129,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[World]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium is not installed (scripts/services.sh installs it)")
-    from model.data import prepare, read_split
+    need("chromium")
+    from demo.traffic import TrafficGenerator
+    from model.data import contract_for, prepare, read_split
     from model.layout import Layout
     from model.params import Params
-    from sluice.demo.traffic import TrafficGenerator
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -153,7 +153,7 @@ def world(tmp_path: Path, bundle_dir: Path, rf_bundle_dir: Path) -> Iterator[Wor
 
     data = Layout.at(tmp_path / "data")
     prepare(data, Params().data)
-    rows, truth = read_split(data.test_csv)
+    rows, truth = read_split(data.test_csv, contract_for(data, Params().data))
     traffic = TrafficGenerator(
         f"http://127.0.0.1:{w.port}", rows.to_numpy(), truth.to_numpy(), list(rows.columns), rate=40.0
     )

@@ -7,20 +7,19 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 
 from dashboard import monitoring
 from deployment import metric_names as n
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "gitops" / "schemas" / "grafana"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 GRAFANA_MACROS = {
     "$__rate_interval": "2m",
     "$__interval": "1m",
@@ -123,9 +122,13 @@ def concrete(expr: str) -> str:
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    if not Path(PROMTOOL).exists():
-        pytest.skip("promtool is not installed (scripts/services.sh installs Debian's prometheus)")
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [need("promtool", "Debian's prometheus package"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:

@@ -20,11 +20,12 @@ from doctor.report import Finding, Status
 ROLLOUT_TESTS = Path(__file__).resolve().parents[1] / "rollout"
 sys.path.insert(0, str(ROLLOUT_TESTS))
 
-from rollout_exporter import DEPLOYMENT, Profile, free_port  # noqa: E402
+from rollout_exporter import DEPLOYMENT, Profile  # noqa: E402
+from testkit.services import free_port, running_prometheus, stop, wait_until  # noqa: E402
 
 
 def _rollout_fixtures():  # type: ignore[no-untyped-def]
-    """The rollout tests' exporter and Prometheus launchers (tests/rollout/conftest.py), reused as they are."""
+    """The rollout tests' exporter of the router's metric names (tests/rollout/conftest.py), reused as it is."""
     spec = importlib.util.spec_from_file_location("rollout_fixtures", ROLLOUT_TESTS / "conftest.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -62,16 +63,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("mlflow server exited")
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start")
-            time.sleep(0.2)
+                return False
+
+        wait_until(healthy, 60, "mlflow server answering /health", step=0.2)
         api = f"{url}/api/2.0/mlflow"
         httpx.post(f"{api}/registered-models/create", json={"name": "acme-churn"}).raise_for_status()
         httpx.post(
@@ -83,12 +84,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         httpx.post(f"{api}/registered-models/create", json={"name": "no-versions"}).raise_for_status()
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.mark.slow
@@ -139,7 +135,7 @@ def test_prometheus_with_series_in_one_namespace_and_none_in_the_other(tmp_path:
     fixtures = _rollout_fixtures()
     with (
         fixtures.running_exporter() as exporter,
-        fixtures.running_prometheus(tmp_path, {"acme-staging": exporter.port}) as url,
+        running_prometheus(tmp_path, {"acme-staging": exporter.port}) as url,
     ):
         exporter.profiles["m-aaaaaaaaaaaa"] = Profile(requests=2)
         deadline = time.monotonic() + 20

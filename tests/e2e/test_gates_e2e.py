@@ -101,12 +101,12 @@ def wait_converged(world: World, timeout: float = 120.0) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterator[World]:
-    from model.data import prepare, read_split
+    from demo.run import free_port
+    from demo.traffic import TrafficGenerator
+    from model.data import contract_for, prepare, read_split
     from model.layout import Layout
     from model.params import Params
     from model.pipeline import train_bundle
-    from sluice.demo.run import free_port
-    from sluice.demo.traffic import TrafficGenerator
 
     root = tmp_path_factory.mktemp("gates-e2e")
     # five accuracy points worse on the held-out rows the traffic replays (0.937 against 0.986)
@@ -117,7 +117,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterato
     ).path
     data = Layout.at(root / "data-work")
     prepare(data, Params().data)
-    X, y = read_split(data.test_csv)
+    X, y = read_split(data.test_csv, contract_for(data, Params().data))
 
     repo = root / "repo"
     repo.mkdir()

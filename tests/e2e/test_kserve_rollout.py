@@ -18,13 +18,14 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
+from testkit.services import free_port
 
+from demo.traffic import TrafficGenerator
 from deployment import kserve, metric_names
 from deployment.names import predictor_name
 from model.bundle import Bundle
 from model.contract import TARGET
 from model.layout import Layout
-from sluice.demo.traffic import TrafficGenerator
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "gitops/environments/local/inferenceservice.yaml"
@@ -49,14 +50,6 @@ POLICY = {
         },
     ],
 }  # fmt: skip
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sluice(repo: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

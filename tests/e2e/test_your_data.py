@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import pandas as pd
 import pytest
 from sample_tables import SPECIES, penguins
 from scratch_repo import REPO, ScratchRepo, make_scratch
+from testkit.services import free_port
 
 from model.bundle import Bundle, onnx_feeds
 from model.contract import load_contract
@@ -240,19 +240,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(5)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_served_from_the_registry_over_both_protocols_and_by_mlflow_alike(repro: Repro) -> None:
     """`models:/sluice-classifier/1` to `sluice serve` and to `mlflow models serve`: the same answers."""
     signature = repro.bundle.signature
     uri = "models:/sluice-classifier/1"
     rows = _json_rows(repro)
-    sluice_port, mlflow_port = _free_port(), _free_port()
+    sluice_port, mlflow_port = free_port(), free_port()
     sluice = _start(
         repro.repo,
         [sys.executable, "-m", "sluice", "serve", "--model", uri, "--port", str(sluice_port)],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from testkit.services import need
 
 from model.bundle import Bundle
 from pipelines.schemas import validate_file
@@ -103,13 +104,15 @@ def test_request_body_is_accepted_by_the_serving_component(tmp_path: Path, bundl
 
 def jq(program: str, name: str, document: object) -> bool:
     result = subprocess.run(
-        ["jq", "-e", "--arg", "p", name, program], input=json.dumps(document), capture_output=True, text=True
+        [need("jq"), "-e", "--arg", "p", name, program],
+        input=json.dumps(document),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode in (0, 1), result.stderr  # 5 would be a jq error (a broken program)
     return result.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (GitHub's runners have it)")
 def test_e2e_predicates_on_real_status_output(tmp_path: Path) -> None:
     """The workflow's jq checks, on `sluice rollout status --json` of a real repository and on the manifest."""
     env = yaml.safe_load(E2E.read_text())["env"]

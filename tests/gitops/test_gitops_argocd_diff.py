@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 
 REPO = Path(__file__).resolve().parents[2]
 ENVS = ["staging", "production"]
 PODINFO = {"name": "seldon-podinfo", "mountPath": "/etc/podinfo"}
-pytestmark = pytest.mark.skipif(shutil.which("jq") is None, reason="jq is installed by scripts/services.sh")
+
+
+@pytest.fixture(autouse=True)
+def _jq() -> None:
+    need("jq", "Argo CD's jq normalizer")
 
 
 def seldon_defaulted(sdep: dict[str, Any]) -> dict[str, Any]:

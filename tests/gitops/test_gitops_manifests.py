@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 
 from pipelines.schemas import validate_document, validate_file
 from rollout.guardrails import check_manifest
@@ -33,12 +34,9 @@ def applied(source: Path) -> list[dict[str, Any]]:
     """What Argo CD applies from a directory: kustomize's output when it holds a kustomization.yaml."""
     if not (source / "kustomization.yaml").exists():
         return [d for path in sorted(source.glob("*.yaml")) for d in docs(path)]
-    import shutil
     import subprocess
 
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (for kustomize) is not installed")
+    kubectl = need("kubectl", "for kustomize")
     out = subprocess.run(
         [kubectl, "kustomize", str(source)], capture_output=True, text=True, check=True
     ).stdout

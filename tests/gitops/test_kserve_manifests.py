@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 from typer.testing import CliRunner
 
 from deployment import kinds, kserve
@@ -30,9 +31,12 @@ T = InferenceServiceV1Beta1()
 DA, DB = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 B = "m-bbbbbbbbbbbb"
 
-needs_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (kustomize) is not installed"
-)
+needs_kubectl = pytest.mark.usefixtures("kustomize")
+
+
+@pytest.fixture
+def kustomize() -> None:
+    need("kubectl", "for kustomize")
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -183,6 +187,7 @@ def test_kserve_alone_gives_weights_only_and_gitops_check_says_so(kserve_repo: P
                 "name": "errors",
                 "metric": "promql",
                 "query": 'sum(rate(sluice_model_requests_total{namespace="{namespace}",code=~"5.."}[1m]))',
+                "sample_query": 'sum(rate(sluice_model_requests_total{namespace="{namespace}"}[1m]))',
                 "max": 1,
             }
         ],

@@ -9,13 +9,13 @@ router must route by.
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit.services import need
 
 from deployment import seldon
 from pipelines.schemas import validate_document
@@ -27,9 +27,10 @@ NAMESPACES = {
     "production": "sluice-production",
 }  # renamed in a generated project
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl (for kustomize) is not installed"
-)
+
+@pytest.fixture(autouse=True)
+def _kustomize() -> None:
+    need("kubectl", "for kustomize")
 
 
 def render(env: str) -> list[dict[str, Any]]:

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testkit.services import free_port
 
 from model.bundle import Bundle
 
@@ -24,12 +24,6 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "serving" / "Dockerfile"
 BAKED = "file:///opt/sluice/bundle"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def image_command() -> tuple[list[str], str]:

@@ -3,21 +3,18 @@ names (driven by the test) and a real Prometheus scraping it."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
+from testkit.services import running_prometheus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_exporter import LOCAL, PERIOD, PRODUCTION, STAGING, Exporter, free_port
+from rollout_exporter import LOCAL, PERIOD, PRODUCTION, STAGING, Exporter
 
 
 @contextmanager
@@ -61,55 +58,6 @@ def running_exporter() -> Iterator[Exporter]:
 def exporter() -> Iterator[Exporter]:
     with running_exporter() as exp:
         yield exp
-
-
-@contextmanager
-def running_prometheus(tmp_path: Path, targets: dict[str, int]) -> Iterator[str]:
-    """A real Prometheus (Debian's package) scraping each target port every second. The key of each target is
-    the `namespace` label Prometheus puts on its series, as a PodMonitor does for a pod's namespace."""
-    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not Path(binary).exists():
-        pytest.skip("prometheus is not installed (scripts/services.sh installs it)")
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    jobs = "".join(
-        f"      - targets: ['127.0.0.1:{target}']\n        labels: {{namespace: '{namespace}'}}\n"
-        for namespace, target in targets.items()
-    )
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"scrape_configs:\n  - job_name: gateway\n    static_configs:\n{jobs}"
-    )
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("prometheus did not become ready")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture

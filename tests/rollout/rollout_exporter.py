@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -68,9 +67,3 @@ class Exporter:
             items = list(self.profiles.items())
         for name, p in items:
             self.record(name, p)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

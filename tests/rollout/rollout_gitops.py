@@ -10,7 +10,8 @@ from rollout.metrics.scrape import ScrapeProvider
 from rollout.policy import parse_policy
 from rollout.reconciler import Environment
 from rollout.scm.local import LocalGit
-from rollout.targets import ByKind, kserve, seldon
+from rollout.targets import kserve, seldon
+from rollout.targets.by_kind import ByKind
 
 FAST_GATES = [
     {"name": "success", "metric": "success_rate", "min": 0.9, "min_sample": 10, "no_data_deadline": 3},

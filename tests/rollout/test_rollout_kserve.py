@@ -16,7 +16,8 @@ from deployment import kserve
 from rollout.guardrails import check_manifest
 from rollout.state import Rollout, Slot
 from rollout.strategies import Step
-from rollout.targets import ByKind, TargetError, target_for
+from rollout.targets import TargetError
+from rollout.targets.by_kind import ByKind, target_for
 from rollout.targets.kserve import InferenceServiceV1Beta1, initial_manifest
 from rollout.targets.seldon import SeldonDeploymentV1
 from rollout.targets.seldon import initial_manifest as seldon_manifest
@@ -222,3 +223,17 @@ def test_a_registered_version_becomes_the_uri_kserve_fetches(
         app, ["rollout", "start", *common, "--policies", str(policies), "--candidate", "models:/clf/9"]
     )
     assert result.exit_code == 1 and "has no version '9'" in result.output
+
+
+def test_a_quarantine_is_recorded_and_found_in_an_inferenceservice_too() -> None:
+    """The quarantine record is an annotation: the same place, read and written alike, in both kinds."""
+    from rollout import quarantine
+
+    both = ByKind()
+    entry = quarantine.Entry(DB, B, "accuracy below the stable model's", 1_800_000_000.0, "canary")
+    for text in (TWO, both.add_candidate(seldon_manifest("local", "models:/m/1", DA), B, "models:/m/2", DB)):
+        recorded = quarantine.record(both, text, entry)
+        assert both.state(recorded).weights() == both.state(text).weights()
+        assert quarantine.find(both, recorded, DB, B) == entry
+        assert quarantine.find(both, text, DB, B) is None
+        assert both.annotation(recorded, quarantine.ANNOTATION) is not None

@@ -108,10 +108,3 @@ def expected(bundle_dir: Path, test_rows: pd.DataFrame) -> tuple[np.ndarray, np.
 
     estimator = Bundle.open(bundle_dir).load_sklearn()
     return estimator.predict(test_rows), estimator.predict_proba(test_rows)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port

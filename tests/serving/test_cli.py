@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -11,18 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from testkit.services import free_port
 
 from model.bundle import Bundle
 
 REPO = Path(__file__).resolve().parents[2]
 SLUICE = Path(sys.executable).parent / "sluice"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -56,7 +49,7 @@ def spawn() -> Iterator[list[subprocess.Popen[bytes]]]:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("how", ["sluice", "module"])
 def test_serves_as_a_process(how: str, bundle_dir: Path, spawn: list[subprocess.Popen[bytes]]) -> None:
-    port = _free_port()
+    port = free_port()
     digest = Bundle.open(bundle_dir).digest
     args = [
         "--model",
@@ -96,7 +89,7 @@ def test_refuses_a_digest_mismatch(bundle_dir: Path, rf_bundle_dir: Path) -> Non
         "--model",
         str(bundle_dir),
         "--port",
-        str(_free_port()),
+        str(free_port()),
     ]
     done = subprocess.run([*command, "--digest", other], cwd=REPO, capture_output=True, text=True, timeout=50)
     assert done.returncode == 2
@@ -108,7 +101,7 @@ def test_refuses_a_digest_mismatch(bundle_dir: Path, rf_bundle_dir: Path) -> Non
 def test_sluice_serve_names_a_missing_bundle(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     done = subprocess.run(
-        [str(SLUICE), "serve", "--model", str(missing), "--port", str(_free_port())],
+        [str(SLUICE), "serve", "--model", str(missing), "--port", str(free_port())],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from testkit.services import free_ports
 
 from model.bundle import Bundle, BundleError
 from serving.component import Classifier
@@ -120,19 +120,10 @@ def test_tags_health_and_metadata(component: Classifier, bundle_dir: Path) -> No
 
 
 # the real wrapper ---------------------------------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _start_microservice(model_uri: str, digest: str | None) -> tuple[subprocess.Popen[bytes], list[int]]:
-    http, grpc, metrics = _free_ports(3)
+    http, grpc, metrics = free_ports(3)
     parameters = [{"name": "model_uri", "type": "STRING", "value": model_uri}]
     if digest:
         parameters.append({"name": "model_digest", "type": "STRING", "value": digest})

@@ -323,6 +323,48 @@ def test_requests_the_live_predictor_refused_are_not_mirrored(target: Target) ->
     assert shadow_answers("400") == 0
 
 
+# 9. what the predictor computes ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [{"name": "x", "shape": [2**62, 2**62], "datatype": "FP32", "data": [0.0]}]},
+        {"inputs": [{"name": "x", "shape": [10**40], "datatype": "FP64", "data": [0.0]}]},
+        {"inputs": [{"name": "x", "shape": [1, -30], "datatype": "FP32", "data": [0.0] * 30}]},
+        {"inputs": [{"name": "x", "shape": [1] * 100_000, "datatype": "FP32", "data": [0.0]}]},
+    ],
+    ids=["product-over-2^124", "one-dim-10^40", "negative", "100k-dims"],
+)
+def test_huge_and_hostile_shapes_get_a_4xx_in_under_a_second(target: Target, body: dict[str, Any]) -> None:
+    """A shape is checked on bounded input before anything is allocated: through the router, a 4xx at once."""
+    started = time.monotonic()
+    r = httpx.post(target.url + "/v2/models/classifier/infer", json=body, timeout=30)
+    took = time.monotonic() - started
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+    assert "shape" in r.text
+    assert took < 1.0, f"{took:.2f} s"
+
+
+@pytest.mark.parametrize("value", ["1e39", "-1e39", "3.5e38"])
+def test_a_value_beyond_float32_gets_a_4xx_on_both_protocols(target: Target, value: str) -> None:
+    """The ONNX graph runs in float32: 1e39 would become inf there and answer a probability of nothing."""
+    row = ", ".join([value, *map(str, target.row[1:])])
+    v1 = httpx.post(
+        target.url + PREDICT,
+        content=f'{{"data": {{"ndarray": [[{row}]]}}}}',
+        headers={"content-type": "application/json"},
+    )
+    v2 = httpx.post(
+        target.url + "/v2/models/classifier/infer",
+        content=(
+            f'{{"inputs": [{{"name": "x", "shape": [1, {len(target.row)}], "datatype": "FP64", "data": [{row}]}}]}}'
+        ),
+        headers={"content-type": "application/json"},
+    )
+    for r in (v1, v2):
+        assert r.status_code == 400, (r.status_code, r.text[:300])
+        assert "float32" in r.text or "range" in r.text, r.text[:300]
+
+
 # 10. admin data ------------------------------------------------------------------------------------------------
 def test_admin_data_is_not_on_the_public_port(target: Target) -> None:
     for path in ("/metrics", "/prometheus", "/gateway/routes", "/routes"):

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from testkit.services import free_port
 
 from serving.local.spec import PredictorSpec
 from serving.local.supervisor import LocalRuntime, RuntimeEvent
@@ -221,14 +222,6 @@ def up(tmp_path: Path) -> Iterator[Callable[..., RunningRuntime]]:
 
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class SluiceUp:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import start_redis
+from testkit.services import start_redis
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from redis_server import free_port, start_redis
+from testkit.services import free_port, start_redis
 from typer.testing import CliRunner
 
 from serving.stream.broker import Outgoing

@@ -32,9 +32,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from deployment import seldon, wire
-from deployment.names import predictor_name
-from sluice.demo.report import (
+from demo.report import (
     GATE_COLUMNS,
     ActResult,
     DecisionRecord,
@@ -48,8 +46,10 @@ from sluice.demo.report import (
     write_requests,
     write_summary,
 )
-from sluice.demo.scratch import Scratch, make_scratch
-from sluice.demo.traffic import TrafficGenerator
+from demo.scratch import Scratch, make_scratch
+from demo.traffic import TrafficGenerator
+from deployment import seldon, wire
+from deployment.names import predictor_name
 
 if TYPE_CHECKING:
     from rollout.reconciler import TickResult

@@ -9,7 +9,7 @@ import yaml
 
 from model.contract import Contract, ContractError, dump_contract, load_contract
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demo.traffic import RequestRecord
 from deployment import seldon
-from sluice.demo.traffic import RequestRecord
 
 MANIFEST = "gitops/environments/local/seldondeployment.yaml"
 

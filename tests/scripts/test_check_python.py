@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "check-python.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check-python.sh"
 
 
 def interpreters() -> list[str]:

@@ -6,7 +6,7 @@ import yaml
 from model.contract import load_contract
 from model.params import ChampionPin, ParamsError, check_task, load_params, update_params, write_champion
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_repository_params_are_valid():

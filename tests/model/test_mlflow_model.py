@@ -95,7 +95,7 @@ def test_register_takes_the_bundle_an_experiment_left_unregistered(tmp_path, mon
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("SLUICE_CACHE", str(tmp_path / "cache"))
-    shutil.copy(Path(__file__).resolve().parents[3] / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(Path(__file__).resolve().parents[2] / "params.yaml", tmp_path / "params.yaml")
     params = Params()
     train_bundle(tmp_path, tmp_path / "scratch-bundle", params)
     layout = Layout.at(tmp_path)

@@ -120,3 +120,27 @@ def test_a_cache_entry_that_no_longer_matches_is_fetched_again(registry, bundle_
     (path / "signature.json").write_text("{}")  # tampered on disk after it was cached
     again = registry.resolve(f"models:/clf/{version.version}")
     assert again == path and Bundle.open(again).digest == version.digest
+
+
+@pytest.mark.parametrize("named_by", ["environment", "argument"])
+def test_a_sqlite_store_keeps_its_artifacts_beside_it_not_in_the_working_directory(
+    tmp_path, monkeypatch, bundle_dir, named_by
+):
+    import mlflow
+
+    store = tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store}"
+    if named_by == "environment":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        registry = Registry(tmp_path / "repo")
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        registry = Registry(tmp_path / "repo", tracking_uri=uri)
+    with mlflow.start_run(experiment_id=registry.experiment_id()):
+        mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
+    assert list(elsewhere.iterdir()) == []
+    assert any((store.parent / "mlartifacts").rglob("signature.json"))

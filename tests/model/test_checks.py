@@ -12,7 +12,7 @@ from model.data import load_raw
 from model.params import ValidateParams
 from model.profile import profile
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
