@@ -72,7 +72,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, 60, "mlflow server answering /health", step=0.2)
+        # its first start creates the sqlite schema: tens of seconds on two busy cores
+        wait_until(healthy, 180, "mlflow server answering /health", step=0.2)
         api = f"{url}/api/2.0/mlflow"
         httpx.post(f"{api}/registered-models/create", json={"name": "acme-churn"}).raise_for_status()
         httpx.post(
