@@ -51,16 +51,24 @@ class Document:
         return f"{self.path}{doc}: {field_path}"
 
 
+def first_visit(node: Any, seen: set[int]) -> bool:
+    """False when `node` is a mapping or list already walked: a YAML alias is the very object of its anchor."""
+    if not isinstance(node, dict | list):
+        return True
+    if id(node) in seen:
+        return False
+    seen.add(id(node))
+    return True
+
+
 def leaves(node: Any, prefix: str = "", seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
     """Every string leaf of a YAML tree with its dotted path (`spec.predictors.0.graph.parameters.0.value`).
 
     A YAML alias is the same object as its anchor: each mapping and list is walked once, so a file of nested
     aliases (a "billion laughs" document in a pull request) costs its size, not its expansion."""
     seen = set() if seen is None else seen
-    if isinstance(node, dict | list):
-        if id(node) in seen:
-            return
-        seen.add(id(node))
+    if not first_visit(node, seen):
+        return
     if isinstance(node, dict):
         for key, value in node.items():
             yield from leaves(value, f"{prefix}.{key}" if prefix else str(key), seen)

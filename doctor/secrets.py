@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from doctor.project import Project
+from doctor.project import Project, first_visit
 from doctor.report import Finding, missing, ok
 
 AREA = "secrets"
@@ -20,10 +20,8 @@ def _named(node: Any, parent: str = "", seen: set[int] | None = None) -> Iterato
     """(secret name, field) for every reference to a Kubernetes Secret in a manifest tree (each mapping and
     list once: aliases are not expanded)."""
     seen = set() if seen is None else seen
-    if isinstance(node, dict | list):
-        if id(node) in seen:
-            return
-        seen.add(id(node))
+    if not first_visit(node, seen):
+        return
     if isinstance(node, dict):
         name = node.get("name")
         if isinstance(name, str) and (parent in ("secretKeyRef", "secretRef") or parent.endswith("Secret")):
