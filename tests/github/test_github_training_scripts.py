@@ -20,7 +20,10 @@ from model.bundle import Bundle
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PROJECT = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"]
+PROJECT = [
+    "dvc.yaml", "params.yaml", "contract.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore",
+    "data/source/README.md",
+]  # fmt: skip
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 

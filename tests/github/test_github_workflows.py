@@ -157,6 +157,8 @@ def test_triggers() -> None:
     assert set(on["promote"]) == {"schedule", "workflow_dispatch"}
     assert {"gitops/**", "policies/**"} <= set(on["gitops-check"]["pull_request"]["paths"])
     assert set(on["e2e-kind"]) == {"workflow_dispatch"}
+    assert set(on["retrain"]) == {"schedule", "repository_dispatch", "workflow_dispatch"}
+    assert on["retrain"]["repository_dispatch"]["types"] == ["drift"]
 
 
 def test_promote_reconciles_each_environment_once_at_a_time() -> None:
