@@ -43,7 +43,7 @@ test-fast: setup ## the suite without tests marked slow
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard demo monitor
+	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard demo monitor doctor
 	$(BIN)/lint-imports
 
 bench: setup ## side-by-side benchmarks; results in benchmarks/results/

@@ -11,6 +11,7 @@ import typer
 from sluice import (
     commands_batch,
     commands_demo,
+    commands_doctor,
     commands_edge,
     commands_gitops,
     commands_loop,
@@ -69,6 +70,7 @@ for area in (
     commands_ui,
     commands_monitor,
     commands_loop,
+    commands_doctor,
 ):
     area.register(app)
 

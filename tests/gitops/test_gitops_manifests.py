@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 GITOPS = REPO / "gitops"
 MANIFESTS = sorted(p for p in GITOPS.rglob("*.yaml") if "schemas" not in p.relative_to(GITOPS).parts)
 CLUSTER_ENVS = ["staging", "production"]
+# Each environment's namespace, which also names its Argo CD Application (a generated project renames both)
+NAMESPACES = {"staging": "sluice-staging", "production": "sluice-production"}
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -63,7 +65,7 @@ def test_cluster_environments_follow_the_seldon_contract(env: str) -> None:
     (sdep,) = docs(GITOPS / "environments" / env / "seldondeployment.yaml")
     local = docs(GITOPS / "environments" / "local" / "seldondeployment.yaml")[0]
     assert sdep["metadata"]["name"] == local["metadata"]["name"]
-    assert sdep["metadata"]["namespace"] == f"sluice-{env}"
+    assert sdep["metadata"]["namespace"] == NAMESPACES[env]
     assert check_manifest(sdep) == []
     for predictor in sdep["spec"]["predictors"]:
         params = {p["name"]: p for p in predictor["graph"]["parameters"]}
@@ -97,7 +99,7 @@ def test_pod_monitor_selects_the_seldon_pods_of_its_namespace(env: str) -> None:
 def test_argocd_applications_sync_what_is_in_git() -> None:
     project = one("AppProject", "sluice")
     apps = [d for d in all_docs() if d["kind"] == "Application"]
-    assert {f"sluice-{env}" for env in CLUSTER_ENVS} <= {a["metadata"]["name"] for a in apps}
+    assert {NAMESPACES[env] for env in CLUSTER_ENVS} <= {a["metadata"]["name"] for a in apps}
     allowed_kinds = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
     allowed_kinds |= {(k["group"], k["kind"]) for k in project["spec"]["clusterResourceWhitelist"]}
     destinations = {d["namespace"] for d in project["spec"]["destinations"]}
@@ -119,7 +121,7 @@ def test_argocd_applications_sync_what_is_in_git() -> None:
 
 @pytest.mark.parametrize("env", CLUSTER_ENVS)
 def test_ignore_differences_never_hide_what_git_decides(env: str) -> None:
-    app = one("Application", f"sluice-{env}")
+    app = one("Application", NAMESPACES[env])
     ignored = [
         e for rule in app["spec"].get("ignoreDifferences", []) for e in rule.get("jqPathExpressions", [])
     ]
