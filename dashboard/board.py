@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dashboard.drift import DriftReading, DriftSource
 from dashboard.figures import FIGURES, FigureSource
 from dashboard.figures import Reading as FigureReading
 from dashboard.history import History
@@ -39,6 +40,7 @@ from dashboard.views import (
     QuarantineView,
     Reading,
     TimelineView,
+    drift_view,
     environment_view,
     role,
     timeline_view,
@@ -65,6 +67,7 @@ class Source:
     environment: Environment
     history: History | None = None
     figures: FigureSource | None = None
+    drift: DriftSource | None = None  # model monitoring's figures
     link: str = "/commits/{env}/{sha}"  # a timeline point's link: the diff page, or a forge's commit page
     registry: Lookup | None = None
     fingerprint: Callable[[], str] | None = None  # a cheap look telling whether Git moved; None: a full read
@@ -219,6 +222,7 @@ class _Env:
     reading: Reading | None = None
     evaluation: Evaluation | None = None
     figures: FigureReading | None = None
+    drift: DriftReading | None = None
     fingerprint: str | None = None
     moved: asyncio.Event = field(default_factory=asyncio.Event)  # Git moved: evaluate again now
     poke: asyncio.Event = field(default_factory=asyncio.Event)  # read Git now (after an action)
@@ -231,6 +235,7 @@ class Board:
         tokens: Tokens | None = None,
         poll: float = 0.5,
         figures_every: float = 2.0,
+        drift_every: float = 10.0,
         history_limit: int = 60,
         max_subscribers: int = 64,
         lock_wait: float = 5.0,
@@ -242,6 +247,7 @@ class Board:
         self.tokens = tokens
         self.poll = poll
         self.figures_every = figures_every
+        self.drift_every = drift_every
         self.history_limit = history_limit
         self.max_subscribers = max_subscribers
         self.lock_wait = lock_wait
@@ -263,7 +269,10 @@ class Board:
     def environment(self, name: str) -> EnvironmentView:
         e = self.envs[name]
         reading = e.reading or Reading(env=name, order=e.order, read_at=self.clock(), problem="not read yet")
-        return environment_view(reading, e.evaluation, self.actions_enabled, self.clock())
+        view = environment_view(reading, e.evaluation, self.actions_enabled, self.clock())
+        source = e.source.drift
+        view.drift = drift_view(e.drift, source.threshold if source is not None else None, reading.state)
+        return view
 
     def board(self) -> BoardView:
         return BoardView(generated_at=self.clock(), environments=[self.environment(n) for n in self.envs])
@@ -317,6 +326,8 @@ class Board:
                 self._tasks.append(loop.create_task(self._evaluate(name), name=f"evaluate-{name}"))
             if e.source.figures is not None:
                 self._tasks.append(loop.create_task(self._figures(name), name=f"figures-{name}"))
+            if e.source.drift is not None:
+                self._tasks.append(loop.create_task(self._drift(name), name=f"drift-{name}"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -395,6 +406,27 @@ class Board:
                 else:
                     self.publish(name, "figures")
             await asyncio.sleep(self.figures_every)
+
+    async def _drift(self, name: str) -> None:
+        e = self.envs[name]
+        source = e.source.drift
+        assert source is not None
+        while True:
+            state = e.reading.state if e.reading is not None else None
+            if state is not None:
+                try:
+                    reading = await asyncio.to_thread(source.read, state.deployment, state.namespace)
+                except Exception as exc:
+                    log.warning("drift of %s failed: %s", name, exc)
+                else:
+                    before, e.drift = e.drift, reading
+                    if before is None or (before.predictors, before.problem, before.computed_at) != (
+                        reading.predictors,
+                        reading.problem,
+                        reading.computed_at,
+                    ):
+                        self.publish(name, "state")
+            await asyncio.sleep(self.drift_every)
 
     # fan-out ---------------------------------------------------------------------------------------------------
     @staticmethod

@@ -188,3 +188,52 @@ def split(segments: Sequence[tuple[str, int, str]], width: int = 600, height: in
         x += seg
     out.append("</svg>")
     return "".join(out)
+
+
+DRIFT_OK, DRIFT_OVER, THRESHOLD_MARK = "#2563eb", "#dc2626", "#0f172a"
+
+
+def drift_bars(
+    features: Sequence[tuple[str, float, bool]],
+    threshold: float,
+    top: float = 0.0,
+    width: int = 600,
+    row: int = 18,
+) -> str:
+    """One horizontal bar per feature (name, score, over the threshold), in the order given, with the threshold
+    as a dashed line and bars over it in red. The scale runs to `top` (so several predictors' charts share
+    one), at least to twice the threshold and to the highest score."""
+    if not features:
+        return ""
+    label, gap = 180, 70  # the feature names' column, the scores' column
+    top = max([top, threshold * 2, *(s for _, s, _ in features if math.isfinite(s))])
+    scale = (width - label - gap) / top
+
+    def x(v: float) -> float:
+        return label + max(0.0, min(v, top)) * scale
+
+    height = row * len(features) + 16
+    out = [
+        f'<svg class="drift-bars" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(f"drift score per feature, threshold {threshold:g}")}">'
+    ]
+    for i, (name, score, over) in enumerate(features):
+        y = i * row + 2
+        shown = name if len(name) <= 24 else name[:23] + "…"
+        colour = DRIFT_OVER if over else DRIFT_OK
+        weight = ' font-weight="bold"' if over else ""
+        mid = _f(y + row / 2 + 2)
+        out.append(
+            f'<g class="{"over" if over else "under"}"><title>{escape(name)}: PSI {score:.3f}</title>'
+            f'<text x="{label - 6}" y="{mid}" font-size="11" text-anchor="end"{weight}>{escape(shown)}</text>'
+            f'<rect x="{label}" y="{y}" width="{_f(x(score) - label)}" height="{row - 5}" fill="{colour}"/>'
+            f'<text x="{_f(x(score) + 4)}" y="{mid}" font-size="11" fill="{colour}"{weight}>{score:.3f}</text></g>'
+        )
+    t = _f(x(threshold))
+    out.append(
+        f'<line class="threshold" x1="{t}" x2="{t}" y1="0" y2="{height - 14}" stroke="{THRESHOLD_MARK}" '
+        f'stroke-width="1.5" stroke-dasharray="4 3"/>'
+        f'<text x="{t}" y="{height - 2}" font-size="10" text-anchor="middle">threshold {threshold:g}</text>'
+        "</svg>"
+    )
+    return "".join(out)

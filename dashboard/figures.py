@@ -182,14 +182,7 @@ class PrometheusFigures:
         }
 
     def _get(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            r = self.client.get(f"{self.url}{path}", params=params)
-            body = r.json()
-        except (httpx.HTTPError, ValueError) as e:
-            raise MetricsError(f"prometheus {self.url}: {e}") from e
-        if r.status_code != 200 or body.get("status") != "success":
-            raise MetricsError(f"prometheus {self.url}: {body.get('error', r.status_code)}")
-        return list((body.get("data") or {}).get("result") or [])
+        return prometheus_result(self.client, self.url, path, params)
 
     def read(self, deployment: str, namespace: str | None, predictors: Sequence[str]) -> Reading:
         now = self.clock()
@@ -222,6 +215,21 @@ class PrometheusFigures:
             {p: _figure(v) for p, v in values.items()},
             {p: [(t, _figure(v)) for t, v in sorted(by_t.items())] for p, by_t in series.items()},
         )
+
+
+def prometheus_result(
+    client: httpx.Client, url: str, path: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The `result` of a Prometheus HTTP API query; MetricsError naming the server when there is none."""
+    try:
+        r = client.get(f"{url}{path}", params=params)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as e:
+        raise MetricsError(f"prometheus {url}: {e}") from e
+    if r.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
+        error = body.get("error", r.status_code) if isinstance(body, dict) else r.status_code
+        raise MetricsError(f"prometheus {url}: {error}")
+    return list((body.get("data") or {}).get("result") or [])
 
 
 def _figure(values: dict[str, float]) -> Figure:

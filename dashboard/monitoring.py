@@ -4,7 +4,7 @@ and PrometheusRule alerts, rendered from the PromQL of dashboard/promql.py into 
 `python -m dashboard.monitoring` writes the files; `--check` says whether the committed ones are current (the
 tests fail when they are not). Alerts: a rollout stuck past its stage deadline, a gate failing, the
 reconciler not ticking (or not scraped at all), the router answering with errors, and drift over a threshold
-(on `sluice_drift_score`, the name model monitoring is to export: until it does, that rule never fires).
+(on `sluice_drift_score`, which `sluice monitor` exports).
 """
 
 from __future__ import annotations
@@ -315,8 +315,8 @@ def grafana_dashboard() -> dict[str, Any]:
         timeseries(
             18,
             "Drift score per feature",
-            f"{n.DRIFT_SCORE}, exported by model monitoring once it is deployed; no data until then. The alert "
-            f"fires above {DRIFT_THRESHOLD:g}.",
+            f"{n.DRIFT_SCORE}, the population stability index `sluice monitor` exports per feature (its "
+            f"--metrics-port or textfile); no data until it runs. The alert fires above {DRIFT_THRESHOLD:g}.",
             _grid(0, 36, 24, 7),
             [target(promql.drift(s), "A", "{{predictor_name}} {{feature}}")],
         ),
@@ -469,8 +469,8 @@ def rules() -> list[dict[str, Any]]:
             "annotations": {
                 "summary": "Feature {{ $labels.feature }} drifted in {{ $labels.namespace }}",
                 "description": f"Model monitoring's drift score stayed above {DRIFT_THRESHOLD:g} for 30 minutes: "
-                "live inputs no longer look like the training data. (Reads sluice_drift_score, which model "
-                "monitoring exports once deployed.)",
+                "live inputs no longer look like the training data. (Reads sluice_drift_score, which "
+                "`sluice monitor` exports.)",
             },
         },
     ]

@@ -129,3 +129,19 @@ def drift(s: Scope) -> str:
     return (
         f"max by ({n.NAMESPACE}, {n.DEPLOYMENT}, {n.PREDICTOR}, {n.FEATURE}) ({n.DRIFT_SCORE}{s.selector()})"
     )
+
+
+def _per_predictor(metric: str, s: Scope) -> str:
+    return f"max by ({n.PREDICTOR}) ({metric}{s.selector()})"
+
+
+def prediction_drift(s: Scope) -> str:
+    return _per_predictor(n.PREDICTION_DRIFT, s)
+
+
+def live_accuracy(s: Scope) -> str:
+    return _per_predictor(n.LIVE_ACCURACY, s)
+
+
+def live_error(s: Scope) -> str:
+    return _per_predictor(n.LIVE_ERROR, s)

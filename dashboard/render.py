@@ -83,6 +83,13 @@ def templates() -> Environment:
         split=lambda predictors: Markup(
             charts.split([(p.name, p.traffic, p.role) for p in predictors if not p.shadow])
         ),
+        drift_bars=lambda features, drift: Markup(
+            charts.drift_bars(
+                [(f.feature, f.score, f.over) for f in features],
+                drift.threshold,
+                max((f.score for p in drift.predictors for f in p.features), default=0.0),
+            )
+        ),
         kind_colour=charts.KIND_COLOUR,
     )
     return env

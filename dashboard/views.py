@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from dashboard.drift import DriftReading
 from dashboard.explain import explain, facts, outlook
 from dashboard.history import Point, promoted
 from rollout.decision import current_step
@@ -131,9 +132,38 @@ class ActionsView(BaseModel):
     abort: bool = Field(description="A rollout is in progress.")
 
 
+class FeatureDriftView(BaseModel):
+    feature: str
+    score: float = Field(description="Population stability index of the live values against the reference.")
+    over: bool = Field(description="Whether the score is over the alert threshold.")
+
+
+class PredictorDriftView(BaseModel):
+    predictor: str
+    role: Role
+    features: list[FeatureDriftView] = Field(default_factory=list, description="Highest score first.")
+    drifted: int = Field(0, description="How many features are over the threshold.")
+    prediction_drift: float | None = Field(None, description="The predictions' PSI against the target's.")
+    prediction_over: bool = False
+    accuracy: float | None = Field(None, description="Live accuracy on the labels joined in time.")
+    error: float | None = Field(None, description="A regression's live mean absolute error.")
+
+
+NOT_CONFIGURED = (
+    "Model monitoring is not configured: pass --monitor-url (a `sluice monitor --watch --metrics-port` "
+    "endpoint) or --prometheus."
+)
+
+
 class DriftView(BaseModel):
     configured: bool = False
-    detail: str = "Model monitoring is not configured: no drift figures to show."
+    detail: str = NOT_CONFIGURED
+    source: str = ""
+    threshold: float | None = Field(None, description="The drift alert's threshold on a feature's PSI.")
+    at: float | None = Field(None, description="When the figures were read (epoch s).")
+    computed_at: float | None = Field(None, description="When the monitor computed them, if it says.")
+    problem: str | None = Field(None, description="Why the figures could not be read, if they could not.")
+    predictors: list[PredictorDriftView] = Field(default_factory=list)
 
 
 class EnvironmentView(BaseModel):
@@ -407,4 +437,57 @@ def timeline_view(env: str, points: list[Point], link: str) -> TimelineView:
             for p in points
         ],
         predictors=list(seen),
+    )
+
+
+def drift_view(
+    reading: DriftReading | None, threshold: float | None, state: RolloutState | None
+) -> DriftView:
+    """What monitoring says per predictor: the manifest's predictors first, then any other the monitor names.
+    `threshold` None: monitoring is not configured."""
+    if threshold is None:
+        return DriftView()
+    if reading is None:
+        return DriftView(configured=True, threshold=threshold, detail="Waiting for the first drift figures.")
+    known = [p.name for p in state.predictors] if state is not None else []
+    names = [p for p in known if p in reading.predictors] + sorted(set(reading.predictors) - set(known))
+    predictors = []
+    for name in names:
+        d = reading.predictors[name]
+        features = [
+            FeatureDriftView(feature=f, score=v, over=v > threshold)
+            for f, v in sorted(d.features.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+        predictors.append(
+            PredictorDriftView(
+                predictor=name,
+                role=role(state, name) if state is not None and name in known else "other",
+                features=features,
+                drifted=sum(f.over for f in features),
+                prediction_drift=d.prediction,
+                prediction_over=d.prediction is not None and d.prediction > threshold,
+                accuracy=d.accuracy,
+                error=d.error,
+            )
+        )
+    if reading.problem:
+        detail = "The drift figures could not be read."
+    elif predictors:
+        drifted = [f"{p.predictor}: {p.drifted}" for p in predictors if p.drifted]
+        detail = (
+            f"Features over the threshold ({', '.join(drifted)})."
+            if drifted
+            else "No feature over the threshold."
+        )
+    else:
+        detail = "The monitor exports no figures for this deployment yet (too few predictions logged?)."
+    return DriftView(
+        configured=True,
+        detail=detail,
+        source=reading.source,
+        threshold=threshold,
+        at=reading.at,
+        computed_at=reading.computed_at,
+        problem=reading.problem,
+        predictors=predictors,
     )

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dashboard.monitoring import DRIFT_THRESHOLD
 from sluice.console import console, err_console, report
 
 if TYPE_CHECKING:
@@ -84,8 +86,11 @@ def _sources(
     github_author: str | None,
     mlflow_tracking_uri: str | None,
     figures_window: float,
+    monitors: dict[str, str] | None = None,
+    drift_threshold: float = DRIFT_THRESHOLD,
 ) -> list[Source]:
     from dashboard.board import Source
+    from dashboard.drift import DriftSource, PrometheusDrift, ScrapeDrift
     from dashboard.figures import FigureSource, PrometheusFigures, ScrapeFigures
     from dashboard.history import LocalHistory
     from rollout.run import Options, build_environment
@@ -114,6 +119,11 @@ def _sources(
             figures = PrometheusFigures(prometheus, window=figures_window)
         elif name in metrics:
             figures = ScrapeFigures(metrics[name], window=figures_window)
+        drift: DriftSource | None = None
+        if monitors and name in monitors:
+            drift = ScrapeDrift(monitors[name], drift_threshold)
+        elif prometheus:
+            drift = PrometheusDrift(prometheus, drift_threshold)
         scm = environment.scm
         if isinstance(scm, LocalGit):
             refs = (f"refs/heads/{scm.main}", f"refs/heads/{branch_prefix(name)}")
@@ -123,6 +133,7 @@ def _sources(
                     environment,
                     history=LocalHistory(scm, environment.target.state),
                     figures=figures,
+                    drift=drift,
                     registry=lookup,
                     fingerprint=functools.partial(
                         scm.git, "for-each-ref", "--format=%(refname) %(objectname)", *refs
@@ -135,6 +146,7 @@ def _sources(
                     name,
                     environment,
                     figures=figures,
+                    drift=drift,
                     registry=lookup,
                     link=f"https://github.com/{github}/commit/{{sha}}",
                 )
@@ -189,8 +201,26 @@ def ui(
         ),
     ] = None,
     prometheus: Annotated[
-        str | None, typer.Option("--prometheus", help="Prometheus base URL (used instead of --metrics-url).")
+        str | None,
+        typer.Option(
+            "--prometheus",
+            help="Prometheus base URL (used instead of --metrics-url; also for drift without --monitor-url).",
+        ),
     ] = None,
+    monitor_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--monitor-url",
+            help="A `sluice monitor --watch --metrics-port` /metrics for the drift panel: URL (every "
+            "environment) or ENV=URL.",
+        ),
+    ] = None,
+    drift_threshold: Annotated[
+        float,
+        typer.Option(
+            help="A feature's drift score (PSI) over this is highlighted; the drift alert's threshold."
+        ),
+    ] = DRIFT_THRESHOLD,
     github: Annotated[
         str | None,
         typer.Option("--github", help="owner/name: read (and act) through GitHub; token from GITHUB_TOKEN."),
@@ -240,7 +270,7 @@ def ui(
 ) -> None:
     """Serve the live dashboard: environments in promotion order, each with its stable model and quarantine, the
     rollout in progress (stage, weights, gates with their evidence, what happens next), the manifest's Git history
-    as a chart, and live figures per predictor. Updates arrive by server-sent events; the JSON API is at /docs."""
+    as a chart, live figures per predictor, and model monitoring's drift per feature. Updates arrive by server-sent events; the JSON API is at /docs."""
     from rollout.scm import BadEnvironment, SCMError, check_env
 
     if not 1 <= port <= 65535:
@@ -268,6 +298,12 @@ def ui(
     from rollout.metrics import MetricsError
     from rollout.policy import PolicyError
 
+    if not (math.isfinite(drift_threshold) and drift_threshold > 0):
+        report(f"--drift-threshold {drift_threshold}: must be a positive number")
+    try:
+        monitors = _metrics_urls(monitor_url or [], envs)
+    except typer.BadParameter as e:
+        report(f"--monitor-url: {e}")
     try:
         metrics = _metrics_urls(metrics_url or [], envs)
         sources = _sources(
@@ -280,6 +316,8 @@ def ui(
             github_author,
             mlflow_tracking_uri,
             figures_window,
+            monitors,
+            drift_threshold,
         )
     except typer.BadParameter as e:
         report(f"--metrics-url: {e}")

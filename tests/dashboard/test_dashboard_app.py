@@ -48,7 +48,13 @@ def test_the_openapi_document_describes_the_api(repo: Path) -> None:
         "TimelineView",
         "FiguresView",
         "ActionResult",
+        "DriftView",
+        "PredictorDriftView",
+        "FeatureDriftView",
     } <= set(schemas)
+    drift = schemas["DriftView"]["properties"]
+    assert {"configured", "threshold", "problem", "predictors"} <= set(drift)
+    assert {"feature", "score", "over"} <= set(schemas["FeatureDriftView"]["required"])
     assert "explanation" in schemas["GateView"]["required"]
 
 
@@ -170,6 +176,9 @@ def test_sluice_ui_refuses_bad_options_with_clear_errors(repo: Path, tmp_path: P
         ("--metrics-url", "staging=http://x/metrics"): "no environment 'staging'",
         ("--metrics-url", "ftp://x"): "not an http(s) URL",
         ("--port", "70000"): "not a port number",
+        ("--monitor-url", "ftp://x"): "--monitor-url: 'ftp://x' is not an http(s) URL",
+        ("--monitor-url", "prod=http://x/metrics"): "no environment 'prod'",
+        ("--drift-threshold", "0"): "--drift-threshold 0.0: must be a positive number",
     }
     for args, message in cases.items():
         r = sluice("ui", "--repo", str(repo), *args)

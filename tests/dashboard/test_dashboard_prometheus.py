@@ -150,3 +150,52 @@ def test_every_panel_and_rule_runs_on_prometheus_and_reads_the_traffic(world) ->
     # another environment's namespace sees none of it
     other = promql.Scope("sluice-production", DEPLOYMENT)
     assert query(url, promql.requests_per_second(other, "15s")) == []
+
+
+def test_the_drift_panel_reads_the_monitors_series_through_prometheus(world) -> None:  # type: ignore[no-untyped-def]
+    """`sluice monitor`'s registry scraped by Prometheus: the page's Prometheus drift reading, with the query the
+    drift alert and the Grafana panel use, finds each feature's score in this environment's namespace only."""
+    from dashboard.drift import PrometheusDrift
+    from monitor.assess import Assessment
+    from monitor.drift import Drift
+    from monitor.metrics import registry_of
+    from monitor.records import LabelCounts
+
+    url, router, _ = world
+
+    def drift(feature: str, score: float) -> Drift:
+        return Drift(feature, "numeric", 500, score, 0.5, None, (), (), ())
+
+    monitored = registry_of(
+        [
+            Assessment(
+                NAMESPACE,
+                DEPLOYMENT,
+                STABLE_NAME,
+                None,
+                500,
+                0.0,
+                1.0,
+                drifts=[drift("age", 0.05), drift("income", 0.35)],
+                prediction=drift("prediction", 0.1),
+                accuracy=0.9,
+            )
+        ],
+        LabelCounts(),
+    )
+
+    class Monitor:  # the monitor's series on the scraped port, as `sluice monitor --metrics-port` serves them
+        def collect(self):  # type: ignore[no-untyped-def]
+            yield from monitored.collect()
+
+    router.registry.register(Monitor())
+    source = PrometheusDrift(url, monitoring.DRIFT_THRESHOLD)
+    reading = wait_until(
+        lambda: (r := source.read(DEPLOYMENT, NAMESPACE)).predictors and r, 60, "drift series in Prometheus"
+    )
+    assert reading.problem is None
+    stable = reading.predictors[STABLE_NAME]
+    assert stable.features == {"age": pytest.approx(0.05), "income": pytest.approx(0.35)}
+    assert stable.prediction == pytest.approx(0.1) and stable.accuracy == pytest.approx(0.9)
+    assert not source.read(DEPLOYMENT, "sluice-production").predictors
+    assert PrometheusDrift("http://127.0.0.1:9", 0.2).read(DEPLOYMENT, NAMESPACE).problem
