@@ -6,7 +6,7 @@ import importlib
 import sys
 from pathlib import Path
 
-MODULES = ["serving", "gateway", "batch", "stream", "edge", "rollout", "gates"]
+MODULES = ["serving", "gateway", "batch", "stream", "edge", "rollout", "gates", "gates_e2e"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
