@@ -10,19 +10,25 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-fast lint bench render clean
+.PHONY: help setup lock demo test test-fast lint bench render clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+# The dev venv installs requirements/dev.lock (every pin and its hash: two clones a month apart get the same
+# stack), then the project itself, editable and without dependencies.
+$(STAMP): pyproject.toml requirements/dev.lock
 	@bash scripts/check-python.sh "$(PYTHON)"
 	@test -x $(BIN)/python || "$(PYTHON)" -m venv $(VENV)
-	$(BIN)/python -m pip install -q -U pip wheel
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv (Python 3.12) and install the project with its test extras
+setup: $(STAMP) ## create .venv (Python 3.12) from requirements/dev.lock and install the project in it
+
+lock: setup ## regenerate requirements/*.lock from pyproject.toml (resolves against the package index)
+	UV=$(BIN)/uv bash scripts/lock.sh
 
 demo: setup ## the main job: train, serve, promote by canary, roll back, all four strategies; report in reports/demo
 	$(BIN)/python -m sluice demo
@@ -37,7 +43,7 @@ test-fast: setup ## the suite without tests marked slow
 lint: setup ## ruff, mypy and the import layering contract
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard demo
+	$(BIN)/mypy sluice model serving rollout pipelines deployment dashboard demo monitor
 	$(BIN)/lint-imports
 
 bench: setup ## side-by-side benchmarks; results in benchmarks/results/

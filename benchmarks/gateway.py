@@ -50,6 +50,7 @@ TWO = "router, 2 predictors 50/50"
 PINNED = "router, 1 predictor, pinned"
 SHADOW = "router, 1 predictor + shadow"
 SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW)
+LOGGED = "router, 1 predictor + prediction log"  # benchmarks/prediction_log.py sets it beside ONE
 # The hand-written gateway's rows of the same scenarios (its shadow row ran unpinned, at niceness +10).
 BASELINE_ROWS = {
     DIRECT: "direct",
@@ -218,6 +219,8 @@ class Started:
             argv = [
                 sys.executable, "-m", "sluice", "up", str(env), "--port", str(self.port), "--admin-port", str(admin),
             ]  # fmt: skip
+            if scenario == LOGGED:
+                argv += ["--prediction-log", str(work / f"log-{self.port}")]
         if _pinned(scenario):
             argv = ["taskset", "-c", str(LIVE_CPU), *argv]  # its predictors inherit the affinity
         self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -200,25 +200,8 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> InferenceService:
     def fail(where: str, message: str) -> ManifestError:
         return shape_error(source, where, message)
 
-    if not isinstance(doc, Mapping):
-        raise fail("(document)", f"an InferenceService must be a mapping, got {type(doc).__name__}")
-    if doc.get("kind") != KIND:
-        raise fail("kind", f"expected {KIND}, got {doc.get('kind')!r}")
-    if doc.get("apiVersion") != API_VERSION:
-        raise fail("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")
-    meta = doc.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise fail("metadata", "a mapping with a name is required")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise fail("metadata.name", f"a non-empty string is required, got {name!r}")
-    namespace = meta.get("namespace")
-    if namespace is not None and not isinstance(namespace, str):
-        raise fail("metadata.namespace", f"expected a string, got {namespace!r}")
-    annotations = view.string_map(meta.get("annotations"), "metadata.annotations", source)
-    spec = doc.get("spec")
-    if not isinstance(spec, Mapping):
-        raise fail("spec", "a mapping with a predictor is required")
+    head = view.header(doc, KIND, API_VERSION, source, "a predictor")
+    name, namespace, annotations, spec = head.name, head.namespace, head.annotations, head.spec
     stable_raw = spec.get("predictor")
     if not isinstance(stable_raw, Mapping):
         raise fail("spec.predictor", "a mapping is required")

@@ -43,6 +43,18 @@ RECONCILER_DECISIONS = "sluice_reconciler_decisions"  # counter: decisions writt
 # Model monitoring's drift score per feature (0 = same distribution as training): the name its exporter is to
 # use; the alert rules and the Grafana dashboard read it, and show no data until it exists.
 DRIFT_SCORE = "sluice_drift_score"
+# The router's prediction log (counters): records written by kind, records dropped by reason.
+PREDICTION_LOG_RECORDS = "sluice_prediction_log_records"
+PREDICTION_LOG_DROPPED = "sluice_prediction_log_dropped"
+# `sluice monitor` (gauges, labelled namespace, deployment_name, predictor_name): the predicted labels' drift
+# against the target's reference, live accuracy (or, for a regression, mean absolute error) on joined feedback,
+# the records read and labels joined or late, and when the last report was computed.
+PREDICTION_DRIFT = "sluice_prediction_drift_score"
+LIVE_ACCURACY = "sluice_live_accuracy"
+LIVE_ERROR = "sluice_live_mean_absolute_error"
+MONITOR_RECORDS = "sluice_monitor_records"
+MONITOR_LABELS = "sluice_monitor_labels"  # by `state`: joined, late, unmatched
+MONITOR_LAST_RUN = "sluice_monitor_last_run_timestamp_seconds"
 
 # Label names
 NAMESPACE = "namespace"

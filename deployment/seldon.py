@@ -122,25 +122,8 @@ def parse(doc: Any, source: str | Path = "<manifest>") -> SeldonDeployment:
     def fail(where: str, message: str) -> ManifestError:
         return shape_error(source, where, message)
 
-    if not isinstance(doc, Mapping):
-        raise fail("(document)", f"a SeldonDeployment must be a mapping, got {type(doc).__name__}")
-    if doc.get("kind") != KIND:
-        raise fail("kind", f"expected {KIND}, got {doc.get('kind')!r}")
-    if doc.get("apiVersion") != API_VERSION:
-        raise fail("apiVersion", f"expected {API_VERSION}, got {doc.get('apiVersion')!r}")
-    meta = doc.get("metadata")
-    if not isinstance(meta, Mapping):
-        raise fail("metadata", "a mapping with a name is required")
-    spec = doc.get("spec")
-    if not isinstance(spec, Mapping):
-        raise fail("spec", "a mapping with predictors is required")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise fail("metadata.name", f"a non-empty string is required, got {name!r}")
-    namespace = meta.get("namespace")
-    if namespace is not None and not isinstance(namespace, str):
-        raise fail("metadata.namespace", f"expected a string, got {namespace!r}")
-    annotations = view.string_map(meta.get("annotations"), "metadata.annotations", source)
+    head = view.header(doc, KIND, API_VERSION, source, "predictors")
+    name, namespace, annotations, spec = head.name, head.namespace, head.annotations, head.spec
     raw = spec.get("predictors")
     if not isinstance(raw, list) or not raw:
         raise fail("spec.predictors", "at least one predictor is required")

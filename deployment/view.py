@@ -89,6 +89,43 @@ def shape_error(source: str | Path, where: str, message: str) -> ManifestError:
     return ManifestError(f"{source}: field {where}: {message}", (Violation(where, "shape", message),))
 
 
+@dataclass(frozen=True)
+class Header:
+    """What every kind's document carries above its spec."""
+
+    name: str
+    namespace: str | None
+    annotations: dict[str, str]
+    spec: Mapping[str, Any]
+
+
+def header(doc: Any, kind: str, api_version: str, source: str | Path, spec_holds: str) -> Header:
+    """Kind, apiVersion, metadata and a spec mapping, checked alike for every kind; ManifestError naming the
+    file and the field otherwise. `spec_holds` says what a spec must hold (for its error)."""
+    if not isinstance(doc, Mapping):
+        article = "an" if kind[0] in "AEIOU" else "a"
+        raise shape_error(
+            source, "(document)", f"{article} {kind} must be a mapping, got {type(doc).__name__}"
+        )
+    if doc.get("kind") != kind:
+        raise shape_error(source, "kind", f"expected {kind}, got {doc.get('kind')!r}")
+    if doc.get("apiVersion") != api_version:
+        raise shape_error(source, "apiVersion", f"expected {api_version}, got {doc.get('apiVersion')!r}")
+    meta = doc.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise shape_error(source, "metadata", "a mapping with a name is required")
+    spec = doc.get("spec")
+    if not isinstance(spec, Mapping):
+        raise shape_error(source, "spec", f"a mapping with {spec_holds} is required")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise shape_error(source, "metadata.name", f"a non-empty string is required, got {name!r}")
+    namespace = meta.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise shape_error(source, "metadata.namespace", f"expected a string, got {namespace!r}")
+    return Header(name, namespace, string_map(meta.get("annotations"), "metadata.annotations", source), spec)
+
+
 def string_map(value: Any, where: str, source: str | Path) -> dict[str, str]:
     if value is None:
         return {}

@@ -12,7 +12,8 @@ the API server itself:
   service account, no entrypoint, no parameter read from elsewhere. (Argo's own `workflowRestrictions:
   templateReferencing: Secure` says much the same, but for the whole controller.)
 - `sluice-pipelines-pinned-images`: a workflow pod may run only the images the templates pin by digest
-  (its `main` container) and Argo's executor (`init`, `wait`).
+  (its `main` container) and Argo's executor (`init`, `wait`, and `main` for a `data` template, where the
+  executor itself lists the bucket: only its `argoexec data` command).
 
 The allow-lists are derived from the templates, so they change with them (`make render`).
 """
@@ -50,6 +51,12 @@ def pinned_images() -> list[str]:
     return sorted(images)
 
 
+def lists_with_the_executor() -> bool:
+    """Whether a template is a `data` template: Argo runs those in a pod whose `main` container is its own
+    executor (`argoexec data ...`, listing the bucket with the template's fixed endpoint and secrets)."""
+    return any("data" in t for doc in _templates() for t in doc["spec"].get("templates", []))
+
+
 def _cel_list(items: list[str]) -> str:
     return "[" + ", ".join("'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'" for item in items) + "]"
 
@@ -83,10 +90,16 @@ def workflow_validations() -> list[dict[str, str]]:
 
 def pod_validations() -> list[dict[str, str]]:
     executor = ARGOEXEC_REPOSITORY + ":"
+    data = (
+        f"(c.name == 'main' && c.image.startsWith('{executor}') && has(c.command) && c.command.size() >= 2 && "
+        "c.command[0] == 'argoexec' && c.command[1] == 'data') || "
+        if lists_with_the_executor()
+        else ""
+    )
     return [
         {
             "expression": "object.spec.containers.all(c, "
-            f"(c.name == 'main' && c.image in {_cel_list(pinned_images())}) || "
+            f"(c.name == 'main' && c.image in {_cel_list(pinned_images())}) || {data}"
             f"(c.name == 'wait' && c.image.startsWith('{executor}')))",
             "message": "a workflow pod here runs only the images Sluice's templates pin by digest "
             "(and Argo's executor)",

@@ -40,7 +40,7 @@ def _hera(factory: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
 
 
 def catalog() -> list[Pipeline]:
-    from pipelines import admission, batch, build_image, events, promote, train
+    from pipelines import admission, batch, build_image, events, promote, retrain, train
 
     return [
         Pipeline(train.NAME, "WorkflowTemplate", "pipelines/train.py", _hera(train.build)),
@@ -74,6 +74,14 @@ def catalog() -> list[Pipeline]:
             MODULE_ADMISSION,
             admission.pods_binding,
         ),
+        Pipeline(retrain.CRON_NAME, "CronWorkflow", "pipelines/retrain.py", _hera(retrain.build_cron)),
+        Pipeline(
+            retrain.EVENT_SOURCE_NAME,
+            "EventSource",
+            "pipelines/retrain.py",
+            lambda: dict(retrain.event_source()),
+        ),
+        Pipeline(retrain.SENSOR_NAME, "Sensor", "pipelines/retrain.py", lambda: dict(retrain.sensor())),
     ]
 
 

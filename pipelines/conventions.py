@@ -19,10 +19,12 @@ NAMESPACE = "sluice-pipelines"
 # and `make render`: until then the all-zero digest below cannot be pulled, so nothing runs unpinned.
 RUNTIME_IMAGE = "ghcr.io/sluice-ml/sluice-runtime:0.1.0@sha256:" + "0" * 64
 SERVING_IMAGE_REPO = "ghcr.io/sluice-ml/sluice-serving"
-# The multi-platform index of kaniko v1.23.2 (its last release: the project was archived in June 2025).
-KANIKO_IMAGE = (
-    "gcr.io/kaniko-project/executor:v1.23.2"
-    "@sha256:9e69fd4330ec887829c780f5126dd80edc663df6def362cd22e79bcdf00ac53f"
+# BuildKit v0.32.2, rootless (builds as uid 1000 through a user namespace, no root and no privileged pod), by
+# the digest of its multi-platform index. Bump tag and digest together; check the pair with
+# `docker buildx imagetools inspect moby/buildkit:<tag>` (or `crane digest`) before committing it.
+BUILDKIT_IMAGE = (
+    "docker.io/moby/buildkit:v0.32.2-rootless"
+    "@sha256:504731e577c20559c00f968f33219f30115e70be29ab96728d1d06e963fc494b"
 )
 # Argo injects its executor (`init` and `wait` containers) into every workflow pod; the admission policy
 # (pipelines/admission.py) accepts it from this repository, at the version the cluster's Argo runs.
@@ -64,7 +66,7 @@ MLFLOW_TOKEN = SecretKey("sluice-mlflow", "token")
 GITHUB_TOKEN = SecretKey("sluice-github", "token")
 BUCKET_ACCESS_KEY = SecretKey("sluice-bucket", "accesskey")
 BUCKET_SECRET_KEY = SecretKey("sluice-bucket", "secretkey")
-# A `kubernetes.io/dockerconfigjson` Secret; kaniko reads it as /kaniko/.docker/config.json.
+# A `kubernetes.io/dockerconfigjson` Secret; the image build reads it as $DOCKER_CONFIG/config.json.
 REGISTRY_SECRET = "sluice-registry"
 # Non-secret settings (MLflow URL, DVC remote, bucket endpoint) come from one ConfigMap.
 CONFIG_MAP = "sluice-config"

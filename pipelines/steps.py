@@ -75,6 +75,11 @@ def parameter_env(name: str, parameter: str) -> Env:
     return Env(name=name, value=f"{{{{workflow.parameters.{parameter}}}}}")
 
 
+def input_env(name: str, parameter: str) -> Env:
+    """A template input parameter handed to a script as an environment variable."""
+    return Env(name=name, value=f"{{{{inputs.parameters.{parameter}}}}}")
+
+
 def require(variable: str, pattern: str, what: str) -> str:
     """A shell line that stops the step unless `$variable` matches the extended regex `pattern` in full."""
     return (

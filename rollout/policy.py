@@ -330,6 +330,24 @@ class BlueGreenSpec(_Strict):
         return self
 
 
+class MonitoringSpec(_Strict):
+    """Model monitoring and retraining for the environment (`sluice up --prediction-log`, `sluice monitor`,
+    `sluice loop`): the share of predictions the router records, how long a label may take to arrive and still
+    join its prediction (later ones are counted as late), and what starts a retrain: a feature's drift score
+    (population stability index) over `drift_threshold`, live accuracy under `accuracy_threshold` (a regression:
+    mean absolute error over `error_threshold`), or `retrain_every`. Nothing is judged on fewer than
+    `min_records` predictions (`min_labels` labels for accuracy)."""
+
+    sample: float = Field(1.0, ge=0.0, le=1.0)
+    label_window: Duration = 86400.0
+    drift_threshold: float = Field(0.2, gt=0.0)
+    accuracy_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    error_threshold: float | None = Field(None, gt=0.0)
+    retrain_every: Duration | None = None
+    min_records: int = Field(200, ge=1)
+    min_labels: int = Field(50, ge=1)
+
+
 class Policy(_Strict):
     """A promotion policy for one environment."""
 
@@ -345,6 +363,7 @@ class Policy(_Strict):
     ab: ABSpec = ABSpec()
     bluegreen: BlueGreenSpec = BlueGreenSpec()
     bandit: BanditSpec = BanditSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -141,7 +141,12 @@ def _observe(env: Environment, state: RolloutState, policy: Policy, notes: list[
 
 
 def _write(
-    env: Environment, base_text: str, base: str, decision: Decision, title: str | None = None
+    env: Environment,
+    base_text: str,
+    base: str,
+    decision: Decision,
+    title: str | None = None,
+    carried: tuple[str, Sequence[tuple[str, str]]] | None = None,
 ) -> Outcome:
     text = env.target.apply(base_text, decision.layout, decision.rollout)
     if decision.quarantine is not None:  # recorded in the rollback's own commit
@@ -153,7 +158,10 @@ def _write(
             + "; ".join(str(v) for v in violations)
         )
     kind: Kind = "approval" if decision.action == Action.AWAIT_APPROVAL else "auto"
-    body = evidence.with_trailers(decision.report(), trailers(decision, base))
+    report, extra = (
+        (decision.report(), []) if carried is None else (decision.report() + "\n\n" + carried[0], carried[1])
+    )
+    body = evidence.with_trailers(report, [*trailers(decision, base), *extra])
     return env.scm.propose(
         env.name, text, title or decision.summary(env.name), body, base, kind, decision.merge_now
     )
@@ -286,10 +294,12 @@ def start(
     digest: str,
     strategy: str | None = None,
     force: bool = False,
+    carried: tuple[str, Sequence[tuple[str, str]]] | None = None,
 ) -> TickResult:
     """Add the candidate predictor `m-<short digest>` and open the first step of the rollout.
 
-    A model the gates rolled back before is quarantined: refused unless `force`."""
+    A model the gates rolled back before is quarantined: refused unless `force`. `carried`: evidence from
+    elsewhere (an earlier environment's promotion) for the proposal's body, and trailers that name it."""
     with env.scm.lock(env.name):
         snap: Snapshot = env.scm.read(env.name)
         policy = env.policy_at(snap.revision)
@@ -307,7 +317,7 @@ def start(
             text = env.target.apply(text, first.reset, None)
         assert first.decision.rollout is not None
         text = env.target.add_candidate(text, first.decision.rollout.candidate, model_uri, digest)
-        outcome = _write(env, text, snap.revision, first.decision, title=first.title)
+        outcome = _write(env, text, snap.revision, first.decision, title=first.title, carried=carried)
         return TickResult(env.name, first.decision, outcome, snap.revision, state, policy=policy)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests start themselves (redis-server, prometheus; promtool comes with it), the
-# load generator (wrk), chromium (the dashboard's browser test), kubectl (kustomize) and jq
-# (Argo CD's ignoreDifferences expressions are checked with it) are installed.
+# load generator (wrk), chromium (the dashboard's browser test), kubectl (kustomize), jq (Argo CD's
+# ignoreDifferences expressions are checked with it) and busybox (the image build step's script runs under
+# BusyBox sh, as in BuildKit's Alpine image) are installed.
 # The test fixtures start and stop their own instances on loopback; nothing here is left running.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v busybox >/dev/null 2>&1 || need+=(busybox)
 # kustomize (`kubectl kustomize`, what Argo CD runs) renders the environments the gitops tests check
 command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 # the dashboard's browser test drives Debian's chromium (Playwright never downloads a browser of its own)

@@ -13,7 +13,9 @@ from sluice import (
     commands_demo,
     commands_edge,
     commands_gitops,
+    commands_loop,
     commands_model,
+    commands_monitor,
     commands_pipelines,
     commands_rollout,
     commands_router,
@@ -65,9 +67,63 @@ for area in (
     commands_edge,
     commands_pipelines,
     commands_ui,
+    commands_monitor,
+    commands_loop,
 ):
     area.register(app)
 
 
+# Which install set brings a library the commands import when they run (pyproject.toml's extras).
+EXTRA_OF = {
+    "onnxruntime": "serve",
+    "uvicorn": "serve",
+    "uvloop": "serve",
+    "httptools": "serve",
+    "orjson": "serve",
+    "prometheus_client": "serve",
+    "redis": "serve",
+    "aiohttp": "serve",
+    "yarl": "serve",
+    "swagger_ui_bundle": "serve",
+    "mlflow": "serve",
+    "pyarrow": "batch",
+    "distributed": "dask",
+    "dask": "dask",
+    "pyspark": "spark",
+    "confluent_kafka": "kafka",
+    "seldon_core": "seldon",
+    "dvc": "train",
+    "great_expectations": "train",
+    "sklearn": "train",
+    "skops": "train",
+    "skl2onnx": "train",
+    "onnx": "train",
+    "onnxconverter_common": "train",
+    "pandas": "train",
+    "matplotlib": "train",
+    "hera": "gitops",
+    "httpx": "gitops",
+    "ruamel": "gitops",
+    "jsonschema": "gitops",
+    "referencing": "gitops",
+    "kubernetes_validate": "gitops",
+    "fastapi": "ui",
+    "starlette": "ui",
+    "jinja2": "ui",
+    "markupsafe": "ui",
+}
+
+
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as e:
+        extra = EXTRA_OF.get((e.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        typer.echo(
+            f"error: this command needs the `{extra}` install set (module {e.name} is missing): "
+            f"pip install 'sluice[{extra}]'",
+            err=True,
+        )
+        raise SystemExit(1) from None

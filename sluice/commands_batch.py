@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,18 +55,66 @@ def score(
         Path | None, typer.Option("--rejects", help="Reject file (default: <output stem>.rejects.jsonl).")
     ] = None,
     model_digest: DigestOption = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="local (one process, streaming), dask or spark. Default: local for one worker, dask for more.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes for dask (a LocalCluster) or spark (local[N]) when no --cluster is given.",
+        ),
+    ] = 1,
+    summary_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary-json", help="Also write the run's summary (counts, files, seconds) as JSON here."
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        float,
+        typer.Option(
+            "--checkpoint-every",
+            min=0,
+            help="Seconds between durable checkpoints (local engine): a crash redoes at most this much work. "
+            "0: after every chunk (an fsync per chunk).",
+        ),
+    ] = 1.0,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="An existing cluster: a Dask scheduler (tcp://host:8786) or a Spark master (spark://host:7077). "
+            "Its workers must see the bundle, the input and the output directory under the same paths.",
+        ),
+    ] = None,
 ) -> None:
-    """Score a file in chunks. Rerun the same command after a crash: finished chunks are kept, not redone."""
+    """Score a file in chunks. Rerun the same command after a crash: finished chunks are kept, not redone.
+
+    Every engine cuts the file into the same chunks and writes the same bytes; dask and spark score runs of
+    chunks in parallel workers and then gather them into the output, local streams the file through one
+    process (the fastest on one core).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from serving.batch.engines import ENGINES, make_engine
     from serving.batch.formats import BatchError, detect_format
     from serving.batch.score import count_rows, score_file
 
+    name = engine or ("dask" if workers > 1 or cluster else "local")
+    if name not in ENGINES:
+        report(f"--engine {name}: expected one of {', '.join(ENGINES)}")
     predictor = _load(model, model_digest)
     try:
+        runner = make_engine(name, workers, cluster)
         total = count_rows(input, detect_format(input)) if input.is_file() else None
         with Progress(
-            TextColumn("[bold]scoring[/]"),
+            TextColumn(f"[bold]scoring ({name})[/]"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("rows"),
@@ -80,9 +130,49 @@ def score(
                 chunk_size=chunk_size,
                 rejects=rejects,
                 progress=lambda rows: bar.update(task, completed=rows),
+                engine=runner,
+                checkpoint_every=checkpoint_every,
             )
     except BatchError as e:
         report(e)
+    if summary_json is not None:
+        _write_json(summary_json, asdict(summary))
+    console.print(summary.explain(), highlight=False, markup=False)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+@app.command("gather")
+def gather(
+    shards: Annotated[
+        Path,
+        typer.Argument(
+            help="A directory holding scored shards, each with its <name>.summary.json (any depth)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option("--output", help="The joined output file (format by extension).")],
+    rejects: Annotated[
+        Path | None, typer.Option("--rejects", help="Joined reject file (default: <output>.rejects.jsonl).")
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option("--summary-json", help="Also write the totals as JSON here.")
+    ] = None,
+) -> None:
+    """Join shards scored one by one (`sluice batch score --summary-json`) into one output and one reject
+    file, in the order of their paths; each reject line says which shard it came from. What the batch-score
+    workflow runs after scoring its shards in parallel pods."""
+    from serving.batch.formats import BatchError
+    from serving.batch.shards import gather as join
+
+    try:
+        summary = join(shards, output, rejects)
+    except BatchError as e:
+        report(e)
+    if summary_json is not None:
+        _write_json(summary_json, asdict(summary))
     console.print(summary.explain(), highlight=False, markup=False)
 
 

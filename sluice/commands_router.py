@@ -10,6 +10,14 @@ from typing import Annotated
 import typer
 
 from sluice.console import report
+from sluice.log_options import (
+    LogFileMb,
+    LogKeepFiles,
+    LogPolicy,
+    LogSample,
+    PredictionLogDir,
+    open_prediction_log,
+)
 
 
 def router(
@@ -57,6 +65,11 @@ def router(
             help="SERVICE:PORT=HOST:PORT: connect there for that Service (keeps its Host header); repeat"
         ),
     ] = None,
+    prediction_log: PredictionLogDir = None,
+    log_sample: LogSample = None,
+    log_policy: LogPolicy = None,
+    log_file_mb: LogFileMb = 64.0,
+    log_keep_files: LogKeepFiles = None,
 ) -> None:
     """Route a deployment's traffic to the Services Seldon Core or KServe creates for its predictors.
 
@@ -79,6 +92,7 @@ def router(
             report(f"--resolve {item!r}: expected SERVICE:PORT=HOST:PORT")
         mapping[service] = target
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plog = open_prediction_log(prediction_log, log_sample, log_policy, log_file_mb, log_keep_files)
     settings = ClusterSettings(
         manifest,
         host=host,
@@ -90,6 +104,7 @@ def router(
         probe_path=probe_path,
         request_timeout=request_timeout,
         limits=Limits(read_timeout=read_timeout, max_connections=max_connections),
+        prediction_log=plog,
         resolve=mapping,
     )
     try:

@@ -10,6 +10,14 @@ from typing import Annotated
 import typer
 
 from sluice.console import console, err_console, report
+from sluice.log_options import (
+    LogFileMb,
+    LogKeepFiles,
+    LogPolicy,
+    LogSample,
+    PredictionLogDir,
+    open_prediction_log,
+)
 
 
 def up(
@@ -43,6 +51,11 @@ def up(
     max_connections: Annotated[
         int, typer.Option(help="open connections the router accepts (more get 503 and are closed)")
     ] = 1024,
+    prediction_log: PredictionLogDir = None,
+    log_sample: LogSample = None,
+    log_policy: LogPolicy = None,
+    log_file_mb: LogFileMb = 64.0,
+    log_keep_files: LogKeepFiles = None,
 ) -> None:
     """Start one predictor process per predictor, then the router; follow the manifest as it changes.
 
@@ -73,6 +86,7 @@ def up(
         if event.converged:
             _table(runtime)
 
+    plog = open_prediction_log(prediction_log, log_sample, log_policy, log_file_mb, log_keep_files)
     runtime = LocalRuntime(
         directory,
         host=host,
@@ -83,6 +97,7 @@ def up(
         ready_timeout=ready_timeout,
         request_timeout=request_timeout,
         limits=Limits(read_timeout=read_timeout, max_connections=max_connections),
+        prediction_log=plog,
         on_event=show,
     )
     console.print(

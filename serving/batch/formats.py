@@ -1,11 +1,11 @@
-"""Reading input files in fixed-size chunks and writing scored chunks, for CSV, Parquet and JSON Lines.
+"""The file formats of batch scoring (CSV, Parquet, JSON Lines): turning read rows into chunks of features,
+and scored chunks into output rows and reject lines.
 
-Chunks have exactly `chunk_size` rows (the last one fewer) whatever the file's blocks or row groups, so a
-rerun cuts the file at the same places and a resumed run writes the same bytes. CSV cells are read as text
-and kept as text: the output repeats the input's cells exactly, and a bad cell rejects one row, not the file.
-For a model of numbers the features become a float64 matrix at once; for a model with typed features
-(categorical, boolean, nullable) each cell becomes the value JSON would carry for its feature (text parsed
-by the feature's type, an empty cell or a null None), and the validator judges it like any request.
+CSV cells are read as text and kept as text: the output repeats the input's cells exactly, and a bad cell
+rejects one row, not the file. Where the chunks of a file begin and end, and how each is read, is `plan.py`.
+For a model of numbers the features become a float64 matrix at once, column by column; for a model with typed
+features (categorical, boolean, nullable) each cell becomes the value JSON would carry for its feature (text
+parsed by the feature's type, an empty cell or a null None), and the validator judges it like any request.
 """
 
 from __future__ import annotations
@@ -50,16 +50,17 @@ def detect_format(path: Path) -> Format:
 
 @dataclass
 class Chunk:
-    """`rows` input rows starting at row `start`: the feature matrix (NaN where a cell did not parse), the
-    reasons for rows already known to be bad, and the original rows to echo in the output."""
+    """Chunk `index` of a file: `rows` input rows, their feature matrix (NaN where a cell did not parse), the
+    reasons for rows already known to be bad, the original rows to echo in the output, and the CSV lines met
+    while reading it that are not rows at all."""
 
     index: int
-    start: int
     rows: int
     X: np.ndarray
     problems: dict[int, str] = field(default_factory=dict)
     table: pa.Table | None = None  # CSV (all text) and Parquet
     records: list[Any] | None = None  # JSON Lines: parsed objects, or the raw line where it did not parse
+    malformed: list[MalformedLine] = field(default_factory=list)
 
     def original(self, i: int) -> Any:
         """Row `i` of the chunk as it came in, for the reject file."""
@@ -69,7 +70,7 @@ class Chunk:
         return self.table.slice(i, 1).to_pylist()[0]
 
 
-def _rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
+def rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
     pending: list[pa.RecordBatch] = []
     count = 0
     for batch in batches:
@@ -85,7 +86,7 @@ def _rechunk(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]
         yield pa.Table.from_batches(pending).combine_chunks()
 
 
-def _check_columns(path: Path, columns: list[str], features: list[str]) -> None:
+def check_columns(path: Path, columns: list[str], features: list[str]) -> None:
     missing = [f for f in features if f not in columns]
     if missing:
         raise BatchError(
@@ -125,7 +126,7 @@ def _float_column(column: pa.ChunkedArray | pa.Array, name: str, problems: dict[
     raise BatchError(f"column {name!r}: type {column.type} is not numeric")
 
 
-def _typed_chunk(index: int, start: int, table: pa.Table, typed: Features) -> Chunk:
+def _typed_chunk(index: int, table: pa.Table, typed: Features) -> Chunk:
     """Rows of a table for a model with typed features: each cell as JSON would carry it for its feature."""
     problems: dict[int, str] = {}
     X = np.empty((table.num_rows, typed.count), dtype=object)
@@ -143,31 +144,23 @@ def _typed_chunk(index: int, start: int, table: pa.Table, typed: Features) -> Ch
             elif categorical and cell is not None and not isinstance(cell, str):
                 cell = str(cell)  # a Parquet column of codes: its text is the category
             X[i, j] = cell
-    return Chunk(index, start, table.num_rows, X, problems, table=table)
+    return Chunk(index, table.num_rows, X, problems, table=table)
 
 
-def _table_chunk(
-    index: int, start: int, table: pa.Table, features: list[str], typed: Features | None = None
-) -> Chunk:
+def table_chunk(index: int, table: pa.Table, features: list[str], typed: Features | None = None) -> Chunk:
+    """A chunk of a table (CSV text cells or Parquet values). `typed`: the model's features when they are not
+    all numbers (each cell then becomes what JSON would carry, for the validator to judge).
+
+    A model of numbers: cells that are no finite number get a reason. Arrow keeps each column contiguous, so
+    each goes into a row of a (features x rows) array with one straight copy, and the matrix is its transpose
+    (a view): several times cheaper than a row-major copy."""
     if typed is not None and not typed.plain:
-        return _typed_chunk(index, start, table, typed)
+        return _typed_chunk(index, table, typed)
     problems: dict[int, str] = {}
-    kinds = {table.schema.field(name).type for name in features}
-    kind = next(iter(kinds))
-    batches = table.select(features).to_batches()
-    if len(kinds) == 1 and len(batches) == 1 and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-        # One numeric type throughout (the usual Parquet case): one C++ copy to a row-major matrix.
-        for name in features:
-            column = table.column(name)
-            if column.null_count:
-                for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)):
-                    problems.setdefault(int(i), f"feature {name!r}: missing value")
-        X = np.asarray(batches[0].to_tensor(null_to_nan=True, row_major=True), dtype=np.float64)
-        return Chunk(index, start, table.num_rows, X, problems, table=table)
-    X = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    columns = np.empty((len(features), table.num_rows), dtype=np.float64)
     for j, name in enumerate(features):
-        X[:, j] = _float_column(table.column(name), name, problems)
-    return Chunk(index, start, table.num_rows, X, problems, table=table)
+        columns[j] = _float_column(table.column(name), name, problems)
+    return Chunk(index, table.num_rows, columns.T, problems, table=table)
 
 
 @dataclass(frozen=True)
@@ -201,121 +194,40 @@ def read_csv_header(path: Path) -> list[str]:
         raise BatchError(f"{path}: the header line is not CSV ({e})") from None
 
 
-def read_csv_chunks(
-    path: Path,
-    chunk_size: int,
-    features: list[str],
-    malformed: list[MalformedLine] | None = None,
-    typed: Features | None = None,
-) -> Iterator[Chunk]:
-    """CSV in chunks of text cells. Lines with the wrong number of fields are skipped and reported through
-    `malformed` (in file order: parsing is single-threaded so that line numbers are known)."""
-    import pyarrow.csv as pacsv
-
-    header = read_csv_header(path)
-    if not header:
-        raise BatchError(f"{path}: empty file (expected a header row of column names)")
-    _check_columns(path, header, features)
-
-    def skip(row: Any) -> str:
-        if malformed is None:
-            return "error"
-        malformed.append(MalformedLine(row.number, row.text, row.expected_columns, row.actual_columns))
-        return "skip"
-
-    try:
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=1 << 22, use_threads=False),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=skip),
-            convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in header}),
-        )
-        start = 0
-        for index, table in enumerate(_rechunk(iter(reader), chunk_size)):
-            yield _table_chunk(index, start, table, features, typed)
-            start += table.num_rows
-    except pa.ArrowInvalid as e:
-        raise BatchError(f"{path}: {e}") from None
-
-
-def read_parquet_chunks(
-    path: Path, chunk_size: int, features: list[str], typed: Features | None = None
-) -> Iterator[Chunk]:
-    import pyarrow.parquet as pq
-
-    try:
-        source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering reads row groups far ahead: memory
-        _check_columns(path, source.schema_arrow.names, features)
-        start = 0
-        for index, table in enumerate(_rechunk(source.iter_batches(batch_size=chunk_size), chunk_size)):
-            yield _table_chunk(index, start, table, features, typed)
-            start += table.num_rows
-    except (pa.ArrowException, OSError) as e:
-        raise BatchError(f"{path}: cannot read it as Parquet ({e})") from None
-
-
-def read_jsonl_chunks(
-    path: Path, chunk_size: int, features: list[str], typed: Features | None = None
-) -> Iterator[Chunk]:
+def jsonl_chunk(index: int, lines: list[bytes], features: list[str], typed: Features | None = None) -> Chunk:
+    """A chunk of JSON Lines: each line one object; a line that is not one is a row with its reason.
+    For a model with typed features (`typed`) each value is kept as sent, for the validator to judge."""
     import orjson
 
-    index = 0
-    start = 0
-    with path.open("rb") as f:
-        while True:
-            lines = [line for line in (f.readline() for _ in range(chunk_size)) if line]
-            if not lines:
-                return
-            records: list[Any] = []
-            problems: dict[int, str] = {}
-            values_as_sent = typed is not None and not typed.plain  # the validator judges each value
-            X = np.full(
-                (len(lines), len(features)),
-                None if values_as_sent else np.nan,
-                dtype=object if values_as_sent else np.float64,
-            )
-            for i, line in enumerate(lines):
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as e:
-                    records.append(line.decode("utf-8", "replace").rstrip("\n"))
-                    problems[i] = f"not valid JSON ({e})"
-                    continue
-                records.append(record)
-                if not isinstance(record, dict):
-                    problems[i] = f"expected a JSON object per line, got {type(record).__name__}"
-                    continue
-                for j, name in enumerate(features):
-                    value = record.get(name)
-                    if values_as_sent:
-                        X[i, j] = value
-                    elif isinstance(value, bool) or not isinstance(value, int | float):
-                        why = "missing value" if value is None else f"non-numeric value {value!r}"
-                        problems.setdefault(i, f"feature {name!r}: {why}")
-                    else:
-                        X[i, j] = value
-            yield Chunk(index, start, len(lines), X, problems, records=records)
-            index += 1
-            start += len(lines)
-
-
-def read_chunks(
-    path: Path,
-    fmt: Format,
-    chunk_size: int,
-    features: list[str],
-    malformed: list[MalformedLine] | None = None,
-    typed: Features | None = None,
-) -> Iterator[Chunk]:
-    """Chunks of `path`; CSV lines that cannot be split into fields go to `malformed` (others raise).
-    `typed`: the model's features with their types, for a model whose features are not all numbers."""
-    if not path.is_file():
-        raise BatchError(f"{path}: no such file")
-    if fmt == "csv":
-        return read_csv_chunks(path, chunk_size, features, malformed, typed)
-    if fmt == "parquet":
-        return read_parquet_chunks(path, chunk_size, features, typed)
-    return read_jsonl_chunks(path, chunk_size, features, typed)
+    records: list[Any] = []
+    problems: dict[int, str] = {}
+    values_as_sent = typed is not None and not typed.plain
+    X = np.full(
+        (len(lines), len(features)),
+        None if values_as_sent else np.nan,
+        dtype=object if values_as_sent else np.float64,
+    )
+    for i, line in enumerate(lines):
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            records.append(line.decode("utf-8", "replace").rstrip("\n"))
+            problems[i] = f"not valid JSON ({e})"
+            continue
+        records.append(record)
+        if not isinstance(record, dict):
+            problems[i] = f"expected a JSON object per line, got {type(record).__name__}"
+            continue
+        for j, name in enumerate(features):
+            value = record.get(name)
+            if values_as_sent:
+                X[i, j] = value
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                why = "missing value" if value is None else f"non-numeric value {value!r}"
+                problems.setdefault(i, f"feature {name!r}: {why}")
+            else:
+                X[i, j] = value
+    return Chunk(index, len(lines), X, problems, records=records)
 
 
 # writing ------------------------------------------------------------------------------------------
@@ -361,16 +273,19 @@ def scored_rows(
     clash = [n for n in names if n in table.column_names]
     if clash:
         raise BatchError(f"input column {clash[0]!r} clashes with an output column; rename it")
+    # Typed conversions: pyarrow infers an untyped array slowly (milliseconds per chunk).
     if labels.dtype.kind in "OUS":  # text labels
         predicted = pa.array([str(label) for label in labels.tolist()], pa.string())
     elif labels.dtype.kind == "f" and not classes:  # a regression's values
-        predicted = pa.array(labels.astype(np.float64))
+        predicted = pa.array(labels.astype(np.float64), pa.float64())
     else:
-        predicted = pa.array(labels.astype(np.int64))
+        predicted = pa.array(labels.astype(np.int64), pa.int64())
     table = table.append_column("prediction", predicted)
     for c, cls in enumerate(classes):
-        table = table.append_column(f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64)))
-    table = table.append_column("model_digest", pa.array([digest] * table.num_rows, pa.string()))
+        table = table.append_column(
+            f"probability_{cls}", pa.array(probabilities[:, c].astype(np.float64), pa.float64())
+        )
+    table = table.append_column("model_digest", pa.repeat(pa.scalar(digest, pa.string()), table.num_rows))
     if fmt == "parquet":
         return table
     import pyarrow.csv as pacsv
@@ -405,10 +320,11 @@ def _needs_quotes(table: pa.Table, numeric: frozenset[str]) -> bool:
     return False
 
 
-def reject_lines(chunk: Chunk, reasons: dict[int, str]) -> bytes:
-    """One JSON line per refused row: its row number in the input, the reason, and the row as it came."""
+def reject_lines(chunk: Chunk, reasons: dict[int, str], first_row: int) -> bytes:
+    """One JSON line per refused row: its row number in the input (`first_row` is the chunk's first), the
+    reason, and the row as it came."""
     lines = [
-        json.dumps({"row": chunk.start + i, "reason": reasons[i], "record": chunk.original(i)}, default=str)
+        json.dumps({"row": first_row + i, "reason": reasons[i], "record": chunk.original(i)}, default=str)
         for i in sorted(reasons)
     ]
     return "".join(line + "\n" for line in lines).encode()

@@ -7,7 +7,9 @@ One worker, uvloop and httptools, access log off: the settings that measured fas
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -74,10 +76,47 @@ def run(
     uvicorn.Server(config).run(sockets=sockets)
 
 
+# What Seldon Core's operator sets in a model container: the graph's parameters and the port to serve on.
+SELDON_PARAMETERS = "PREDICTIVE_UNIT_PARAMETERS"
+SELDON_PORT = "PREDICTIVE_UNIT_HTTP_SERVICE_PORT"
+SELDON_METRICS_PORT = "PREDICTIVE_UNIT_METRICS_SERVICE_PORT"  # where the operator's PodMonitors scrape
+
+
+class SeldonEnvError(ValueError):
+    """The operator's environment does not say which model to serve; the message names the variable."""
+
+
+def seldon_env(environ: dict[str, str]) -> tuple[str, str | None, int]:
+    """(model_uri, model_digest, port) from a Seldon Core model container's environment."""
+    raw = environ.get(SELDON_PARAMETERS, "")
+    try:
+        parameters = json.loads(raw)
+    except ValueError as e:
+        raise SeldonEnvError(f"{SELDON_PARAMETERS}: not JSON ({e})") from None
+    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+        raise SeldonEnvError(f"{SELDON_PARAMETERS}: expected a list of {{name, type, value}} objects")
+    values = {p.get("name"): p.get("value") for p in parameters}
+    uri, digest = values.get("model_uri"), values.get("model_digest")
+    if not isinstance(uri, str) or not uri:
+        raise SeldonEnvError(f"{SELDON_PARAMETERS}: parameter 'model_uri' is missing or not a string")
+    if digest is not None and not isinstance(digest, str):
+        raise SeldonEnvError(f"{SELDON_PARAMETERS}: parameter 'model_digest' is not a string")
+    port_text = environ.get(SELDON_PORT, "9000")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SeldonEnvError(f"{SELDON_PORT}: {port_text!r} is not a port number")
+    return uri, digest or None, int(port_text)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m serving.http.server", description=__doc__)
-    p.add_argument("--model", required=True, help="bundle path, file:// URI, or models:/name@alias|/version")
-    p.add_argument("--port", type=int, required=True, help="0: any free port (with --report-fd)")
+    p.add_argument("--model", help="bundle path, file:// URI, or models:/name@alias|/version")
+    p.add_argument("--port", type=int, help="0: any free port (with --report-fd)")
+    p.add_argument(
+        "--seldon-env",
+        action="store_true",
+        help=f"take the model, its digest and the port from the environment Seldon Core's operator gives a "
+        f"model container ({SELDON_PARAMETERS}: model_uri, model_digest; {SELDON_PORT}, default 9000)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--name", default=None, help="model name served (default: the bundle's name)")
     p.add_argument("--digest", default=None, help="refuse a bundle whose digest differs (sha256:...)")
@@ -89,7 +128,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.seldon_env:
+        try:
+            args.model, seldon_digest, seldon_port = seldon_env(dict(os.environ))
+        except SeldonEnvError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        args.digest = args.digest or seldon_digest
+        args.port = seldon_port if args.port is None else args.port
+        metrics_port = os.environ.get(SELDON_METRICS_PORT, "")
+    else:
+        metrics_port = ""
+        if args.model is None or args.port is None:
+            cli.error("--model and --port are required (or --seldon-env)")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     from model.bundle import BundleError
     from model.registry import RegistryError
@@ -105,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, RegistryError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.seldon_env and metrics_port.isdigit() and int(metrics_port) != args.port:
+        # The same metrics as /prometheus on the main port, also where Seldon's operator points Prometheus.
+        from prometheus_client import start_http_server
+
+        start_http_server(int(metrics_port), addr=args.host, registry=app.metrics.registry)
     run(app, args.host, args.port, args.log_level, args.report_fd)
     return 0
 

@@ -34,6 +34,7 @@ from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import PredictorLabels
 from serving.router.listener import Limits, bind, serve_until
 from serving.router.mirroring import MAX_BYTES as MIRROR_BYTES
+from serving.router.prediction_log import PredictionLog
 from serving.router.proxy import Router
 from serving.router.routes import Backend, routes_for
 from serving.router.watch import ManifestWatch
@@ -75,6 +76,7 @@ class LocalRuntime:
         limits: Limits | None = None,
         log_dir: Path | None = None,
         on_event: Callable[[RuntimeEvent], None] | None = None,
+        prediction_log: PredictionLog | None = None,
     ):
         self.directory = Path(directory)
         self.host = host
@@ -90,7 +92,12 @@ class LocalRuntime:
         self.limits = limits or Limits()
         self.log_dir = log_dir or Path(tempfile.mkdtemp(prefix="sluice-up-"))
         self.on_event = on_event
-        self.router = Router(timeout=request_timeout, mirror_bytes=mirror_bytes, mirror_process=True)
+        self.router = Router(
+            timeout=request_timeout,
+            mirror_bytes=mirror_bytes,
+            mirror_process=True,
+            prediction_log=prediction_log,
+        )
         self.admin = Admin(self.router)
         self.spec: DeploymentSpec | None = None
         self.processes: dict[tuple[str, str, str, bool], PredictorProcess] = {}

@@ -34,6 +34,7 @@ from serving.router.admin import Admin
 from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import DEFAULT_NAMESPACE
 from serving.router.listener import Limits, bind, serve_until
+from serving.router.prediction_log import PredictionLog
 from serving.router.proxy import Router
 from serving.router.routes import Backend, labels_for, routes_for
 from serving.router.watch import ManifestWatch
@@ -94,6 +95,7 @@ class ClusterSettings:
     limits: Limits = field(default_factory=Limits)
     # "service.namespace.svc.cluster.local:8000" -> "10.0.0.7:8000": connect there, keep the Host header.
     resolve: Mapping[str, str] = field(default_factory=dict)
+    prediction_log: PredictionLog | None = None  # record answers (see serving.router.prediction_log)
 
 
 class ClusterRouter:
@@ -101,7 +103,9 @@ class ClusterRouter:
 
     def __init__(self, settings: ClusterSettings):
         self.settings = settings
-        self.router = Router(timeout=settings.request_timeout, mirror_process=True)
+        self.router = Router(
+            timeout=settings.request_timeout, mirror_process=True, prediction_log=settings.prediction_log
+        )
         self.admin = Admin(self.router)
         self.backends: dict[str, Backend] = {}  # by authority (service host:port), reused across changes
         self.probes: dict[Backend, str] = {}  # each backend's readiness path

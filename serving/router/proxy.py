@@ -48,6 +48,7 @@ from serving.router.attribution import FeedbackError, read_claim
 from serving.router.executor_metrics import RouterMetrics
 from serving.router.forwarding import Call, Choice, Forwarder, Outcome, RouterError, choose, feedback_choice
 from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy, MirrorSink
+from serving.router.prediction_log import Copy, PredictionLog
 from serving.router.routes import Routes
 from serving.router.upstream import HOP_BY_HOP, forwardable
 
@@ -136,8 +137,12 @@ class Router:
         mirror_bytes: int = MAX_BYTES,
         mirror_process: bool = False,
         rng: Callable[[], float] = random.random,
+        prediction_log: PredictionLog | None = None,
     ):
         self.metrics = metrics or RouterMetrics()
+        self.prediction_log = prediction_log  # answers recorded off the request path (see prediction_log)
+        if prediction_log is not None:
+            self.metrics.registry.register(prediction_log)
         self.forwarder = Forwarder(self.metrics, timeout=timeout)
         self.mirror: MirrorSink
         if mirror_process:  # copies leave the router's loop at the cost of one write (see mirror_worker)
@@ -163,9 +168,13 @@ class Router:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
                     await self.mirror.start()
+                    if self.prediction_log is not None:
+                        self.prediction_log.start()
                     await send({"type": "lifespan.startup.complete"})
                 elif message["type"] == "lifespan.shutdown":
                     await self.mirror.stop()
+                    if self.prediction_log is not None:
+                        await asyncio.to_thread(self.prediction_log.stop)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
@@ -269,6 +278,7 @@ class Router:
         if outcome.retried_from is not None:
             headers.append((RETRIED, outcome.retried_from.encode()))
         body = response.body
+        puid = request.puid
         if request.kind == "predict" and request.v1 and response.status == 200:
             body, puid = self._annotate_v1(request, backend.name, body)
             if puid is not None:
@@ -285,6 +295,22 @@ class Router:
         )
         if request.kind == "feedback" and 200 <= status < 300:
             self.metrics.count_feedback(backend.labels, scored_reward(response.body, request.reward))
+        if self.prediction_log is not None and 200 <= status < 300:
+            labels = backend.labels
+            self.prediction_log.offer(
+                Copy(
+                    "prediction" if request.kind == "predict" else "feedback",
+                    time.time(),
+                    labels.namespace,
+                    labels.deployment_name,
+                    backend.name,
+                    routes.digests.get(backend.name),
+                    puid,
+                    request.v1,
+                    call.body,
+                    body if request.kind == "predict" else b"",
+                )
+            )
         if (
             request.kind == "predict"
             and request.override is None

@@ -49,6 +49,7 @@ class Routes:
     table: RoutingTable
     backends: dict[str, Backend]
     sticky: bytes | None = field(default=None)  # the request header that pins a user, in lower case
+    digests: dict[str, str] = field(default_factory=dict)  # predictor name -> its model_digest
 
     def alive(self, name: str) -> bool:
         b = self.backends.get(name)
@@ -68,6 +69,7 @@ def routes_for(sd: Deployment, backends: Mapping[str, Backend]) -> Routes:
         table=RoutingTable(targets),
         backends={p.name: backends[p.name] for p in sd.predictors},
         sticky=header.encode() if header else None,
+        digests={p.name: p.model_digest for p in sd.predictors if p.model_digest},
     )
 
 

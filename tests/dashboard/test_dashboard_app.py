@@ -180,7 +180,8 @@ def test_sluice_ui_refuses_bad_options_with_clear_errors(repo: Path, tmp_path: P
 
 
 def test_sluice_ui_serves_every_environment_in_promotion_order(repo: Path, tmp_path: Path) -> None:
-    from dashboard_fixtures import free_port, git
+    from dashboard_fixtures import git
+    from testkit.services import free_port
 
     from rollout.scm.local import LocalGit
     from rollout.targets.seldon import initial_manifest

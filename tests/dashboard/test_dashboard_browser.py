@@ -25,8 +25,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from dashboard_fixtures import TOKEN, free_port, git, token_file, wait_until
-from testkit.services import need
+from dashboard_fixtures import TOKEN, git, token_file, wait_until
+from testkit.services import free_port, need
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = "local"

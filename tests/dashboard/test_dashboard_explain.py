@@ -24,7 +24,7 @@ POLICY = parse_policy(
         "stages": [{"weight": 10, "bake": 3000}, {"weight": 50, "bake": 600}],
         "gates": [
             {"name": "success", "metric": "success_rate", "min": 0.99, "no_data_deadline": 900},
-            {"name": "p99", "metric": "latency", "quantile": 0.99, "compare": "ratio", "max": 1.5},
+            {"name": "p99", "metric": "latency", "quantile": 0.99, "compare": "ratio", "margin": 0.5},
         ],
     }
 )
@@ -53,9 +53,9 @@ class Evidence:
 
 
 def test_a_passing_absolute_gate_reads_as_a_sentence() -> None:
-    g = GateResult("success", "success_rate", 0.9987, None, "value >= 0.99", "pass", 1500)
+    g = GateResult("success", "success_rate", "pass", n_candidate=1500, value=0.9987, limit=0.99)
     assert explain(facts(g)) == (
-        "success passes: the candidate's success rate is 99.87% on 1500 observations, within the limit value >= 0.99."
+        "success passes: the candidate's success rate is 99.87% on 1500 observations, within the limit >= 0.99."
     )
 
 
@@ -85,15 +85,17 @@ def test_a_failing_relative_gate_gives_its_interval_sample_and_consequence() -> 
 
 
 def test_a_latency_ratio_a_wait_a_pass_on_no_data_and_a_skip() -> None:
-    ratio = GateResult("p99", "latency", 0.012, 0.010, "value / stable <= 1.5", "pass", 300)
+    ratio = GateResult(
+        "p99", "latency", "pass", "ratio", 300, 300, value=0.012, baseline=0.010, limit=1.5, better="lower"
+    )
     assert "is 1.2× the stable model's" in explain(facts(ratio, POLICY.gates[1]), POLICY.gates[1])
     waiting = GateResult(
-        "p99", "latency", None, None, "x", "hold", 3, "no data (candidate has 3 of 20); waiting 40s more"
+        "p99", "latency", "hold", n_candidate=3, detail="no data (candidate has 3 of 20); waiting 40s more"
     )
     assert explain(facts(waiting)) == "p99 waits: no data (candidate has 3 of 20); waiting 40s more."
-    lenient = GateResult("p99", "latency", None, None, "x", "no-data-pass", 0, "no data")
+    lenient = GateResult("p99", "latency", "no-data-pass", detail="no data")
     assert "never to promote" in explain(facts(lenient))
-    skipped = GateResult("agree", "disagreement", None, None, "x", "skip", 0, "only measured while shadowing")
+    skipped = GateResult("agree", "disagreement", "skip", detail="only measured while shadowing")
     assert explain(facts(skipped)) == "agree is not judged at this stage: only measured while shadowing."
     undecided = Evidence(
         "acc", "accuracy", "hold", "difference", 50, 60, 0.001, -0.08, 0.09, -0.02, 0.02, 0.95, ">= -0.02"
@@ -163,7 +165,7 @@ def decision(
         ),
         (
             ROLLOUT,
-            decision(Action.HOLD, gates=(GateResult("success", "success_rate", None, None, "", "hold"),)),
+            decision(Action.HOLD, gates=(GateResult("success", "success_rate", "hold"),)),
             None,
             "hold",
             "Waiting for enough data on success; if still undecided by 00:31:40 UTC it fails",

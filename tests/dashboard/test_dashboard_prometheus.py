@@ -17,9 +17,9 @@ from dashboard_fixtures import (
     STABLE_NAME,
     environment,
     make_environment_repo,
-    running_prometheus,
     wait_until,
 )
+from testkit.services import running_prometheus
 
 from dashboard import monitoring
 from dashboard.figures import PrometheusFigures

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 import yaml
 from testkit.services import free_port
@@ -24,8 +23,9 @@ from demo.traffic import TrafficGenerator
 from deployment import kserve, metric_names
 from deployment.names import predictor_name
 from model.bundle import Bundle
-from model.contract import TARGET
+from model.data import contract_for, read_split
 from model.layout import Layout
+from model.params import Params
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "gitops/environments/local/inferenceservice.yaml"
@@ -148,9 +148,9 @@ def environment(tmp_path: Path, bundle_dir: Path) -> Iterator[tuple[Path, Up, Tr
         "sluice up serving the stable predictor",
         up.log,
     )
-    test = pd.read_csv(Layout.at(bundle_dir.parent).test_csv)
-    truth = test.pop(TARGET).to_numpy()
-    traffic = TrafficGenerator(up.url, test.to_numpy(), truth, list(test.columns), rate=40)
+    layout = Layout.at(bundle_dir.parent)
+    test, truth = read_split(layout.test_csv, contract_for(layout, Params().data))
+    traffic = TrafficGenerator(up.url, test.to_numpy(), truth.to_numpy(), list(test.columns), rate=40)
     traffic.start()
     try:
         yield repo, up, traffic

@@ -149,6 +149,23 @@ def test_checkouts_do_not_persist_credentials(path: Path) -> None:
                 assert step["with"]["persist-credentials"] is False
 
 
+CREDENTIAL_IN_URL = re.compile(r"https?://[^\s\"'/@]*:[^\s\"'/@]*@")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_no_token_travels_in_a_url(path: Path) -> None:
+    """A token in a remote URL lands in .git/config (a runner's workspace may be shared or cached) and in the
+    process list: pushes authenticate with an Authorization header from the environment instead."""
+    for job in load(path)["jobs"].values():
+        for step in job.get("steps", []):
+            run = str(step.get("run", ""))
+            assert not CREDENTIAL_IN_URL.search(run), (
+                path.name,
+                step.get("name"),
+                CREDENTIAL_IN_URL.search(run),
+            )
+
+
 def test_triggers() -> None:
     on = {p.stem: load(p)["on"] for p in FILES}
     assert set(on["ci"]) == {"push", "pull_request"}
@@ -157,6 +174,8 @@ def test_triggers() -> None:
     assert set(on["promote"]) == {"schedule", "workflow_dispatch"}
     assert {"gitops/**", "policies/**"} <= set(on["gitops-check"]["pull_request"]["paths"])
     assert set(on["e2e-kind"]) == {"workflow_dispatch"}
+    assert set(on["retrain"]) == {"schedule", "repository_dispatch", "workflow_dispatch"}
+    assert on["retrain"]["repository_dispatch"]["types"] == ["drift"]
 
 
 def test_promote_reconciles_each_environment_once_at_a_time() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from admission_cel import admitted
 
 from pipelines import admission, events
 from pipelines.batch import build_cron
@@ -20,23 +21,6 @@ from pipelines.submit import submit_request
 
 REPO = Path(__file__).resolve().parents[2]
 ARGOEXEC = f"{ARGOEXEC_REPOSITORY}:v3.6.4"
-
-
-def admitted(policy: dict[str, Any], obj: dict[str, Any]) -> list[str]:
-    """The messages of the validations `obj` fails (an empty list: admitted)."""
-    import celpy
-
-    env = celpy.Environment()
-    failed = []
-    for validation in policy["spec"]["validations"]:
-        program = env.program(env.compile(validation["expression"]))
-        try:
-            ok = program.evaluate({"object": celpy.json_to_cel(obj)})
-        except celpy.CELEvalError:
-            ok = False  # an evaluation error denies, as failurePolicy: Fail does
-        if not ok:
-            failed.append(validation["message"])
-    return failed
 
 
 def workflow_pod(image: str, **extra: Any) -> dict[str, Any]:

@@ -110,6 +110,7 @@ def _run_step(
             value = str(item["value"])
             for key, given in parameters.items():
                 value = value.replace(f"{{{{workflow.parameters.{key}}}}}", given)
+                value = value.replace(f"{{{{inputs.parameters.{key}}}}}", given)
             env[item["name"]] = value
     work = tmp_path / "work"
     (work / "src" / ".git").mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,7 @@ def _run_step(
 
 
 SHA = "3f786850e387550fdab836ed7e6dc881de23001b"
+SHARD_OK = {"format": "csv", "shard": "incoming/2026-11-30/part-0001.csv"}
 DIGEST = "sha256:" + "ab" * 32
 STEPS = {
     "checkout": ("train", "checkout", {"revision": SHA}, "revision"),
@@ -158,8 +160,11 @@ STEPS = {
         {"env": "staging", "candidate": "models:/m@challenger"},
         "env",
     ),
-    "score-model": ("batch-score", "score", {"model": "models:/m@champion", "format": "csv"}, "model"),
-    "score-format": ("batch-score", "score", {"model": "models:/m@champion", "format": "csv"}, "format"),
+    "score-model": ("batch-score", "score-shard", {**SHARD_OK, "model": "models:/m@champion"}, "model"),
+    "score-format": ("batch-score", "score-shard", {**SHARD_OK, "model": "models:/m@champion"}, "format"),
+    # a shard key comes from whoever can name objects in the bucket: data to the script, and checked
+    "score-shard": ("batch-score", "score-shard", {**SHARD_OK, "model": "models:/m@champion"}, "shard"),
+    "gather-format": ("batch-score", "gather", {"format": "csv"}, "format"),
 }
 
 
@@ -174,7 +179,7 @@ def test_hostile_parameter_values_are_data_never_code(case: str, payload: str, t
         assert calls == []
 
 
-@pytest.mark.parametrize("case", ["fetch-digest", "promote-candidate", "score-model"])
+@pytest.mark.parametrize("case", ["fetch-digest", "promote-candidate", "score-model", "gather-format"])
 def test_good_parameter_values_reach_the_tools_as_single_arguments(case: str, tmp_path: Path) -> None:
     template, step, good, _ = STEPS[case]
     code, output, calls = _run_step(template, step, good, tmp_path)
@@ -202,7 +207,34 @@ def test_good_parameter_values_reach_the_tools_as_single_arguments(case: str, tm
                 "--model=models:/m@champion",
                 "--input=/tmp/input/records.csv",
                 f"--output={tmp_path}/scores/scores.csv",
+                "--summary-json=/tmp/scores/scores.summary.json".replace("/tmp/scores", f"{tmp_path}/scores"),
+            ]
+        ],
+        "gather-format": [
+            [
+                "sluice",
+                "batch",
+                "gather",
+                "/tmp/parts",
+                f"--output={tmp_path}/scores/scores.csv",
+                "--summary-json=/tmp/outputs/summary.json",
             ]
         ],
     }
     assert calls == expected[case]
+
+
+@pytest.mark.parametrize(
+    "shard",
+    ["incoming/$(touch PWNED).csv", 'incoming/a.csv"; touch PWNED; echo ".csv', "../../`touch PWNED`.csv"],
+)
+def test_a_shard_key_that_ends_in_the_extension_is_still_only_data(shard: str, tmp_path: Path) -> None:
+    """Object keys come from whoever can write to the bucket; a key passes the extension check and goes no
+    further than the artifact key: the script's commands take fixed local paths."""
+    code, output, calls = _run_step(
+        "batch-score", "score-shard", {**SHARD_OK, "model": "models:/m@champion", "shard": shard}, tmp_path
+    )
+    assert not (tmp_path / "PWNED").exists()
+    assert code == 0, output
+    assert [c[:3] for c in calls] == [["sluice", "batch", "score"]]
+    assert not any(shard in arg for arg in calls[0])

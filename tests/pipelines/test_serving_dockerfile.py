@@ -1,6 +1,7 @@
 """serving/Dockerfile, linted without hadolint or Docker: pinned base, non-root user in every final stage, no
-`latest`, COPY sources that exist, and an entrypoint (seldon-core-microservice + serving.component.Classifier)
-that resolves in this venv with the parameters the SeldonDeployment graph passes."""
+`latest`, COPY sources that exist, each image installing its lock file, and entrypoints (the project's server
+for the default target, seldon-core-microservice + serving.component.Classifier for serving-seldon) that take
+the parameters the SeldonDeployment graph passes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.build_image import kaniko_template
+from pipelines.build_image import BUILD, BUILD_ARGS, BUILD_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "serving" / "Dockerfile"
@@ -86,7 +87,7 @@ def _user(stage: Stage, stages: dict[str, Stage]) -> str | None:
     return _user(stages[stage.base], stages) if stage.base in stages else None
 
 
-@pytest.mark.parametrize("target", ["runtime", "serving"])
+@pytest.mark.parametrize("target", ["runtime", "serving", "serving-seldon"])
 def test_shipped_stages_run_as_non_root(dockerfile: tuple[dict[str, str], list[Stage]], target: str) -> None:
     _, stages = dockerfile
     by_name = {s.name: s for s in stages}
@@ -117,8 +118,8 @@ def test_copied_sources_exist_and_cover_every_package(dockerfile: tuple[dict[str
         for op, rest in stage.instructions:
             if op == "COPY" and "--from=" not in rest:
                 copied += [p for p in shlex.split(rest)[:-1] if not p.startswith("--")]
-    dvc_outs = {
-        o
+    dvc_outs = {  # an out is a path, or a mapping of its path to its options (`cache: false`)
+        o if isinstance(o, str) else next(iter(o))
         for s in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values()
         for o in s.get("outs", [])
     }
@@ -134,9 +135,26 @@ def test_copied_sources_exist_and_cover_every_package(dockerfile: tuple[dict[str
         assert f"{package}/" in copied, f"package {package} is not copied, `pip install .` would miss it"
 
 
-def test_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
+def _env(stage: Stage) -> list[dict[str, str]]:
+    env = " ".join(rest for op, rest in stage.instructions if op == "ENV")
+    raw = re.search(r'PREDICTIVE_UNIT_PARAMETERS="(.*?)"(?:\s|$)', env).group(1)  # type: ignore[union-attr]
+    parameters: list[dict[str, str]] = json.loads(
+        raw.replace('\\"', '"').replace("${BUNDLE_DIGEST}", "sha256:" + "0" * 64)
+    )
+    return parameters
+
+
+def _graph_parameters() -> list[tuple[Path, set[str]]]:
+    return [
+        (path, {p["name"] for p in predictor["graph"]["parameters"]})
+        for path in (REPO / "gitops" / "environments").glob("*/seldondeployment.yaml")
+        for predictor in yaml.safe_load(path.read_text())["spec"]["predictors"]
+    ]
+
+
+def test_the_seldon_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
     _, stages = dockerfile
-    serving = stages[-1]
+    [serving] = [s for s in stages if s.name == "serving-seldon"]
     (cmd,) = [json.loads(rest) for op, rest in serving.instructions if op == "CMD"]
     program, interface = cmd[0], cmd[1]
     assert program == "seldon-core-microservice"
@@ -145,29 +163,57 @@ def test_entrypoint_resolves_in_the_venv(dockerfile: tuple[dict[str, str], list[
     component = getattr(importlib.import_module(module_name), class_name)
     assert inspect.isclass(component) and callable(getattr(component, "predict", None))
     # The image's default parameters, and the graph's in every SeldonDeployment, fit the constructor.
-    env = " ".join(rest for op, rest in serving.instructions if op == "ENV")
-    raw = re.search(r'PREDICTIVE_UNIT_PARAMETERS="(.*?)"(?:\s|$)', env).group(1)  # type: ignore[union-attr]
-    default = json.loads(raw.replace('\\"', '"').replace("${BUNDLE_DIGEST}", "sha256:" + "0" * 64))
     accepted = set(inspect.signature(component.__init__).parameters) - {"self"}
-    assert {p["name"] for p in default} <= accepted
-    for path in (REPO / "gitops" / "environments").glob("*/seldondeployment.yaml"):
-        sdep = yaml.safe_load(path.read_text())
-        for predictor in sdep["spec"]["predictors"]:
-            assert {p["name"] for p in predictor["graph"]["parameters"]} <= accepted, path
+    assert {p["name"] for p in _env(serving)} <= accepted
+    for path, names in _graph_parameters():
+        assert names <= accepted, path
     assert {"9000", "5000", "6000"} <= set(
         " ".join(rest for op, rest in serving.instructions if op == "EXPOSE").split()
     )
 
 
+def test_the_default_image_serves_with_the_project_server_from_the_operator_environment(
+    dockerfile: tuple[dict[str, str], list[Stage]],
+) -> None:
+    """The default target runs no Seldon Core: its own server reads the same graph parameters."""
+    from serving.http import server
+
+    _, stages = dockerfile
+    serving = stages[-1]
+    (cmd,) = [json.loads(rest) for op, rest in serving.instructions if op == "CMD"]
+    assert cmd[:3] == ["python", "-m", "serving.http.server"] and "--seldon-env" in cmd
+    args = server.parser().parse_args(cmd[3:])
+    assert args.seldon_env and args.host == "0.0.0.0"
+    uri, digest, port = server.seldon_env({server.SELDON_PARAMETERS: json.dumps(_env(serving))})
+    assert (uri, digest, port) == ("file:///opt/sluice/bundle", "sha256:" + "0" * 64, 9000)
+    for path, names in _graph_parameters():
+        assert names <= {"model_uri", "model_digest"}, path
+    exposed = set(" ".join(rest for op, rest in serving.instructions if op == "EXPOSE").split())
+    assert exposed == {"9000", "6000"}
+
+
 def test_the_pipeline_builds_a_target_that_exists(dockerfile: tuple[dict[str, str], list[Stage]]) -> None:
     _, stages = dockerfile
-    args = kaniko_template().args or []
-    target = next(a.split("=", 1)[1] for a in args if a.startswith("--target="))
+    target = next(a.split("=", 2)[2] for a in BUILD_OPTIONS if a.startswith("--opt=target="))
     assert target in {s.name for s in stages}
-    assert "--dockerfile=serving/Dockerfile" in args
-    build_args = [a.split("=", 1)[1].split("=")[0] for a in args if a.startswith("--build-arg=")]
+    assert (
+        "--opt=filename=Dockerfile" in BUILD_OPTIONS
+        and "--local=dockerfile=/workspace/src/serving" in BUILD_OPTIONS
+    )
+    build_args = re.findall(r"--opt=\"build-arg:(\w+)=", BUILD)
+    assert build_args == BUILD_ARGS
     declared = {rest.split("=")[0] for s in stages for op, rest in s.instructions if op == "ARG"}
     assert set(build_args) <= declared
+
+
+def test_the_dockerfile_asks_buildkit_for_no_frontend_image_by_tag() -> None:
+    """A `# syntax=` line makes BuildKit pull that frontend image before building: by tag, unless pinned."""
+    for line in DOCKERFILE.read_text().splitlines():
+        match = re.match(r"#\s*syntax\s*=\s*(\S+)", line)
+        if match:
+            assert PINNED.match(match.group(1)), f"{line}: pin the frontend by digest or drop the line"
+        if line.strip() and not line.startswith("#"):
+            break
 
 
 def test_copy_from_names_earlier_stages_and_runtime_can_reach_the_dvc_remote(
@@ -194,10 +240,18 @@ def test_copy_from_names_earlier_stages_and_runtime_can_reach_the_dvc_remote(
         "the pipeline steps run `dvc pull/push`: install the remote's plugin"
     )
     assert sources["serving"] != sources["runtime"], "the model server does not carry the DVC plugins"
+    installs = {
+        name: " ".join(rest for op, rest in by_name[source].instructions if op == "RUN")
+        for name, source in sources.items()
+    }
+    assert "requirements/serve.lock" in installs["serving"] and "--require-hashes" in installs["serving"]
+    assert "requirements/seldon.lock" in installs["serving-seldon"]
+    assert "requirements/runtime.lock" in installs["runtime"]
 
 
+@pytest.mark.parametrize("target", ["serving", "serving-seldon"])
 def test_the_server_cannot_change_its_own_bundle(
-    dockerfile: tuple[dict[str, str], list[Stage]], bundle_dir: Path
+    dockerfile: tuple[dict[str, str], list[Stage]], bundle_dir: Path, target: str
 ) -> None:
     """The serving stage's COPY and RUN lines for the bundle, replayed on a real directory (as root, like the
     build), then the image's USER tries to change, add, remove and rename bundle files, and to read them."""
@@ -211,7 +265,7 @@ def test_the_server_cannot_change_its_own_bundle(
     if os.geteuid() != 0:
         pytest.skip("acting as the image's root and its user needs root")
     _, stages = dockerfile
-    [serving] = [s for s in stages if s.name == "serving"]
+    [serving] = [s for s in stages if s.name == target]
     [(index, copy)] = [
         (i, rest)
         for i, (op, rest) in enumerate(serving.instructions)

@@ -251,7 +251,7 @@ def test_a_start_that_needs_approval_waits_on_its_branch(setup, exporter: Export
 
 @pytest.mark.timeout(30)
 def test_unreachable_metrics_are_no_data(setup) -> None:  # type: ignore[no-untyped-def]
-    from rollout_exporter import free_port
+    from testkit.services import free_port
 
     repo, stable, *_ = setup
     gates = [

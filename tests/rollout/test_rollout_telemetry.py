@@ -14,8 +14,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from rollout_exporter import Exporter, free_port
+from rollout_exporter import Exporter
 from rollout_gitops import fast_policy, make_env, make_repo
+from testkit.services import free_port
 
 from deployment import metric_names as n
 from rollout.policy import parse_policy

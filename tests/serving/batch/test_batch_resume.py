@@ -34,7 +34,7 @@ def _big_input(test_frame: pd.DataFrame, path: Path, copies: int) -> None:
 
 def _score(bundle: Path, source: Path, out: Path, chunk: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "sluice", "batch", "score", "--model", str(bundle), "--input", str(source)]
-    cmd += ["--output", str(out), "--chunk-size", str(chunk)]
+    cmd += ["--output", str(out), "--chunk-size", str(chunk), "--checkpoint-every", "0"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

@@ -109,7 +109,7 @@ def test_gitops_check_refuses_a_policy_its_traffic_path_cannot_serve(
 
 def test_a_shadow_policy_with_a_disagreement_gate_needs_the_comparison(repo: Path) -> None:
     without_router(repo, "staging")
-    gates = [{"name": "agree", "metric": "disagreement", "max": 0.05}]
+    gates = [{"name": "agree", "metric": "disagreement", "margin": 0.05}]
     path = policy(repo, "staging", strategy="shadow", gates=gates)
     found = dict(problems(load_policy(path).model_dump(), "staging", SELDON_ISTIO))
     assert "mirror comparison" in found["gates[0].metric"]

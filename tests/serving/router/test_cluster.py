@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from up_harness import REPO, free_port, metric_samples, predictor, write_manifest
+from testkit.services import free_port
+from up_harness import REPO, metric_samples, predictor, write_manifest
 
 from deployment import seldon
 from model.bundle import Bundle

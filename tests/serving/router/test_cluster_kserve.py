@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from up_harness import FAKE, REPO, free_port
+from testkit.services import free_port
+from up_harness import FAKE, REPO
 
 from rollout.state import Slot
 from rollout.targets.kserve import InferenceServiceV1Beta1, initial_manifest

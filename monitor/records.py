@@ -1,0 +1,267 @@
+"""The prediction log read back: prediction records decoded into typed feature rows and predicted labels, and
+feedback joined to them by puid.
+
+Labels arrive late (a customer confirms a fraud days after the transaction). As in SageMaker Model Monitor's
+ground-truth merge, a feedback joins its prediction when it arrives within `label_window` seconds of it; one
+arriving later is counted as late and not used, so an accuracy figure never mixes in labels a policy would not
+wait for. Feedback whose puid matches no prediction in the window read is counted as unmatched.
+
+Nothing in the files is trusted: a line that is not JSON, a record of the wrong shape, rows the contract does
+not accept (what the predictor refused never reaches the log, but a file can be edited) are skipped and counted
+by reason in `Skipped`, never raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model.contract import Contract
+from serving.core.validation import Features, RequestError
+from serving.protocols import labels
+from serving.protocols.seldon import decode_predict
+from serving.protocols.v2 import decode_infer
+from serving.router.prediction_log import log_files
+
+MAX_LINE = 4 << 20  # a line longer than this is skipped unread
+
+
+@dataclass
+class Skipped:
+    """What was not used, by reason."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add(self, reason: str, n: int = 1) -> None:
+        self.counts[reason] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class Scope:
+    """Which records to read: a deployment (and namespace), and a time window."""
+
+    namespace: str | None = None
+    deployment: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def read_lines(directory: str | Path, skipped: Skipped) -> Iterator[dict[str, Any]]:
+    """Each record of the log's files, oldest file first; bad lines are counted and skipped."""
+    for path in log_files(directory):
+        try:
+            handle = path.open("rb")
+        except OSError:
+            skipped.add("unreadable_file")
+            continue
+        with handle:
+            for line in handle:
+                if len(line) > MAX_LINE:
+                    skipped.add("line_too_long")
+                    continue
+                if not line.strip():
+                    continue
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    skipped.add("not_json")  # a torn last line after a crash, or an edited file
+                    continue
+                if not isinstance(doc, dict) or doc.get("kind") not in ("prediction", "feedback"):
+                    skipped.add("not_a_record")
+                    continue
+                t = doc.get("time")
+                if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+                    skipped.add("bad_time")
+                    continue
+                yield doc
+
+
+@dataclass
+class Rows:
+    """Prediction rows (one per input row) with their predictor, time, puid, prediction and, once joined, truth."""
+
+    X: np.ndarray  # (n, features), the contract's feature order; object dtype when any feature is categorical
+    predictor: list[str]
+    digest: list[str | None]
+    time: np.ndarray
+    puid: list[str | None]
+    index: list[int]  # the row's index inside its request (feedback truths are per row)
+    request: list[int]  # which request (in reading order) the row came from
+    predicted: list[Any]
+    truth: list[Any]  # None until joined
+    labelled_at: list[float | None]
+
+    def __len__(self) -> int:
+        return len(self.predictor)
+
+    def select(self, mask: np.ndarray) -> Rows:
+        keep = np.flatnonzero(mask)
+        return Rows(
+            self.X[keep],
+            [self.predictor[i] for i in keep],
+            [self.digest[i] for i in keep],
+            self.time[keep],
+            [self.puid[i] for i in keep],
+            [self.index[i] for i in keep],
+            [self.request[i] for i in keep],
+            [self.predicted[i] for i in keep],
+            [self.truth[i] for i in keep],
+            [self.labelled_at[i] for i in keep],
+        )
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return np.array([t is not None for t in self.truth], dtype=bool)
+
+
+@dataclass
+class LabelCounts:
+    joined: int = 0
+    late: int = 0
+    unmatched: int = 0
+
+
+@dataclass
+class Log:
+    rows: Rows
+    labels: LabelCounts
+    skipped: Skipped
+    requests: int
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # predictor -> (namespace, deployment)
+
+
+def read_log(
+    directory: str | Path, contract: Contract, scope: Scope | None = None, label_window: float = 86400.0
+) -> Log:
+    """Read the log's predictions within `scope`, decode them against `contract`, and join feedback."""
+    scope = scope or Scope()
+    skipped = Skipped()
+    features = Features.of(contract.features)
+    names = contract.feature_names
+    name_set = set(names)
+    classes = contract.classes if contract.is_classifier else None
+    blocks: list[np.ndarray] = []
+    predictor: list[str] = []
+    digest: list[str | None] = []
+    times: list[float] = []
+    puid: list[str | None] = []
+    index: list[int] = []
+    request: list[int] = []
+    predicted: list[Any] = []
+    feedback: list[dict[str, Any]] = []
+    where: dict[str, tuple[str, str]] = {}
+    requests = 0
+    for doc in read_lines(directory, skipped):
+        if scope.namespace is not None and doc.get("namespace") != scope.namespace:
+            continue
+        if scope.deployment is not None and doc.get("deployment") != scope.deployment:
+            continue
+        if doc["kind"] == "feedback":
+            feedback.append(doc)
+            continue
+        t = float(doc["time"])
+        if (scope.since is not None and t < scope.since) or (scope.until is not None and t > scope.until):
+            continue
+        try:
+            X, out = _decode(doc, features, names, name_set, classes)
+        except (RequestError, ValueError, TypeError, KeyError) as e:
+            skipped.add("rows_refused" if isinstance(e, RequestError) else "bad_record")
+            continue
+        if len(out) != X.shape[0]:
+            skipped.add("prediction_count_mismatch")
+            continue
+        requests += 1
+        blocks.append(X)
+        p = doc.get("predictor")
+        if isinstance(p, str):
+            where[p] = (str(doc.get("namespace") or ""), str(doc.get("deployment") or ""))
+        d = doc.get("digest")
+        u = doc.get("puid")
+        for i, label in enumerate(out):
+            predictor.append(p if isinstance(p, str) else "")
+            digest.append(d if isinstance(d, str) else None)
+            times.append(t)
+            puid.append(u if isinstance(u, str) else None)
+            index.append(i)
+            request.append(requests)
+            predicted.append(label)
+    text = any(f.type == "categorical" for f in contract.features)
+    X_all = np.concatenate(blocks) if blocks else np.empty((0, len(names)), dtype=object if text else float)
+    n = len(predictor)
+    rows = Rows(X_all, predictor, digest, np.asarray(times, dtype=float), puid, index, request, predicted,
+                [None] * n, [None] * n)  # fmt: skip
+    counts = _join(rows, feedback, contract, label_window, skipped)
+    return Log(rows, counts, skipped, requests, where)
+
+
+def _decode(
+    doc: dict[str, Any], features: Features, names: list[str], name_set: set[str], classes: list[Any] | None
+) -> tuple[np.ndarray, list[Any]]:
+    request, response = doc.get("request"), doc.get("response")
+    if doc.get("protocol") == "v2":
+        decoded = decode_infer(request, name_set, typed=not features.plain)
+        X = features.validate(decoded.rows)
+    else:
+        message = decode_predict(request)
+        X = features.validate(message.rows, message.names)
+    if classes is None:
+        out: list[Any] = labels.predicted_values(response)
+    else:
+        out = labels.predicted_labels(response, classes)
+    return X, out
+
+
+def _join(
+    rows: Rows, feedback: Iterable[dict[str, Any]], contract: Contract, window: float, skipped: Skipped
+) -> LabelCounts:
+    """Attach each feedback's truths to the rows of the prediction with its puid (the first feedback wins)."""
+    counts = LabelCounts()
+    by_puid: dict[str, list[int]] = {}  # a puid -> the rows of the first request that carried it
+    first: dict[str, int] = {}
+    for i, u in enumerate(rows.puid):
+        if u is not None and first.setdefault(u, rows.request[i]) == rows.request[i]:
+            by_puid.setdefault(u, []).append(i)
+    classes = contract.classes if contract.is_classifier else None
+    for doc in feedback:
+        u = doc.get("puid")
+        truth = doc.get("truth")
+        if not isinstance(u, str) or truth is None:
+            skipped.add("feedback_without_puid_or_truth")
+            continue
+        where = by_puid.get(u)
+        if not where:
+            counts.unmatched += 1
+            continue
+        try:
+            values: list[Any] = (
+                labels.truth_labels(truth, classes) if classes is not None else labels.truth_values(truth)
+            )
+        except RequestError:
+            skipped.add("bad_truth")
+            continue
+        if len(values) != len(where):
+            skipped.add("truth_count_mismatch")
+            continue
+        t = float(doc["time"])
+        if t - rows.time[where[0]] > window or t < rows.time[where[0]] - 1.0:
+            counts.late += 1  # (or earlier than its prediction, which no honest clock produces)
+            continue
+        if rows.truth[where[0]] is not None:
+            skipped.add("duplicate_feedback")
+            continue
+        for i in where:
+            rows.truth[i] = values[rows.index[i]]
+            rows.labelled_at[i] = t
+        counts.joined += 1
+    return counts

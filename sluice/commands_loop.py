@@ -1,0 +1,116 @@
+"""`sluice loop`: retrain when live data drifts, live accuracy drops or a schedule says so, and open the new
+model's rollout into the first environment; long-running, safe to kill at any moment."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sluice.console import console, report
+
+
+def loop(
+    log_dir: Annotated[
+        Path, typer.Argument(help="the prediction log directory (`sluice up --prediction-log`)")
+    ],
+    repo: Annotated[
+        Path, typer.Option(help="the repository: dvc.yaml, params.yaml, contract.yaml, gitops/")
+    ] = Path("."),
+    env: Annotated[
+        str, typer.Option(help="the first environment a retrained model is promoted into")
+    ] = "local",
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="the policy whose `monitoring` section sets the triggers (default: policies/<env>.yaml)"
+        ),
+    ] = None,
+    interval: Annotated[
+        str, typer.Option(help="how often to check the triggers when idle (e.g. 30s, 5m)")
+    ] = "1m",
+    min_new_labels: Annotated[
+        int, typer.Option(help="a retrain needs at least this many labelled rows not in a data version yet")
+    ] = 50,
+    chain: Annotated[
+        str | None,
+        typer.Option(
+            help="ordered environments, e.g. local,staging,production: a model promoted in one is proposed to "
+            "the next with its gate evidence (never one rolled back there before)"
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="do the next step (or check the triggers) and exit")
+    ] = False,
+) -> None:
+    """Close the loop: monitor, retrain, promote, with Git as the only state.
+
+    Each turn does the one step that follows what Git records for the newest retrain: check the triggers (a
+    feature's drift over monitoring.drift_threshold, live accuracy under monitoring.accuracy_threshold, or
+    monitoring.retrain_every elapsed) and commit the labelled live rows as a new DVC-tracked data version
+    (data/source/live.csv); run `dvc repro` (validate, train, the evaluate gate, package) and commit it; open
+    the rollout of the packaged model into --env (`sluice rollout start`), which the reconciler then drives.
+    Every commit carries Sluice-Retrain trailers; a step checks whether its effect is already in Git first, so
+    killing the loop at any moment and starting it again never duplicates a commit or a promotion.
+    """
+    import threading
+
+    from rollout.policy import parse_duration
+    from sluice.commands_monitor import thresholds_from
+
+    try:
+        seconds = parse_duration(interval)
+    except ValueError as e:
+        report(f"--interval: {e}")
+    repo = repo.resolve()
+    for needed in ("dvc.yaml", "params.yaml", "contract.yaml", ".git"):
+        if not (repo / needed).exists():
+            report(f"--repo {repo}: no {needed} (the loop runs in a Sluice repository)")
+    if not log_dir.is_dir():
+        report(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
+    policy = policy or repo / "policies" / f"{env}.yaml"
+    if not policy.is_file():
+        report(f"--policy {policy}: no such file")
+    thresholds, label_window, spec = thresholds_from(policy, None, None)
+    if min_new_labels < 1:
+        report(f"--min-new-labels: {min_new_labels} must be at least 1")
+
+    from monitor.loop import LoopError, LoopSettings, Outcome, follow_chain, next_step, run_loop
+
+    settings = LoopSettings(
+        repo=repo,
+        log_dir=log_dir.resolve(),
+        env=env,
+        thresholds=thresholds,
+        label_window=label_window,
+        retrain_every=spec.retrain_every,
+        min_new_labels=min_new_labels,
+        chain=tuple(e.strip() for e in chain.split(",") if e.strip()) if chain else (),
+    )
+    if chain and (len(settings.chain) < 2 or settings.chain[0] != env):
+        report(f"--chain {chain!r}: name at least two environments, starting with --env {env}")
+
+    def show(outcome: Outcome) -> None:
+        style = {"error": "bold red", "rejected": "yellow", "chain-refused": "yellow", "waiting": "dim"}.get(
+            outcome.step, "green"
+        )
+        console.print(f"[{style}]{outcome.step}[/] {outcome.detail}", highlight=False, markup=True)
+
+    if once:
+        try:
+            show(next_step(settings))
+        except LoopError as e:
+            report(str(e))
+        for link in follow_chain(settings):
+            show(link)
+        return
+    stopped = threading.Event()
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(settings, seconds, show, stopped.is_set, stopped.wait)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the `sluice` app."""
+    app.command("loop")(loop)

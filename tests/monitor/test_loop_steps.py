@@ -1,0 +1,63 @@
+"""The loop's bookkeeping in Git, without training: what progress a history records, and params.yaml edited
+in place."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from monitor.loop import LoopError, _commit, _set_source, progress
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def git_repo(path: Path) -> Path:
+    path.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
+    (path / "a").write_text("a\n")
+    subprocess.run(["git", "add", "a"], cwd=path, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", "init"], cwd=path, check=True
+    )
+    return path
+
+
+def test_progress_follows_the_newest_retrain_and_the_newest_cutoff(tmp_path: Path) -> None:
+    repo = git_repo(tmp_path / "r")
+    assert progress(repo).step is None and progress(repo).until == 0.0
+    _commit(
+        repo,
+        "one",
+        [("Sluice-Retrain", "aaa"), ("Sluice-Retrain-Step", "data"), ("Sluice-Retrain-Until", "10.5")],
+    )
+    _commit(
+        repo,
+        "two",
+        [("Sluice-Retrain", "aaa"), ("Sluice-Retrain-Step", "trained"), ("Sluice-Model", "sha256:x")],
+    )
+    p = progress(repo)
+    assert (p.retrain, p.step, p.until, p.model, p.open) == ("aaa", "trained", 10.5, "sha256:x", True)
+    _commit(repo, "three", [("Sluice-Retrain", "aaa"), ("Sluice-Retrain-Step", "rejected")])
+    _commit(
+        repo,
+        "four",
+        [("Sluice-Retrain", "bbb"), ("Sluice-Retrain-Step", "data"), ("Sluice-Retrain-Until", "20")],
+    )
+    p = progress(repo)
+    assert (p.retrain, p.step, p.until, p.model) == ("bbb", "data", 20.0, None)
+
+
+def test_data_source_is_repointed_keeping_comments(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text((REPO / "params.yaml").read_text())
+    _set_source(params, "data/source/live.csv")
+    text = params.read_text()
+    assert "  source: data/source/live.csv\n" in text
+    assert text.replace("  source: data/source/live.csv\n", "") == (REPO / "params.yaml").read_text().replace(
+        "  source: builtin:breast_cancer\n", ""
+    )
+    params.write_text("train:\n  source: x\n")
+    with pytest.raises(LoopError, match="no data.source line"):
+        _set_source(params, "y")
