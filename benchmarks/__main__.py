@@ -6,7 +6,18 @@ import importlib
 import sys
 from pathlib import Path
 
-MODULES = ["serving", "gateway", "prediction_log", "drift", "batch", "stream", "edge", "rollout", "gates"]
+MODULES = [
+    "serving",
+    "gateway",
+    "prediction_log",
+    "drift",
+    "batch",
+    "stream",
+    "edge",
+    "rollout",
+    "gates",
+    "gates_e2e",
+]
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
