@@ -26,9 +26,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, bundle_dir: Path) -> Iterato
         yield w
 
 
-def check(world: World, strategy: str) -> None:
+def check(world: World, strategy: str, identical_may_wait: bool = False) -> None:
     same = rollout(world, strategy, world.candidate("identical"))
-    assert same.status == "promoted", same
+    assert same.status != "rolled-back", same  # a false rollback is the error the gates exist to prevent
+    if not identical_may_wait:
+        assert same.status == "promoted", same
     worse = rollout(world, strategy, world.candidate("worse"))  # forced if an earlier strategy quarantined it
     assert worse.status == "rolled-back", worse
     assert "accuracy" in worse.reason or "agreement" in worse.reason or "A/B" in worse.reason, worse
@@ -51,4 +53,8 @@ def test_ab_test_behaves_the_same(world: World) -> None:
 
 
 def test_shadow_behaves_the_same(world: World) -> None:
-    check(world, "shadow")
+    # A shadow's latency is measured on copies the (niced) mirror worker sends: on a machine busy with other
+    # tests its p95 ratio can sit at the margin's edge, and the gate rightly waits (once in CI: undecided after
+    # 420 s). Waiting is not a wrong decision; a rollback of the identical model would be, and the worse one
+    # must still be rolled back.
+    check(world, "shadow", identical_may_wait=True)

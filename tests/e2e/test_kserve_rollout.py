@@ -38,16 +38,11 @@ POLICY = {
     "window": "3s",
     "on_failure": "rollback",
     "stages": [{"weight": 30, "bake": "3s"}, {"weight": 60, "bake": "3s"}],
+    "warmup": 1.0,
+    # the demo's gates (margins wide enough for a few requests a second), in the new gate shape
     "gates": [
-        {"name": "success-rate", "metric": "success_rate", "min": 0.99, "min_sample": 10, "no_data_deadline": "45s"},
-        {
-            "name": "accuracy-vs-stable",
-            "metric": "accuracy",
-            "compare": "difference",
-            "min": -0.1,
-            "min_sample": 10,
-            "no_data_deadline": "45s",
-        },
+        {"name": "success-rate", "metric": "success_rate", "margin": 0.05, "no_data_deadline": "45s"},
+        {"name": "accuracy-vs-stable", "metric": "accuracy", "margin": 0.1, "no_data_deadline": "45s"},
     ],
 }  # fmt: skip
 
