@@ -53,7 +53,10 @@ def sluice(root: Path, *args: str, check: bool = True) -> Result:
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # MLflow's set_tracking_uri also sets MLFLOW_TRACKING_URI for the process: an earlier test's registry must
+    # not become this repository's (the CLI runs in this process)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "repo"
     root.mkdir()
     for name in ("params.yaml", "contract.yaml", "dvc.yaml", ".gitignore"):
