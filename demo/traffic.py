@@ -72,6 +72,8 @@ class TrafficGenerator:
         # Blue/green warm-up: every `smoke_every`-th request is pinned to this predictor (a smoke test).
         self.smoke_target: str | None = None
         self.smoke_every = 4
+        # Drift: (column, shift) added to every request's row from now on; the ground truth stays the row's own.
+        self.drift: tuple[int, float] | None = None
         self.records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -134,7 +136,11 @@ class TrafficGenerator:
             self._send_due_feedback(client, flush=True)
 
     def _predict(self, client: httpx.Client, i: int, n: int) -> None:
-        body = {"data": {"names": self.names, "ndarray": [self.rows[i].tolist()]}}
+        row = self.rows[i].copy()
+        drift = self.drift
+        if drift is not None:
+            row[drift[0]] += drift[1]
+        body = {"data": {"names": self.names, "ndarray": [row.tolist()]}}
         headers = {USER_HEADER: f"user-{n % self.users}"}
         smoke = self.smoke_target
         if smoke is not None and n % self.smoke_every == 0:

@@ -318,6 +318,8 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
 # helpers ------------------------------------------------------------------------------------------------------
 def _dvc(settings: LoopSettings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != DIE_AFTER}
+    # The pipeline's stages run `sluice`, installed beside the Python that runs DVC (the venv need not be active).
+    env["PATH"] = f"{Path(settings.python).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         [settings.python, "-m", "dvc", *args],
         cwd=settings.repo,
