@@ -6,6 +6,9 @@ Act 3  a broken candidate (trained on half-flipped labels: it passes no offline 
        straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
 Act 4  the same broken candidate (quarantined by Act 3's rollback, so started with --force) through shadow,
        A/B and blue/green in turn: each is caught by its gates.
+Act 5  the client's traffic drifts; `sluice loop`'s steps retrain on the labelled live data, and the candidate goes
+       through staging and production, each with its own `sluice up` (demo/act5.py); production's approval is
+       the one human step, which the demo grants.
 Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
 the policy's interval and observing the router's /metrics (on its admin port).
 """

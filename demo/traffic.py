@@ -143,12 +143,18 @@ class TrafficGenerator:
         body = {"data": {"names": self.names, "ndarray": [row.tolist()]}}
         headers = {USER_HEADER: f"user-{n % self.users}"}
         smoke = self.smoke_target
-        if smoke is not None and n % self.smoke_every == 0:
+        pinned = smoke is not None and n % self.smoke_every == 0
+        if smoke is not None and pinned:
             headers[PREDICTOR_HEADER] = smoke
         started = time.monotonic()
         status, predictor, correct = 0, None, None
         try:
             resp = client.post("/api/v1.0/predictions", json=body, headers=headers)
+            if resp.status_code == 404 and PREDICTOR_HEADER in headers:
+                # The predictor a smoke request was pinned to is gone (a rollback removed it between the
+                # decision and the demo clearing the pin): the request falls back to what serves now.
+                del headers[PREDICTOR_HEADER]
+                resp = client.post("/api/v1.0/predictions", json=body, headers=headers)
             status = resp.status_code
             predictor = resp.headers.get(PREDICTOR_HEADER)
             if status == 200:
@@ -170,7 +176,13 @@ class TrafficGenerator:
         with self._lock:
             self.records.append(
                 RequestRecord(
-                    time.time(), self.act, status, predictor, latency, correct, PREDICTOR_HEADER in headers
+                    time.time(),
+                    self.act,
+                    status,
+                    predictor,
+                    latency,
+                    correct,
+                    pinned,
                 )
             )
 
