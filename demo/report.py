@@ -283,7 +283,9 @@ def plot(
     for i, (at, label) in enumerate(events):
         for ax in (ax_w, ax_r):
             ax.axvline(at - t0, color="darkorange", lw=1, ls="--", alpha=0.8)
-        ax_w.text(at - t0, 60 - 9 * (i % 6), f" {label}", fontsize=7.5, color="darkorange", rotation=0)
+        late = at - t0 > 0.85 * (end - t0)  # labels near the right edge go to the left of their line
+        ha = "right" if late else "left"
+        ax_w.text(at - t0, 60 - 9 * (i % 6), f" {label} ", fontsize=7.5, color="darkorange", ha=ha)
     for i, a in enumerate(acts):
         ax_w.axvspan(a.started - t0, a.ended - t0, alpha=0.06 + 0.04 * (i % 2), color="gray")
         label = f"{a.strategy}: {a.outcome}"
