@@ -354,7 +354,7 @@ def act5_html(act5: Mapping[str, Any] | None) -> str:
 <table><tr><th>part</th><th>seconds</th></tr>{part_rows}</table>
 <p>The only human step: production's promotion, approved by {_esc(str(approval.get("approved_by")))}
 (commit <code>{_esc(str(approval.get("commit") or "")[:12])}</code>).</p>
-<p>Accuracy on the drifted held-out rows: stable {accuracy.get("stable", "—")}, candidate
+<p>Accuracy on drifted rows the client never sent (the original training split, shifted): stable {accuracy.get("stable", "—")}, candidate
 {accuracy.get("candidate", "—")}.</p>
 <h3>Production's answers after the drift, as the ground truth scored them</h3>
 <table><tr><th>predictor</th><th>n</th><th>accuracy</th></tr>{live_rows}</table>

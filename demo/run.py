@@ -77,7 +77,7 @@ class Settings:
 
     @property
     def bake(self) -> float:
-        return 3.0 if self.fast else 6.0
+        return 3.0 if self.fast else 4.0
 
     @property
     def window(self) -> float:
@@ -244,7 +244,7 @@ class Demo:
         self.console.print(f"champion: {uri} ({v1.digest})", highlight=False)
         self.gateway = self.start_gateway(ENV, MANIFEST_DIR)
         self.traffic = self.start_traffic(scratch, self.gateway, self.s.rate)
-        self.traffic_act("Act 1", 2.0 if self.s.fast else 5.0)
+        self.traffic_act("Act 1", 2.0 if self.s.fast else 3.0)
         return uri
 
     def traffic_act(self, name: str, seconds: float, traffic: TrafficGenerator | None = None) -> None:
