@@ -126,7 +126,7 @@ class _Recorder:
 
 
 async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
-    from serving.router.aiohttp_upstream import AiohttpUpstream
+    from serving.router.http_upstream import HttpUpstream
 
     loop = asyncio.get_running_loop()
     recorder = _Recorder()
@@ -145,7 +145,7 @@ async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
         backend = backends.get(key)
         if backend is None:
             host, _, port = head["a"].rpartition(":")
-            upstream = AiohttpUpstream(host, int(port), authority=head["h"])
+            upstream = HttpUpstream(host, int(port), authority=head["h"])
             backend = backends[key] = Backend(labels.predictor_name, labels, upstream, ready=True)
         backend.labels = labels
         n = head["b"]
