@@ -141,6 +141,16 @@ def _mirror_workers(parent: int) -> list[int]:
     ]
 
 
+def _pin(pid: int, cpu: int) -> None:
+    """Move every thread of `pid` to `cpu`: sched_setaffinity(pid) moves only its main thread, and a
+    predictor's other threads (the model runtime's pool) would stay where they were born."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {cpu})
+        except (ProcessLookupError, FileNotFoundError):
+            continue  # a thread that has just ended
+
+
 def _wait_http(url: str, timeout: float = 120.0) -> None:
     import httpx
 
@@ -247,9 +257,9 @@ class Started:
             by_port = _predictor_pids(list(ports.values()))
             self.predictor_pids = list(by_port.values())
             if scenario == SHADOW:
-                os.sched_setaffinity(by_port[ports["m-shadow"]], {SHADOW_CPU})
+                _pin(by_port[ports["m-shadow"]], SHADOW_CPU)
                 for pid in _mirror_workers(self.proc.pid):
-                    os.sched_setaffinity(pid, {SHADOW_CPU})
+                    _pin(pid, SHADOW_CPU)
         else:
             self.predictor_pids = [self.proc.pid]
 
