@@ -214,7 +214,8 @@ class MirrorWorker:
         self._starting: asyncio.Task[None] | None = None
         self._synced: dict[int, asyncio.Future[None]] = {}
         self._sync_seq = 0
-        self._batch: list[tuple[bytes, PredictorLabels]] = []  # framed copies not yet written
+        # copies not yet written, framed only when the batch leaves (off the live request's turn of the loop)
+        self._batch: list[tuple[MirrorCopy, str, str | None]] = []
         self._batch_bytes = 0
         self._flush_at: asyncio.TimerHandle | None = None
         self.sent = 0
@@ -268,9 +269,8 @@ class MirrorWorker:
             self.dropped += 1
             self.metrics.count_dropped(copy.backend.labels)
             return False
-        frame = encode(copy, address, authority)
-        self._batch.append((frame, copy.backend.labels))
-        self._batch_bytes += len(frame)
+        self._batch.append((copy, address, authority))
+        self._batch_bytes += copy.size
         if self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().call_later(BATCH_SECONDS, self._flush)
         self.sent += 1
@@ -285,11 +285,13 @@ class MirrorWorker:
         if not batch:
             return
         if self._transport is None or self._transport.is_closing():
-            for _, labels in batch:  # the worker is gone: these copies are lost, and counted
+            for copy, _, _ in batch:  # the worker is gone: these copies are lost, and counted
                 self.dropped += 1
-                self.metrics.count_dropped(labels)
+                self.metrics.count_dropped(copy.backend.labels)
             return
-        self._transport.write(b"".join(frame for frame, _ in batch))
+        self._transport.write(
+            b"".join([encode(copy, address, authority) for copy, address, authority in batch])
+        )
 
     def _report(self, head: dict[str, Any], payload: bytes) -> None:
         m = self.metrics
