@@ -46,7 +46,7 @@ from dashboard.views import (
     timeline_view,
 )
 from rollout.evidence import one_line
-from rollout.policy import PolicyError
+from rollout.policy import MonitoringSpec, PolicyError
 from rollout.reconciler import Environment, abort, approve, preview
 from rollout.scm import Conflict, SCMError
 from rollout.state import StateError
@@ -270,9 +270,21 @@ class Board:
         e = self.envs[name]
         reading = e.reading or Reading(env=name, order=e.order, read_at=self.clock(), problem="not read yet")
         view = environment_view(reading, e.evaluation, self.actions_enabled, self.clock())
-        source = e.source.drift
-        view.drift = drift_view(e.drift, source.threshold if source is not None else None, reading.state)
+        view.drift = drift_view(e.drift, self.drift_threshold(name), reading.state)
         return view
+
+    def drift_threshold(self, name: str) -> float | None:
+        """What a feature's drift score is judged against: the option given to `sluice ui`, else the policy the
+        environment's state was read under (what `sluice monitor` alerts and `sluice loop` retrains on);
+        None when monitoring is not configured."""
+        e = self.envs[name]
+        source = e.source.drift
+        if source is None:
+            return None
+        if source.threshold is not None:
+            return source.threshold
+        policy = e.reading.policy if e.reading is not None else None
+        return (policy.monitoring if policy is not None else MonitoringSpec()).drift_threshold
 
     def board(self) -> BoardView:
         return BoardView(generated_at=self.clock(), environments=[self.environment(n) for n in self.envs])

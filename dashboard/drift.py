@@ -41,7 +41,7 @@ class DriftReading:
 
 
 class DriftSource(Protocol):
-    threshold: float
+    threshold: float | None  # None: the environment policy's monitoring.drift_threshold
 
     def read(self, deployment: str, namespace: str | None) -> DriftReading:
         """The monitor's latest figures for the predictors of this deployment."""
@@ -71,12 +71,13 @@ PER_PREDICTOR = (n.DRIFT_SCORE, n.PREDICTION_DRIFT, n.LIVE_ACCURACY, n.LIVE_ERRO
 
 
 class _Reader:
-    """Where the monitor's figures are read, and the threshold they are judged against."""
+    """Where the monitor's figures are read, and the threshold they are judged against (None: the
+    environment policy's `monitoring.drift_threshold`, the one `sluice monitor` and `sluice loop` act on)."""
 
     def __init__(
         self,
         url: str,
-        threshold: float,
+        threshold: float | None = None,
         client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
     ):

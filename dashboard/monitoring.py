@@ -19,6 +19,7 @@ import yaml
 
 from dashboard import promql
 from deployment import metric_names as n
+from rollout.policy import MonitoringSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "gitops" / "monitoring"
@@ -27,7 +28,9 @@ DASHBOARD_UID = "sluice-rollouts"
 NAMESPACES = "sluice(-.+)?"
 RECONCILER_NAMESPACE = "sluice-system"  # where the reconcilers run (gitops/cluster/reconciler.yaml)
 ERROR_RATIO = 0.05
-DRIFT_THRESHOLD = 0.2
+# The alert rules' threshold: the policy's default (an environment whose policy sets another is shown with its
+# own by `sluice ui`; the rules are rendered once for every namespace).
+DRIFT_THRESHOLD = float(MonitoringSpec.model_fields["drift_threshold"].default)
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from doctor import cluster, git, github, names, secrets, services
+from doctor import cluster, git, github, images, names, secrets, services
 from doctor.names import normalize_repository
 from doctor.project import Project
 from doctor.report import Finding, Report, missing, skipped
@@ -61,6 +61,7 @@ def steps(project: Project, opts: Options) -> Iterator[Step]:
     """The checks to run, in the table's order, each named by what it checks (for the progress display)."""
     yield "names", lambda: iter(names.check(project))
     yield "secrets", lambda: secrets.check(project)
+    yield "images", lambda: images.check(project)
     yield "git", lambda: git.check(project, opts.remote)
     repo_url = str(project.conventions.get("REPO_URL", ""))
     slug = normalize_repository(repo_url)

@@ -160,7 +160,7 @@ def evaluate(layout: Layout, params: Params) -> tuple[dict[str, Any], Gate]:
     layout.gate_report.write_text(json.dumps(asdict(verdict), indent=2, default=_plain) + "\n")
 
     run = read_run(layout)
-    with mlflow.start_run(run_id=run["run_id"]):
+    with registry.fluent(), mlflow.start_run(run_id=run["run_id"]):
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         mlflow.log_metric("gate_passed", float(verdict.passed))
     if not verdict.passed:

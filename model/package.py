@@ -240,7 +240,7 @@ def package(layout: Layout, params: Params) -> tuple[Bundle, ModelVersionRef | N
     bundle = build_bundle(layout, params, layout.bundle, {"mlflow_run_id": run["run_id"]})
     registry = Registry(layout.registry_root)
     X, _ = read_split(layout.test_csv, contract_for(layout, params.data))
-    with mlflow.start_run(run_id=run["run_id"]):
+    with registry.fluent(), mlflow.start_run(run_id=run["run_id"]):
         model_uri = log_model(bundle, X)
     skipped = registration_skipped(params)
     if skipped:
@@ -268,11 +268,11 @@ def register_bundle(root: Path) -> ModelVersionRef:
     for version in registry.client.search_model_versions(f"name = '{name}'"):
         if version.tags.get(TAG_DIGEST) == bundle.digest:
             raise RegistryError(f"{name} version {version.version} already is this bundle ({bundle.digest})")
-    models = mlflow.search_logged_models(
-        filter_string=f"source_run_id = '{run_id}'",
-        output_format="list",
-        experiment_ids=[registry.experiment_id()],
-    )
+    experiment_id = registry.experiment_id()
+    with registry.fluent():
+        models = mlflow.search_logged_models(
+            filter_string=f"source_run_id = '{run_id}'", output_format="list", experiment_ids=[experiment_id]
+        )
     if not models:
         raise RegistryError(f"MLflow run {run_id} logged no model for {layout.bundle} (package it again)")
     return register(registry, params, bundle, run_id, models[0].model_uri)

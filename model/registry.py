@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ PREVIOUS = "previous"
 TAG_DIGEST = "sluice.bundle_digest"
 TAG_BUNDLE_URI = "sluice.bundle_uri"
 
+# What MLflow's fluent API reads (and what `mlflow.set_tracking_uri` writes back into the environment).
+_FLUENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -60,14 +64,35 @@ class Registry:
 
     def __init__(self, root: str | Path = ".", tracking_uri: str | None = None):
         _quiet_mlflow()
-        import mlflow
         from mlflow import MlflowClient
 
         self.root = Path(root).resolve()
         self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    @contextmanager
+    def fluent(self) -> Iterator[None]:
+        """MLflow's fluent API (`mlflow.start_run`, `mlflow.log_*`) aimed at this registry inside the block.
+
+        `mlflow.set_tracking_uri` is process-wide and also sets `MLFLOW_TRACKING_URI` for every later command
+        and child process, so a registry opened once would capture everything after it. What was set before
+        comes back when the block ends.
+        """
+        import mlflow
+
+        saved = {name: os.environ.get(name) for name in _FLUENT_ENV}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None unsets it
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     # experiments and runs -------------------------------------------------------------------------
     def experiment_id(self, name: str = EXPERIMENT) -> str:
@@ -92,9 +117,10 @@ class Registry:
             self.client.get_registered_model(name)
         except MlflowException:
             self.client.create_registered_model(name, description="Registered by Sluice's `package` stage.")
-        mv = self.client.create_model_version(
-            name, source=model_uri, run_id=run_id, tags={TAG_DIGEST: digest, TAG_BUNDLE_URI: bundle_uri}
-        )
+        with self.fluent():  # MLflow looks a `models:/m-...` source up in the process-wide tracking store
+            mv = self.client.create_model_version(
+                name, source=model_uri, run_id=run_id, tags={TAG_DIGEST: digest, TAG_BUNDLE_URI: bundle_uri}
+            )
         return self._ref(mv)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
@@ -195,7 +221,12 @@ class Registry:
         try:
             try:
                 local = Path(
-                    mlflow.artifacts.download_artifacts(artifact_uri=ref.bundle_uri, dst_path=str(tmp))
+                    mlflow.artifacts.download_artifacts(
+                        artifact_uri=ref.bundle_uri,
+                        dst_path=str(tmp),
+                        tracking_uri=self.tracking_uri,
+                        registry_uri=self.tracking_uri,
+                    )
                 )
             except Exception as e:  # MLflow raises its own and the stores' exceptions
                 raise RegistryError(

@@ -131,7 +131,7 @@ def train(layout: Layout, params: Params) -> TrainResult:
 
     registry = Registry(layout.registry_root)
     experiment_id = registry.experiment_id()
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with registry.fluent(), mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(flatten(params.model_dump(by_alias=True, mode="json")))
         mlflow.log_params({"contract.task": contract.task, "contract.features": len(contract.features)})
         mlflow.log_metrics(metrics)

@@ -55,7 +55,8 @@ def doctor(
 ) -> None:
     """Check that the project is wired up: names consistent across manifests, policies, workflows and pipelines;
     the Git remote and default branch; the GitHub token (--github); MLflow, Prometheus and the cluster when
-    given; secrets documented. Exit 1 when anything required is missing."""
+    given; secrets documented; the images a cluster pulls pinned by a real digest (a warning until a release
+    builds them). Exit 1 when anything required is missing."""
     from doctor.run import Options, diagnose
 
     opts = Options(

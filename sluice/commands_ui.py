@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dashboard.monitoring import DRIFT_THRESHOLD
 from sluice.console import console, err_console, report
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ def _sources(
     mlflow_tracking_uri: str | None,
     figures_window: float,
     monitors: dict[str, str] | None = None,
-    drift_threshold: float = DRIFT_THRESHOLD,
+    drift_threshold: float | None = None,
 ) -> list[Source]:
     from dashboard.board import Source
     from dashboard.drift import DriftSource, PrometheusDrift, ScrapeDrift
@@ -216,11 +215,12 @@ def ui(
         ),
     ] = None,
     drift_threshold: Annotated[
-        float,
+        float | None,
         typer.Option(
-            help="A feature's drift score (PSI) over this is highlighted; the drift alert's threshold."
+            help="A feature's drift score (PSI) over this is highlighted [default: each environment policy's "
+            "monitoring.drift_threshold, what `sluice monitor` alerts and `sluice loop` retrains on]."
         ),
-    ] = DRIFT_THRESHOLD,
+    ] = None,
     github: Annotated[
         str | None,
         typer.Option("--github", help="owner/name: read (and act) through GitHub; token from GITHUB_TOKEN."),
@@ -298,7 +298,7 @@ def ui(
     from rollout.metrics import MetricsError
     from rollout.policy import PolicyError
 
-    if not (math.isfinite(drift_threshold) and drift_threshold > 0):
+    if drift_threshold is not None and not (math.isfinite(drift_threshold) and drift_threshold > 0):
         report(f"--drift-threshold {drift_threshold}: must be a positive number")
     try:
         monitors = _metrics_urls(monitor_url or [], envs)

@@ -165,3 +165,30 @@ def test_a_body_that_is_not_prometheus_text_is_a_problem_too(repo: Path) -> None
         reading = ScrapeDrift(served.url + "/", DRIFT_THRESHOLD).read(DEPLOYMENT, NAMESPACE)
     assert reading.problem is not None and "not Prometheus text" in reading.problem
     assert not reading.predictors
+
+
+@pytest.mark.parametrize(("policy_threshold", "flagged"), [(0.4, 1), (0.1, 2)])
+def test_the_threshold_is_the_environment_policy_s_unless_one_is_given(
+    repo: Path, policy_threshold: float, flagged: int
+) -> None:
+    """What the panel flags is what `sluice monitor` alerts and `sluice loop` retrains on: the environment
+    policy's monitoring.drift_threshold, read from Git with the rest of the policy."""
+    import yaml
+    from rollout_gitops import git
+
+    path = repo / "policies" / f"{ENV}.yaml"
+    policy = yaml.safe_load(path.read_text())
+    policy["monitoring"] = {"drift_threshold": policy_threshold}
+    path.write_text(yaml.safe_dump(policy))
+    git(repo, "commit", "-qam", "policy: monitoring")
+    with monitor_exporter() as url:
+        board = Board([source(repo)])
+        board.envs[ENV].source.drift = ScrapeDrift(url)
+        run(board.refresh(ENV))
+        board.envs[ENV].drift = ScrapeDrift(url).read(DEPLOYMENT, NAMESPACE)
+        view = board.environment(ENV).drift
+        assert view.threshold == policy_threshold
+        # the stable predictor's features score 0.5, 0.35, 0.05 and 0
+        assert view.predictors[0].drifted == flagged
+        board.envs[ENV].source.drift = ScrapeDrift(url, 0.01)  # `sluice ui --drift-threshold 0.01`
+        assert board.environment(ENV).drift.threshold == 0.01

@@ -23,7 +23,7 @@ def _register(registry: Registry, bundle_dir: Path, rows: pd.DataFrame) -> str:
     from model.package import log_model
 
     bundle = Bundle.open(bundle_dir)
-    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+    with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         model_uri = log_model(bundle, rows)
     ref = registry.register("m", model_uri, run.info.run_id, bundle.digest, f"runs:/{run.info.run_id}/bundle")
     return f"models:/m/{ref.version}"
@@ -52,7 +52,8 @@ def test_the_pyfunc_answers_what_the_bundle_serves(registry, request, which, tar
 
     # `models:/m/1` is one model to both: Sluice resolves it to this bundle, MLflow loads its pyfunc.
     assert Bundle.open(registry.resolve(uri)).digest == bundle.digest
-    answers = mlflow.pyfunc.load_model(uri).predict(rows)
+    with registry.fluent():  # as a user's MLFLOW_TRACKING_URI would
+        answers = mlflow.pyfunc.load_model(uri).predict(rows)
 
     signature = bundle.signature
     session = ort.InferenceSession(str(bundle.onnx_path), providers=["CPUExecutionProvider"])
@@ -72,7 +73,8 @@ def test_the_pyfunc_refuses_what_sluice_refuses(registry, mixed_bundle_dir):
     from mlflow.exceptions import MlflowException
 
     rows = _rows(mixed_bundle_dir, "species").head(3).copy()
-    model = mlflow.pyfunc.load_model(_register(registry, mixed_bundle_dir, rows))
+    with registry.fluent():
+        model = mlflow.pyfunc.load_model(_register(registry, mixed_bundle_dir, rows))
     rows.loc[rows.index[1], "island"] = "Atlantis"
     with pytest.raises(
         MlflowException, match=r"column 'island', row 1: 'Atlantis' is not one of its categories"
@@ -100,9 +102,8 @@ def test_register_takes_the_bundle_an_experiment_left_unregistered(tmp_path, mon
     train_bundle(tmp_path, tmp_path / "scratch-bundle", params)
     layout = Layout.at(tmp_path)
     registry = Registry(tmp_path)
-    with mlflow.start_run(
-        experiment_id=registry.experiment_id()
-    ) as run:  # what `package` does under dvc exp run
+    # what `package` does under dvc exp run
+    with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         bundle = build_bundle(layout, params, layout.bundle, {"mlflow_run_id": run.info.run_id})
         log_model(bundle, read_split(layout.test_csv, contract_for(layout, params.data))[0])
     assert registry.client.search_model_versions("name = 'sluice-classifier'") == []

@@ -17,7 +17,7 @@ def _log(registry, bundle_dir):
     import mlflow
 
     bundle = Bundle.open(bundle_dir)
-    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+    with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
     return registry.register(
         "clf",
@@ -140,7 +140,34 @@ def test_a_sqlite_store_keeps_its_artifacts_beside_it_not_in_the_working_directo
     else:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         registry = Registry(tmp_path / "repo", tracking_uri=uri)
-    with mlflow.start_run(experiment_id=registry.experiment_id()):
+    with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()):
         mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
     assert list(elsewhere.iterdir()) == []
     assert any((store.parent / "mlartifacts").rglob("signature.json"))
+
+
+def test_a_registry_leaves_the_process_s_mlflow_settings_as_it_found_them(tmp_path, monkeypatch, bundle_dir):
+    """Opening a registry, logging through it and resolving from it must not aim later code (or child
+    processes, through MLFLOW_TRACKING_URI) at its store."""
+    import os
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("SLUICE_CACHE", str(tmp_path / "cache"))
+    first = Registry(tmp_path / "first")
+    ref = _log(first, bundle_dir)
+    first.set_alias("clf", CHAMPION, ref.version)
+    assert first.resolve("models:/clf@champion").is_dir()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+
+    # An operator's own setting survives a registry opened elsewhere, inside and after the block.
+    outer = f"sqlite:///{tmp_path / 'outer.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", outer)
+    second = Registry(tmp_path / "second", tracking_uri=f"sqlite:///{tmp_path / 'second.db'}")
+    with second.fluent():
+        assert mlflow.get_tracking_uri() == second.tracking_uri
+    assert os.environ["MLFLOW_TRACKING_URI"] == outer
+    assert mlflow.get_tracking_uri() == outer

@@ -20,7 +20,7 @@ def _log(registry, bundle_dir: Path):  # type: ignore[no-untyped-def]
     import mlflow
 
     bundle = Bundle.open(bundle_dir)
-    with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+    with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()) as run:
         mlflow.log_artifacts(str(bundle_dir), artifact_path="bundle")
     uri = f"runs:/{run.info.run_id}/bundle"
     return registry.register("clf", uri, run.info.run_id, bundle.digest, uri)

@@ -24,7 +24,7 @@ def test_load_models_uri(
     registry = Registry(tmp_path)
     versions = []
     for path in (bundle_dir, rf_bundle_dir):
-        with mlflow.start_run(experiment_id=registry.experiment_id()) as run:
+        with registry.fluent(), mlflow.start_run(experiment_id=registry.experiment_id()) as run:
             mlflow.log_artifacts(str(path), artifact_path="bundle")
         uri = f"runs:/{run.info.run_id}/bundle"
         versions.append(registry.register("clf", uri, run.info.run_id, Bundle.open(path).digest, uri))

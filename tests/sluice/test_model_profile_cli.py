@@ -54,8 +54,7 @@ def sluice(root: Path, *args: str, check: bool = True) -> Result:
 
 @pytest.fixture
 def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # MLflow's set_tracking_uri also sets MLFLOW_TRACKING_URI for the process: an earlier test's registry must
-    # not become this repository's (the CLI runs in this process)
+    # the repository's own sqlite store, whatever the shell running the tests points MLflow at
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     root = tmp_path / "repo"
     root.mkdir()
