@@ -20,6 +20,7 @@ benchmark before the router moved to uvicorn and aiohttp) are shown beside each 
     BENCH_GATEWAY_SECONDS=1 BENCH_GATEWAY_ROUNDS=1 python -m benchmarks gateway   # a quick look
     BENCH_GATEWAY_BEFORE=DIR python -m benchmarks gateway   # also the router of another checkout (DIR, say
         `git archive main | tar -x -C DIR`), its 1-predictor, pinned and shadow rows interleaved with these
+        (BENCH_GATEWAY_BEFORE_LABEL names it in the results)
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SHADOW = "router, 1 predictor + shadow"
 SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW)
 # Another checkout's router, run side by side with this one (its rows carry BEFORE_MARK).
 BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE", "")
+BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that checkout is, for the results
 BEFORE_MARK = " [before]"
 if BEFORE:
     SCENARIOS = (*SCENARIOS, *(s + BEFORE_MARK for s in (ONE, PINNED, SHADOW)))
@@ -446,7 +448,11 @@ def main(results_dir: Path) -> None:
         f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
         "after the run. CPU µs per request measured at c=16. In brackets: the hand-written gateway "
         "(own server and client) in the same benchmark (benchmarks/results/gateway-handwritten.json)."
-        + (f" Rows marked{BEFORE_MARK}: the router of {BEFORE}, interleaved with these." if BEFORE else ""),
+        + (
+            f" Rows marked{BEFORE_MARK}: the router of {BEFORE_LABEL}, interleaved with these."
+            if BEFORE
+            else ""
+        ),
         "",
         "| scenario | req/s c=16 | p50 ms c=1 | p99 ms c=1 | router CPU µs/req | predictors CPU µs/req | errors "
         "| load 1m |",
