@@ -84,7 +84,9 @@ def make_scratch(source: Path, workdir: Path) -> Scratch:
             raise ScratchError(f"`{' '.join(args)}` failed: {proc.stderr.strip()}")
     scratch = Scratch(root, remote, env)
     scratch.git("checkout", "-q", "-B", "main")
-    scratch.git("push", "-q", "-u", "origin", "main")
+    # The checked-out commit becomes the playground's main even when the source's own main is elsewhere (a
+    # feature branch, a detached HEAD): the bare remote is the demo's, nothing else reads it.
+    scratch.git("push", "-q", "--force", "-u", "origin", "main")
     if not (root / ".dvc").exists():
         scratch.dvc("init", "-q")
         scratch.git("commit", "-qm", "dvc init")
