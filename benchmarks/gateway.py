@@ -18,6 +18,9 @@ benchmark before the router moved to uvicorn and aiohttp) are shown beside each 
 
     python -m benchmarks gateway      # writes results/gateway.json and results/gateway.md
     BENCH_GATEWAY_SECONDS=1 BENCH_GATEWAY_ROUNDS=1 python -m benchmarks gateway   # a quick look
+    BENCH_GATEWAY_BEFORE=DIR python -m benchmarks gateway   # also the router of another checkout (DIR, say
+        `git archive main | tar -x -C DIR`), its 1-predictor, pinned and shadow rows interleaved with these
+        (BENCH_GATEWAY_BEFORE_LABEL names it in the results)
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ TWO = "router, 2 predictors 50/50"
 PINNED = "router, 1 predictor, pinned"
 SHADOW = "router, 1 predictor + shadow"
 SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW)
+# Another checkout's router, run side by side with this one (its rows carry BEFORE_MARK).
+BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE", "")
+BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that checkout is, for the results
+BEFORE_MARK = " [before]"
+if BEFORE:
+    SCENARIOS = (*SCENARIOS, *(s + BEFORE_MARK for s in (ONE, PINNED, SHADOW)))
 LOGGED = "router, 1 predictor + prediction log"  # benchmarks/prediction_log.py sets it beside ONE
 # The hand-written gateway's rows of the same scenarios (its shadow row ran unpinned, at niceness +10).
 BASELINE_ROWS = {
@@ -59,6 +68,7 @@ BASELINE_ROWS = {
     SHADOW: "gateway, 1 predictor + shadow",
 }
 LIVE_CPU, SHADOW_CPU = 0, 1
+STACK = "uvicorn (httptools) in, a pooled httptools client out"
 
 LUA = """
 wrk.method = "POST"
@@ -83,6 +93,7 @@ class Point:
     gateway_cpu_us: float  # the router's CPU per request, at c=16 (0 when there is no router)
     predictors_cpu_us: float  # per request, all predictor processes together (shadow included)
     errors: int
+    load_1m: float = 0.0  # the machine's 1-minute load average when the point began (other work shifts it)
 
 
 def _free_port() -> int:
@@ -132,6 +143,16 @@ def _mirror_workers(parent: int) -> list[int]:
     ]
 
 
+def _pin(pid: int, cpu: int) -> None:
+    """Move every thread of `pid` to `cpu`: sched_setaffinity(pid) moves only its main thread, and a
+    predictor's other threads (the model runtime's pool) would stay where they were born."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            os.sched_setaffinity(int(task.name), {cpu})
+        except (ProcessLookupError, FileNotFoundError):
+            continue  # a thread that has just ended
+
+
 def _wait_http(url: str, timeout: float = 120.0) -> None:
     import httpx
 
@@ -146,8 +167,12 @@ def _wait_http(url: str, timeout: float = 120.0) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout:g} s")
 
 
+def _base(scenario: str) -> str:
+    return scenario.removesuffix(BEFORE_MARK)
+
+
 def _pinned(scenario: str) -> bool:
-    return scenario in (PINNED, SHADOW)
+    return _base(scenario) in (PINNED, SHADOW)
 
 
 def _wrk(url: str, script: Path, concurrency: int, duration: int, cpu: int | None) -> dict[str, Any]:
@@ -204,6 +229,8 @@ class Started:
     def __init__(self, scenario: str, bundle: Any, work: Path):
         import httpx
 
+        checkout = Path(BEFORE) if scenario.endswith(BEFORE_MARK) else REPO
+        scenario = _base(scenario)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         log = (work / f"{scenario.split(',')[0]}-{self.port}.log").open("wb")
@@ -223,7 +250,7 @@ class Started:
                 argv += ["--prediction-log", str(work / f"log-{self.port}")]
         if _pinned(scenario):
             argv = ["taskset", "-c", str(LIVE_CPU), *argv]  # its predictors inherit the affinity
-        self.proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=checkout, stdout=log, stderr=subprocess.STDOUT)
         self.router = scenario != DIRECT
         _wait_http(self.url + "/v2/health/ready")
         if self.router:
@@ -232,9 +259,9 @@ class Started:
             by_port = _predictor_pids(list(ports.values()))
             self.predictor_pids = list(by_port.values())
             if scenario == SHADOW:
-                os.sched_setaffinity(by_port[ports["m-shadow"]], {SHADOW_CPU})
+                _pin(by_port[ports["m-shadow"]], SHADOW_CPU)
                 for pid in _mirror_workers(self.proc.pid):
-                    os.sched_setaffinity(pid, {SHADOW_CPU})
+                    _pin(pid, SHADOW_CPU)
         else:
             self.predictor_pids = [self.proc.pid]
 
@@ -248,6 +275,7 @@ class Started:
 
 
 def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> Point:
+    load = os.getloadavg()[0]
     started = Started(scenario, bundle, work)
     cpu = LIVE_CPU if _pinned(scenario) else None
     try:
@@ -268,6 +296,7 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
             gateway_cpu_us=(cpu_g1 - cpu_g0) / n * 1e6,
             predictors_cpu_us=(cpu_p1 - cpu_p0) / n * 1e6,
             errors=c16["errors"] + c16["non2xx"] + c1["errors"] + c1["non2xx"],
+            load_1m=load,
         )
     finally:
         started.stop()
@@ -275,14 +304,14 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
 
 def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
     """CPU µs per request spent in the client itself, sequential calls to one predictor: the router's
-    AiohttpUpstream against plain aiohttp and httpx."""
+    HttpUpstream against aiohttp (what the router used before) and httpx."""
     import asyncio
 
     import aiohttp
     import httpx
     import uvloop
 
-    from serving.router.aiohttp_upstream import AiohttpUpstream
+    from serving.router.http_upstream import HttpUpstream
 
     started = Started(DIRECT, bundle, work)
     url = started.url + "/api/v1.0/predictions"
@@ -291,14 +320,14 @@ def client_overhead(bundle: Any, work: Path, n: int = 3000) -> dict[str, float]:
     out: dict[str, float] = {}
 
     async def run() -> None:
-        up = AiohttpUpstream("127.0.0.1", started.port)
+        up = HttpUpstream("127.0.0.1", started.port)
         for _ in range(2):  # the second round counts (warm)
             t0 = time.process_time()
             for _ in range(n):
                 await up.request(
                     "POST", "/api/v1.0/predictions", [(b"content-type", b"application/json")], body, 30.0
                 )
-            out["router AiohttpUpstream (aiohttp 3)"] = (time.process_time() - t0) / n * 1e6
+            out["router HttpUpstream (httptools)"] = (time.process_time() - t0) / n * 1e6
             async with aiohttp.ClientSession() as session:
                 t0 = time.process_time()
                 for _ in range(n):
@@ -332,6 +361,7 @@ def best(points: list[Point], scenario: str) -> Point:
         top.gateway_cpu_us,
         top.predictors_cpu_us,
         sum(p.errors for p in mine),
+        max(top.load_1m, fastest.load_1m),
     )
 
 
@@ -374,8 +404,15 @@ def main(results_dir: Path) -> None:
         "shadow_adds_at_most_5pct_p50": shadow.p50_ms_c1 <= 1.05 * pinned.p50_ms_c1,
         "errors": sum(p.errors for p in summary.values()),
     }
+    if BEFORE:
+        b_one, b_pinned, b_shadow = (summary[s + BEFORE_MARK] for s in (ONE, PINNED, SHADOW))
+        checks |= {
+            "before_hop_p50_ms": b_one.p50_ms_c1 - direct.p50_ms_c1,
+            "before_throughput_share": b_one.rps_c16 / direct.rps_c16,
+            "before_shadow_p50_increase": b_shadow.p50_ms_c1 / b_pinned.p50_ms_c1 - 1,
+        }
     result = {
-        "stack": "uvicorn (httptools) in, aiohttp out",
+        "stack": STACK,
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -407,13 +444,19 @@ def main(results_dir: Path) -> None:
     lines = [
         "# Router hop (`sluice up`), single-row Seldon v1 requests, wrk on loopback",
         "",
-        f"uvicorn (httptools) in, aiohttp out. Best of {ROUNDS} interleaved rounds, {DURATION} s per point, "
+        f"{STACK}. Best of {ROUNDS} interleaved rounds, {DURATION} s per point, "
         f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
         "after the run. CPU µs per request measured at c=16. In brackets: the hand-written gateway "
-        "(own server and client) in the same benchmark (benchmarks/results/gateway-handwritten.json).",
+        "(own server and client) in the same benchmark (benchmarks/results/gateway-handwritten.json)."
+        + (
+            f" Rows marked{BEFORE_MARK}: the router of {BEFORE_LABEL}, interleaved with these."
+            if BEFORE
+            else ""
+        ),
         "",
-        "| scenario | req/s c=16 | p50 ms c=1 | p99 ms c=1 | router CPU µs/req | predictors CPU µs/req | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | req/s c=16 | p50 ms c=1 | p99 ms c=1 | router CPU µs/req | predictors CPU µs/req | errors "
+        "| load 1m |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary.values():
         lines.append(
@@ -421,7 +464,7 @@ def main(results_dir: Path) -> None:
             f"| {p.p50_ms_c1:.3f} ({old(p.scenario, 'p50_ms_c1', '.3f')}) "
             f"| {p.p99_ms_c1:.3f} ({old(p.scenario, 'p99_ms_c1', '.3f')}) "
             f"| {p.gateway_cpu_us:.0f} ({old(p.scenario, 'gateway_cpu_us', '.0f')}) "
-            f"| {p.predictors_cpu_us:.0f} | {p.errors} |"
+            f"| {p.predictors_cpu_us:.0f} | {p.errors} | {p.load_1m:.1f} |"
         )
     lines += [
         "",
@@ -430,6 +473,11 @@ def main(results_dir: Path) -> None:
         f"- shadow's effect on live p50, shadow's predictor on the other CPU: {checks['shadow_p50_increase']:+.1%} "
         "(goal: at most +5%)",
     ]
+    if BEFORE:
+        lines += [
+            f"- the same{BEFORE_MARK}: hop {checks['before_hop_p50_ms']:+.3f} ms, throughput "
+            f"{checks['before_throughput_share']:.0%} of direct, shadow {checks['before_shadow_p50_increase']:+.1%}",
+        ]
     lines += ["", "| HTTP client (router -> predictor), sequential | client CPU µs/request |", "|---|---:|"]
     lines += [f"| {name} | {us:.0f} |" for name, us in clients.items()]
     if "sluice Upstream" in old_clients:

@@ -84,8 +84,6 @@ EXTRA_OF = {
     "orjson": "serve",
     "prometheus_client": "serve",
     "redis": "serve",
-    "aiohttp": "serve",
-    "yarl": "serve",
     "swagger_ui_bundle": "serve",
     "mlflow": "serve",
     "pyarrow": "batch",

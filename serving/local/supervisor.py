@@ -30,8 +30,8 @@ from typing import Any
 from serving.local.processes import Command, PredictorProcess, StartupError, serving_command
 from serving.local.spec import DeploymentSpec, ManifestError, read_manifest
 from serving.router.admin import Admin
-from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import PredictorLabels
+from serving.router.http_upstream import HttpUpstream
 from serving.router.listener import Limits, bind, serve_until
 from serving.router.mirroring import MAX_BYTES as MIRROR_BYTES
 from serving.router.prediction_log import PredictionLog
@@ -226,7 +226,7 @@ class LocalRuntime:
                 for p in new:
                     proc = PredictorProcess(
                         p,
-                        Backend(p.name, labels[p.name], AiohttpUpstream(self.host, 0)),
+                        Backend(p.name, labels[p.name], HttpUpstream(self.host, 0)),
                         self.log_dir / f"{p.name}-{len(self.processes) + len(started)}.log",
                         self.host,
                     )
@@ -274,7 +274,7 @@ class LocalRuntime:
         deadline = time.monotonic() + self.ready_timeout
         port = await proc.wait_port(deadline)
         old = proc.backend.upstream
-        proc.backend.upstream = AiohttpUpstream(self.host, port)
+        proc.backend.upstream = HttpUpstream(self.host, port)
         await old.close()
         problem: str | None = "not probed"
         while True:

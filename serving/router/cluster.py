@@ -31,8 +31,8 @@ from pathlib import Path
 
 from deployment import kinds, kserve, seldon
 from serving.router.admin import Admin
-from serving.router.aiohttp_upstream import AiohttpUpstream
 from serving.router.executor_metrics import DEFAULT_NAMESPACE
+from serving.router.http_upstream import HttpUpstream
 from serving.router.listener import Limits, bind, serve_until
 from serving.router.prediction_log import PredictionLog
 from serving.router.proxy import Router
@@ -132,7 +132,7 @@ class ClusterRouter:
             if backend is None:
                 target = self.settings.resolve.get(authority, authority)
                 host, _, port = target.rpartition(":")
-                upstream = AiohttpUpstream(host, int(port), authority=authority)
+                upstream = HttpUpstream(host, int(port), authority=authority)
                 backend = Backend(p.name, labels[p.name], upstream)
             backend.name, backend.labels = p.name, labels[p.name]
             wanted[authority] = by_name[p.name] = backend

@@ -5,8 +5,10 @@ router about as much CPU as the live request itself. Done in the router's event 
 request whenever they meet; done here, it runs wherever the operating system schedules this process (on a
 small machine, at lower priority, next to the shadow's predictor).
 
-`MirrorWorker` is the router's side: `offer` writes a framed copy to a socket, or drops it (and counts it)
-when the copies not yet taken by the worker hold half the byte budget; the worker queues the other half
+`MirrorWorker` is the router's side: `offer` frames a copy, or drops it (and counts it) when the copies not yet
+taken by the worker hold half the byte budget. Copies leave in one write every BATCH_SECONDS: a write that
+wakes another process costs about as much as writing the live answer, and one per request would add that to
+every live request; the worker queues the other half
 (`mirroring.Mirror`). The worker sends back what happened (the shadow's latencies and codes, comparisons,
 drops) every 0.1 s, and the router adds it to its own metrics: one registry, one /metrics.
 
@@ -37,6 +39,7 @@ from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy
 from serving.router.routes import Backend
 
 log = logging.getLogger("sluice.router")
+BATCH_SECONDS = 0.005  # copies offered within this time leave together (the shadow is never waited for)
 
 HEADER = struct.Struct("!II")  # JSON part length, bytes part length
 REPORT_EVERY = 0.1
@@ -126,7 +129,7 @@ class _Recorder:
 
 
 async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
-    from serving.router.aiohttp_upstream import AiohttpUpstream
+    from serving.router.http_upstream import HttpUpstream
 
     loop = asyncio.get_running_loop()
     recorder = _Recorder()
@@ -145,7 +148,7 @@ async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
         backend = backends.get(key)
         if backend is None:
             host, _, port = head["a"].rpartition(":")
-            upstream = AiohttpUpstream(host, int(port), authority=head["h"])
+            upstream = HttpUpstream(host, int(port), authority=head["h"])
             backend = backends[key] = Backend(labels.predictor_name, labels, upstream, ready=True)
         backend.labels = labels
         n = head["b"]
@@ -211,6 +214,10 @@ class MirrorWorker:
         self._starting: asyncio.Task[None] | None = None
         self._synced: dict[int, asyncio.Future[None]] = {}
         self._sync_seq = 0
+        # copies not yet written, framed only when the batch leaves (off the live request's turn of the loop)
+        self._batch: list[tuple[MirrorCopy, str, str | None]] = []
+        self._batch_bytes = 0
+        self._flush_at: asyncio.TimerHandle | None = None
         self.sent = 0
         self.dropped = 0
 
@@ -258,13 +265,33 @@ class MirrorWorker:
             return False
         upstream = copy.backend.upstream
         address, authority = upstream.address, getattr(upstream, "authority", None)
-        if self._transport.get_write_buffer_size() + copy.size > self.max_bytes // 2:
+        if self._transport.get_write_buffer_size() + self._batch_bytes + copy.size > self.max_bytes // 2:
             self.dropped += 1
             self.metrics.count_dropped(copy.backend.labels)
             return False
-        self._transport.write(encode(copy, address, authority))
+        self._batch.append((copy, address, authority))
+        self._batch_bytes += copy.size
+        if self._flush_at is None:
+            self._flush_at = asyncio.get_running_loop().call_later(BATCH_SECONDS, self._flush)
         self.sent += 1
         return True
+
+    def _flush(self) -> None:
+        """Write the batched copies to the worker in one write."""
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        if not batch:
+            return
+        if self._transport is None or self._transport.is_closing():
+            for copy, _, _ in batch:  # the worker is gone: these copies are lost, and counted
+                self.dropped += 1
+                self.metrics.count_dropped(copy.backend.labels)
+            return
+        self._transport.write(
+            b"".join([encode(copy, address, authority) for copy, address, authority in batch])
+        )
 
     def _report(self, head: dict[str, Any], payload: bytes) -> None:
         m = self.metrics
@@ -286,6 +313,7 @@ class MirrorWorker:
 
     def _lost(self) -> None:
         self._transport = None
+        self._flush()  # counts what was batched as dropped
         for waiter in self._synced.values():
             if not waiter.done():
                 waiter.set_result(None)
@@ -293,6 +321,7 @@ class MirrorWorker:
 
     async def join(self, timeout: float) -> None:
         """Wait (at most `timeout` s) until the worker has sent every copy it was given."""
+        self._flush()
         if self._transport is None or self._transport.is_closing():
             return
         self._sync_seq += 1
@@ -303,6 +332,7 @@ class MirrorWorker:
             await asyncio.wait_for(waiter, timeout)
 
     async def stop(self) -> None:
+        self._flush()  # the copies batched so far still go (closing the transport writes its buffer first)
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()

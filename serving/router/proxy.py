@@ -68,6 +68,7 @@ INGRESS = "/seldon/"
 PREDICT_PATHS = frozenset({"/api/v1.0/predictions", "/api/v0.1/predictions", "/predict"})
 FEEDBACK_PATHS = frozenset({"/api/v1.0/feedback", "/api/v0.1/feedback", "/send-feedback"})
 _VISIBLE = re.compile(rb"^[!-~]*$")  # the raw target: visible ASCII only (no space, no control byte)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # in the decoded path: CR, LF and the other control characters
 _ANSWER_DROP = HOP_BY_HOP | {b"date", b"server", OVERRIDE, ROUTE, RETRIED, PUID}
 _GENERIC_500 = "internal error in the router"
 
@@ -206,7 +207,7 @@ class Router:
         path: str = scope["path"]
         if not _VISIBLE.match(raw) or not _VISIBLE.match(query) or not raw.startswith(b"/"):
             raise RouterError(400, "request target: only visible ASCII characters are allowed")
-        if any(c < " " or c == "\x7f" for c in path):
+        if _CONTROL.search(path):
             raise RouterError(400, "request path: control characters (such as CR or LF) are not allowed")
         if path.startswith(INGRESS):
             path, raw = _strip_ingress(path, raw, routes)

@@ -1,7 +1,7 @@
 """The connection from the router to one predictor, behind a Protocol: `Upstream.request` sends one request.
 
-Two implementations: `serving.router.aiohttp_upstream.AiohttpUpstream` (a pooled aiohttp client, what the
-router runs) and `serving.router.in_memory.InMemoryUpstream` (an in-process ASGI app, no socket), so the
+Two implementations: `serving.router.http_upstream.HttpUpstream` (a pooled HTTP/1.1 client on httptools, what
+the router runs) and `serving.router.in_memory.InMemoryUpstream` (an in-process ASGI app, no socket), so the
 forwarding rules (retry, override, feedback attribution, mirroring) are tested without starting a process.
 
 What crosses the seam is plain data: a method, the raw request target, the headers to forward, a body; back
@@ -38,10 +38,13 @@ HOP_BY_HOP = frozenset(
 class UpstreamError(Exception):
     """The predictor could not be reached, answered badly, or did not answer in time."""
 
-    def __init__(self, message: str, *, sent: bool = False, timeout: bool = False):
+    def __init__(self, message: str, *, sent: bool = False, timeout: bool = False, stale: bool = False):
         super().__init__(message)
         self.sent = sent  # whether the request may have reached the predictor
         self.timeout = timeout
+        # the connection closed before any byte of the answer came: on a pooled connection the predictor
+        # had most likely dropped it while idle, so the client may send the request once more
+        self.stale = stale
 
 
 @dataclass
