@@ -149,7 +149,8 @@ class Act5:
         self.scratch = demo.scratch
         self.console = demo.console
         self.result = Act5Result()
-        self.log_dir = demo.out / "logs" / "production-predictions"
+        # In the work folder, which every run starts afresh: a log left by an earlier run must not count as live.
+        self.log_dir = demo.out / "work" / "production-predictions"
 
     # the act ---------------------------------------------------------------------------------------------
     def run(self) -> Act5Result:
