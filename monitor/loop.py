@@ -387,7 +387,7 @@ def follow_chain(settings: LoopSettings) -> list[Outcome]:
     """The chain's proposals and refusals this turn (quiet when there is nothing to do)."""
     if len(settings.chain) < 2:
         return []
-    from monitor.chain import chain_step
+    from rollout.chain import chain_step
 
     try:
         links = chain_step(settings.repo, settings.chain)

@@ -357,6 +357,9 @@ class Policy(_Strict):
     warmup: Duration = 0.0
     on_failure: Literal["rollback", "freeze"] = "rollback"
     approve_promotion: bool = False
+    # The environment before this one in the chain (local or staging before production): a model promoted there
+    # is proposed here by this environment's reconciler, with that environment's gate evidence (rollout.chain).
+    promote_from: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     stages: list[Stage] = Field(default_factory=list)
     gates: list[Gate] = Field(default_factory=list)
     shadow: ShadowSpec = ShadowSpec()

@@ -12,6 +12,7 @@ first, GitHub or Prometheus unreachable, a broken policy merged) with a back-off
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -286,6 +287,34 @@ def event(result: TickResult) -> dict[str, Any]:
     }
 
 
+def follow_chain(env: Environment, source: str) -> list[str]:
+    """The policy's `promote_from`: propose here what `source` promoted (once, with its evidence), unless this
+    environment is busy; returns notes for the tick. Needs the repository on disk (the local Git adapter):
+    through GitHub, `sluice loop --chain` follows the chain instead."""
+    from rollout.chain import chain_step
+    from rollout.scm.local import LocalGit
+
+    if source == env.name:
+        return [f"promote_from names this environment ({source}): nothing to follow"]
+    if not isinstance(env.scm, LocalGit):
+        return [
+            f"promote_from {source}: followed by `sluice loop --chain` with this SCM, not by the reconciler"
+        ]
+    try:
+        outcomes = chain_step(env.scm.repo, [source, env.name])
+    except (RolloutError, SCMError, StateError, TargetError, PolicyError, RuntimeError) as e:
+        log.warning("chain from %s: %s", source, e, extra={"event": {"env": env.name, "chain_error": str(e)}})
+        return [f"promote_from {source}: {e}"]
+    notes = []
+    for o in outcomes:
+        if o.step == "nothing":
+            continue
+        notes.append(f"chain {o.source} -> {o.target}: {o.step}: {o.detail}")
+        if o.step in ("proposed", "refused"):
+            log.info("chain: %s", o.detail, extra={"event": {"env": env.name, "chain": o.step}})
+    return notes
+
+
 def run(
     env: Environment,
     max_ticks: int = 0,
@@ -323,6 +352,9 @@ def run(
             failures = 0
             if result.policy is not None:
                 interval = result.policy.interval
+                if result.policy.promote_from:
+                    followed = follow_chain(env, result.policy.promote_from)
+                    result = dataclasses.replace(result, notes=(*result.notes, *followed))
             step = Tick(n, result, next_in=interval)
             log.info(
                 "%s: %s",

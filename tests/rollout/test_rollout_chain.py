@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from monitor.chain import PROMOTED_IN, chain_step
 from rollout import quarantine
+from rollout.chain import PROMOTED_IN, chain_step
 from rollout.scm.local import LocalGit
 from rollout.targets.by_kind import ByKind
 
@@ -90,3 +90,47 @@ def test_a_model_quarantined_in_the_next_environment_is_never_proposed(tmp_path:
     (outcome,) = chain_step(repo, ["local", "staging"])
     assert outcome.step == "refused" and "rolled back in staging" in outcome.detail
     assert git(repo, "rev-parse", "main") == head
+
+
+def test_the_reconciler_follows_its_policy_s_promote_from(tmp_path: Path) -> None:
+    """`promote_from: local` in staging's policy: staging's own reconciler opens the proposal a promotion in
+    local makes eligible, once, whatever number of ticks run."""
+    from rollout.run import Options, Tick, build_environment, run
+
+    repo = chain_repo(tmp_path)
+    policy_path = repo / "policies" / "staging.yaml"
+    policy = yaml.safe_load(policy_path.read_text())
+    policy["promote_from"] = "local"
+    policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qam", "staging follows local")
+    ticks: list[Tick] = []
+    env = build_environment(Options(env="staging", repo=repo))
+    run(env, max_ticks=1, sleep=lambda _: None, on_tick=ticks.append)
+    assert PROMOTED_IN not in git(repo, "log", "--format=%B", "main")  # nothing promoted in local yet
+
+    promotion = promote_in_local(repo)
+    run(env, max_ticks=1, sleep=lambda _: None, on_tick=ticks.append)
+    assert ticks[-1].result is not None
+    assert any("chain local -> staging: proposed" in n for n in ticks[-1].result.notes), ticks[-1]
+    staging = yaml.safe_load((repo / "gitops/environments/staging/seldondeployment.yaml").read_text())
+    assert NAME in [p["name"] for p in staging["spec"]["predictors"]]
+    for _ in range(2):
+        run(env, max_ticks=1, sleep=lambda _: None, on_tick=ticks.append)
+    carried = [
+        m for m in git(repo, "log", "--format=%B%x1e", "main").split("\x1e") if f"{PROMOTED_IN}: local" in m
+    ]
+    assert len({m for m in carried if promotion in m}) >= 1
+    proposals = git(
+        repo, "log", "--no-merges", "--format=%H", f"--grep={PROMOTED_IN}: local {promotion}", "main"
+    )
+    assert len(proposals.split()) == 1  # one proposal commit, however many ticks
+
+
+def test_a_policy_naming_a_bad_environment_in_promote_from_is_refused() -> None:
+    import pytest
+
+    from rollout.policy import PolicyError, loads_policy
+
+    text = (REPO / "policies" / "staging.yaml").read_text() + "\npromote_from: ../production\n"
+    with pytest.raises(PolicyError, match="promote_from"):
+        loads_policy(text, "policies/staging.yaml")
