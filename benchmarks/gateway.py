@@ -21,6 +21,9 @@ benchmark before the router moved to uvicorn and aiohttp) are shown beside each 
     BENCH_GATEWAY_BEFORE=DIR python -m benchmarks gateway   # also the router of another checkout (DIR, say
         `git archive main | tar -x -C DIR`), its 1-predictor, pinned and shadow rows interleaved with these
         (BENCH_GATEWAY_BEFORE_LABEL names it in the results)
+    BENCH_GATEWAY_PROFILE=DIR python -m benchmarks gateway  # py-spy samples the router process during each
+        router point (c=16 and c=1); DIR gets the folded stacks and each one's top functions by own time, and
+        the results too (sampling slows the router: these figures are not for benchmarks/results)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +63,7 @@ BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that
 BEFORE_MARK = " [before]"
 if BEFORE:
     SCENARIOS = (*SCENARIOS, *(s + BEFORE_MARK for s in (ONE, PINNED, SHADOW)))
+PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE", "")
 LOGGED = "router, 1 predictor + prediction log"  # benchmarks/prediction_log.py sets it beside ONE
 # The hand-written gateway's rows of the same scenarios (its shadow row ran unpinned, at niceness +10).
 BASELINE_ROWS = {
@@ -274,6 +279,38 @@ class Started:
             self.proc.wait()
 
 
+def _sampled(pid: int, name: str, duration: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for `duration` s into PROFILE/name.folded (None when not profiling)."""
+    if not PROFILE:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(PROFILE) / f"{name}.folded"
+    argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--duration", str(duration), "--format", "raw"]
+    argv += ["--nonblocking", "--output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the load starts
+    return proc
+
+
+def _summarize(sampler: subprocess.Popen[bytes] | None, name: str, top: int = 25) -> None:
+    """PROFILE/name.top.txt: the functions with the most samples of their own, and their share."""
+    if sampler is None:
+        return
+    sampler.wait(60)
+    folded = Path(PROFILE) / f"{name}.folded"
+    own: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines() if folded.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])  # per function, not per line
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    text = [f"{name}: {total} samples, functions by own samples"]
+    text += [f"{n / max(total, 1):6.1%}  {leaf}" for leaf, n in rows]
+    (Path(PROFILE) / f"{name}.top.txt").write_text("\n".join(text) + "\n")
+
+
 def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> Point:
     load = os.getloadavg()[0]
     started = Started(scenario, bundle, work)
@@ -282,10 +319,15 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
         url = started.url + "/api/v1.0/predictions"
         _wrk(url, script, CONCURRENCY, 1, cpu)  # warm up: connections, caches, the shadow's queue
         router_pids = [started.proc.pid] if started.router else []
+        name = f"{re.sub(r'[^A-Za-z0-9]+', '-', scenario).strip('-')}-r{rnd}"
+        sampler = _sampled(started.proc.pid, f"{name}-c16", DURATION) if started.router else None
         cpu_g0, cpu_p0 = _cpu_seconds(router_pids), _cpu_seconds(started.predictor_pids)
         c16 = _wrk(url, script, CONCURRENCY, DURATION, cpu)
         cpu_g1, cpu_p1 = _cpu_seconds(router_pids), _cpu_seconds(started.predictor_pids)
+        _summarize(sampler, f"{name}-c16")
+        sampler = _sampled(started.proc.pid, f"{name}-c1", DURATION) if started.router else None
         c1 = _wrk(url, script, 1, DURATION, cpu)
+        _summarize(sampler, f"{name}-c1")
         n = max(c16["requests"], 1)
         return Point(
             scenario=scenario,
@@ -375,6 +417,8 @@ def _baseline() -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
 
 
 def main(results_dir: Path) -> None:
+    if PROFILE:
+        results_dir = Path(PROFILE)
     results_dir.mkdir(parents=True, exist_ok=True)
     if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
         raise RuntimeError("the shadow scenarios need two CPUs and taskset")
