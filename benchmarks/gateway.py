@@ -9,6 +9,11 @@ Scenarios (single-row Seldon v1 requests, wrk over loopback, a Lua script for th
                                        the router's mirror worker, which sends the copies) is pinned to CPU 1
                                        (taskset): what the shadow costs live answers is what the router does
                                        for it on the live CPU, not a fight for the same core
+    router, 1 predictor, pinned + load on CPU 1
+                                       the pinned scenario while, on CPU 1, a predictor of its own serves a
+                                       wrk of its own (c=1, no router, no mirroring): what work on the other
+                                       CPU alone costs live answers on this machine (caches, memory, other
+                                       tenants moved to CPU 0), the floor under the shadow's figure
 
 Throughput at concurrency 16, p50/p99 at concurrency 1, CPU time per request of the router and of the
 predictors (from /proc). Scenarios run in interleaved rounds and the best round is kept, since this machine's
@@ -56,7 +61,8 @@ ONE = "router, 1 predictor"
 TWO = "router, 2 predictors 50/50"
 PINNED = "router, 1 predictor, pinned"
 SHADOW = "router, 1 predictor + shadow"
-SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW)
+NEIGHBOUR = "router, 1 predictor, pinned + load on CPU 1"
+SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW, NEIGHBOUR)
 # Another checkout's router, run side by side with this one (its rows carry BEFORE_MARK).
 BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE", "")
 BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that checkout is, for the results
@@ -177,7 +183,7 @@ def _base(scenario: str) -> str:
 
 
 def _pinned(scenario: str) -> bool:
-    return _base(scenario) in (PINNED, SHADOW)
+    return _base(scenario) in (PINNED, SHADOW, NEIGHBOUR)
 
 
 def _wrk(url: str, script: Path, concurrency: int, duration: int, cpu: int | None) -> dict[str, Any]:
@@ -315,8 +321,18 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
     load = os.getloadavg()[0]
     started = Started(scenario, bundle, work)
     cpu = LIVE_CPU if _pinned(scenario) else None
+    neighbour: Started | None = None
+    neighbour_load: subprocess.Popen[bytes] | None = None
     try:
         url = started.url + "/api/v1.0/predictions"
+        if _base(scenario) == NEIGHBOUR:
+            neighbour = Started(DIRECT, bundle, work)
+            _pin(neighbour.proc.pid, SHADOW_CPU)
+            seconds = 1 + 2 * DURATION + 4  # outlasts the warm-up and both measured points
+            argv = ["taskset", "-c", str(SHADOW_CPU), WRK, "-t1", "-c1", f"-d{seconds}s", "-s", str(script)]
+            neighbour_load = subprocess.Popen(
+                [*argv, neighbour.url + "/api/v1.0/predictions"], stdout=subprocess.DEVNULL
+            )
         _wrk(url, script, CONCURRENCY, 1, cpu)  # warm up: connections, caches, the shadow's queue
         router_pids = [started.proc.pid] if started.router else []
         name = f"{re.sub(r'[^A-Za-z0-9]+', '-', scenario).strip('-')}-r{rnd}"
@@ -341,6 +357,11 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
             load_1m=load,
         )
     finally:
+        if neighbour_load is not None:
+            neighbour_load.kill()
+            neighbour_load.wait()
+        if neighbour is not None:
+            neighbour.stop()
         started.stop()
 
 
@@ -438,6 +459,7 @@ def main(results_dir: Path) -> None:
         clients = client_overhead(bundle, work)
     summary = {s: best(points, s) for s in SCENARIOS}
     direct, one, pinned, shadow = summary[DIRECT], summary[ONE], summary[PINNED], summary[SHADOW]
+    neighbour = summary[NEIGHBOUR]
     old_rows, old_clients = _baseline()
     checks = {
         "gateway_hop_p50_ms": one.p50_ms_c1 - direct.p50_ms_c1,
@@ -446,6 +468,7 @@ def main(results_dir: Path) -> None:
         "gateway_keeps_half_of_direct_throughput": one.rps_c16 >= 0.5 * direct.rps_c16,
         "shadow_p50_increase": shadow.p50_ms_c1 / pinned.p50_ms_c1 - 1,
         "shadow_adds_at_most_5pct_p50": shadow.p50_ms_c1 <= 1.05 * pinned.p50_ms_c1,
+        "load_on_cpu1_p50_increase": neighbour.p50_ms_c1 / pinned.p50_ms_c1 - 1,
         "errors": sum(p.errors for p in summary.values()),
     }
     if BEFORE:
@@ -516,6 +539,8 @@ def main(results_dir: Path) -> None:
         f"- router throughput: {checks['gateway_throughput_share']:.0%} of direct (goal: at least 50%)",
         f"- shadow's effect on live p50, shadow's predictor on the other CPU: {checks['shadow_p50_increase']:+.1%} "
         "(goal: at most +5%)",
+        f"- the same pinned router with unrelated work on CPU 1 instead of a shadow (a predictor under its own "
+        f"wrk): {checks['load_on_cpu1_p50_increase']:+.1%}",
     ]
     if BEFORE:
         lines += [
