@@ -37,8 +37,7 @@ from testkit.services import free_port
 from model.bundle import Bundle, onnx_feeds
 from model.contract import load_contract
 
-# One repro per dataset serves all the tests of it: keep them on one xdist worker (make test: --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200), pytest.mark.xdist_group("your-data")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,12 @@ class Repro:
     bundle: Bundle
 
 
-@pytest.fixture(scope="module", params=list(DATASETS))
+# One repro per dataset serves all the tests of it: they share an xdist worker (make test: --dist loadgroup),
+# and the three datasets' repros run side by side on different workers.
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(name, marks=pytest.mark.xdist_group(f"your-data-{name}")) for name in DATASETS],
+)
 def repro(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Repro:
     dataset = DATASETS[request.param]
     repo = make_scratch(tmp_path_factory.mktemp(dataset.name) / "repo")
