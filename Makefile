@@ -30,7 +30,7 @@ setup: $(STAMP) ## create .venv (Python 3.12) from requirements/dev.lock and ins
 lock: setup ## regenerate requirements/*.lock from pyproject.toml (resolves against the package index)
 	UV=$(BIN)/uv bash scripts/lock.sh
 
-demo: setup ## the main job: train, serve, promote by canary, roll back, all four strategies; report in reports/demo
+demo: setup ## the main job: train, serve, promote by canary, roll back, all four strategies, drift -> retrain -> staging -> production; report in reports/demo
 	$(BIN)/python -m sluice demo
 
 test: setup ## the whole suite (starts what the tests need; slow end-to-end tests included)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ class ActResult:
     candidate: str
     stable: str
     expected: str
+    env: str = "local"
     outcome: str = "unfinished"
     started: float = 0.0
     ended: float = 0.0
@@ -87,6 +89,10 @@ class ActResult:
     rollback_seconds: float | None = None
     stable_at: float | None = None  # when the gateway stopped routing to the candidate after a rollback
     extra_predictor_seconds: float = 0.0
+    approval_requested_at: float | None = None  # the promotion waited for a human from here
+    approved_at: float | None = None
+    approved_by: str | None = None
+    converged_at: float | None = None  # when the router routed what the manifest says, after the act
 
     @property
     def duration(self) -> float:
@@ -183,6 +189,14 @@ def write_requests(out: Path, records: list[RequestRecord]) -> Path:
     return path
 
 
+def commit_rows(steps: list[Step]) -> list[dict[str, Any]]:
+    """Each manifest commit as summary.json lists it."""
+    return [
+        {"at": s.at, "commit": s.sha, "kind": s.kind, "message": s.subject, "weights": s.weights}
+        for s in steps
+    ]
+
+
 def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: dict[str, Any]) -> Path:
     data = {
         **extra,
@@ -201,10 +215,7 @@ def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: di
             }
             for a in acts
         ],
-        "commits": [
-            {"at": s.at, "commit": s.sha, "kind": s.kind, "message": s.subject, "weights": s.weights}
-            for s in steps
-        ],
+        "commits": commit_rows(steps),
     }
     path = out / "summary.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
@@ -212,8 +223,16 @@ def write_summary(out: Path, acts: list[ActResult], steps: list[Step], extra: di
 
 
 def plot(
-    out: Path, acts: list[ActResult], steps: list[Step], records: list[RequestRecord], t0: float
+    out: Path,
+    acts: list[ActResult],
+    steps: list[Step],
+    records: list[RequestRecord],
+    t0: float,
+    events: Sequence[tuple[float, str]] = (),
+    lanes: Mapping[str, list[Step]] | None = None,
 ) -> Path:
+    """Weights per predictor by commit (the local environment solid, other environments dashed), marked events
+    (drift onset, detection, retrain, promotions) as vertical lines, and the client's requests per predictor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,31 +241,34 @@ def plot(
     fig, (ax_w, ax_r) = plt.subplots(
         2, 1, figsize=(13, 7.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]}
     )
-    names = sorted({n for s in steps for n in s.weights} | {r.predictor for r in records if r.predictor})
+    lanes = lanes or {}
+    names = sorted(
+        {n for s in steps for n in s.weights}
+        | {n for lane in lanes.values() for s in lane for n in s.weights}
+        | {r.predictor for r in records if r.predictor}
+    )
     colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
     roles: dict[str, str] = {}
     for a in acts:
         roles.setdefault(a.stable, "stable")
         roles.setdefault(a.candidate, f"candidate, {a.name}")
-    end = max([r.at for r in records] + [s.at for s in steps] + [t0 + 1])
-    for name in names:
-        xs, ys = [], []
-        for i, s in enumerate(steps):
-            t1 = steps[i + 1].at if i + 1 < len(steps) else end
-            w = s.weights.get(name)
-            if w is None:
-                continue
-            xs += [s.at - t0, t1 - t0]
-            ys += [w if s.shadow != name else -5, w if s.shadow != name else -5]
-        if xs:
-            ax_w.plot(
-                xs,
-                ys,
-                drawstyle="steps-post",
-                color=colors[name],
-                lw=2,
-                label=f"{name} ({roles.get(name, '')})",
-            )
+    every = [*steps, *(s for lane in lanes.values() for s in lane)]
+    end = max([r.at for r in records] + [s.at for s in every] + [t for t, _ in events] + [t0 + 1])
+    styles = {"": "-", **{env: ls for env, ls in zip(lanes, ("--", ":", "-."), strict=False)}}
+    for env, history in [("", steps), *lanes.items()]:
+        for name in names:
+            xs, ys = [], []
+            for i, s in enumerate(history):
+                t1 = history[i + 1].at if i + 1 < len(history) else end
+                w = s.weights.get(name)
+                if w is None:
+                    continue
+                xs += [s.at - t0, t1 - t0]
+                ys += [w if s.shadow != name else -5, w if s.shadow != name else -5]
+            if xs:
+                where = f" in {env}" if env else ""
+                ax_w.plot(xs, ys, drawstyle="steps-post", color=colors[name], lw=2, ls=styles.get(env, "-"),
+                          label=f"{name}{where} ({roles.get(name, '')})")  # fmt: skip
     marks = {
         "rollback": ("v", "red"),
         "promote": ("*", "green"),
@@ -255,9 +277,15 @@ def plot(
         "approve": ("s", "purple"),
         "freeze": ("x", "black"),
     }
-    for s in steps:
+    for s in every:
         marker, color = marks.get(s.kind, (".", "gray"))
         ax_w.scatter([s.at - t0], [103], marker=marker, color=color, s=70, zorder=5)
+    for i, (at, label) in enumerate(events):
+        for ax in (ax_w, ax_r):
+            ax.axvline(at - t0, color="darkorange", lw=1, ls="--", alpha=0.8)
+        late = at - t0 > 0.85 * (end - t0)  # labels near the right edge go to the left of their line
+        ha = "right" if late else "left"
+        ax_w.text(at - t0, 60 - 9 * (i % 6), f" {label} ", fontsize=7.5, color="darkorange", ha=ha)
     for i, a in enumerate(acts):
         ax_w.axvspan(a.started - t0, a.ended - t0, alpha=0.06 + 0.04 * (i % 2), color="gray")
         label = f"{a.strategy}: {a.outcome}"
@@ -265,7 +293,9 @@ def plot(
     ax_w.set_ylim(-10, 125)
     ax_w.set_ylabel("traffic weight % (shadow at -5)")
     ax_w.legend(loc="center left", fontsize=8, bbox_to_anchor=(1.0, 0.5))
-    ax_w.set_title("Sluice demo: traffic weights by commit (markers: ▲ advance ★ promote ▼ rollback)")
+    ax_w.set_title(
+        "Sluice demo: traffic weights by commit (markers: ▲ advance ★ promote ▼ rollback; dashed: Act 5's events)"
+    )
 
     bucket = 2.0
     if records:
@@ -296,7 +326,49 @@ def plot(
     return path
 
 
-def write_html(out: Path, png: Path, acts: list[ActResult], steps: list[Step], t0: float) -> Path:
+def act5_html(act5: Mapping[str, Any] | None) -> str:
+    """The closing act's section: what drifted, the loop's steps, the approval, and the time to production."""
+    if not act5:
+        return ""
+    parts = act5.get("parts_seconds", {})
+    total = act5.get("drift_to_production_seconds")
+    part_rows = "".join(
+        f"<tr><td>{_esc(k.replace('_', ' '))}</td><td>{'—' if v is None else f'{v:.1f}'}</td></tr>"
+        for k, v in parts.items()
+    )
+    loop_rows = "".join(
+        f"<tr><td>{_esc(str(x['step']))}</td><td>{_esc(str(x['detail']))}</td></tr>"
+        for x in act5.get("loop", [])
+    )
+    approval = act5.get("approval") or {}
+    accuracy = act5.get("offline_accuracy_on_drifted_rows") or {}
+    live = act5.get("live_accuracy_after_drift") or {}
+    live_rows = "".join(
+        f"<tr><td>{_esc(name)}</td><td>{v['n']}</td><td>{v['accuracy']:.3f}</td></tr>"
+        for name, v in live.items()
+    )
+    return f"""<h2>Act 5: drift, retrain, staging → production</h2>
+<p>The client's <code>{_esc(str(act5.get("feature")))}</code> shifted by {act5.get("shift")}; the retrained candidate
+<code>{_esc(str(act5.get("candidate")))}</code> replaced <code>{_esc(str(act5.get("stable")))}</code>.
+<b>Drift onset to the new model serving 100 % of production: {"—" if total is None else f"{total:.1f} s"}</b>.</p>
+<table><tr><th>part</th><th>seconds</th></tr>{part_rows}</table>
+<p>The only human step: production's promotion, approved by {_esc(str(approval.get("approved_by")))}
+(commit <code>{_esc(str(approval.get("commit") or "")[:12])}</code>).</p>
+<p>Accuracy on drifted rows the client never sent (the original training split, shifted): stable {accuracy.get("stable", "—")}, candidate
+{accuracy.get("candidate", "—")}.</p>
+<h3>Production's answers after the drift, as the ground truth scored them</h3>
+<table><tr><th>predictor</th><th>n</th><th>accuracy</th></tr>{live_rows}</table>
+<h3>sluice loop's steps</h3><table><tr><th>step</th><th>detail</th></tr>{loop_rows}</table>"""
+
+
+def write_html(
+    out: Path,
+    png: Path,
+    acts: list[ActResult],
+    steps: list[Step],
+    t0: float,
+    act5: Mapping[str, Any] | None = None,
+) -> Path:
     rows = "\n".join(
         f"<tr><td>{s.at - t0:.1f}</td><td><code>{s.sha[:8]}</code></td><td>{s.kind}</td><td>{_esc(s.subject)}</td>"
         f"<td>{_esc(', '.join(f'{k}={v:g}' + (' (shadow)' if k == s.shadow else '') for k, v in s.weights.items()))}</td></tr>"
@@ -340,6 +412,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}}th{{background:#f4f
 <h2>What each decision rested on</h2><table><tr><th>act</th><th>decision</th><th>gate</th><th>metric</th>
 <th>n (candidate / stable)</th><th>estimate</th><th>interval</th><th>acceptable</th><th>margin</th>
 <th>verdict</th></tr>{gate_rows}</table>
+{act5_html(act5)}
 <h2>Every traffic change (a commit on main)</h2><table><tr><th>t (s)</th><th>commit</th><th>decision</th>
 <th>message</th><th>weights</th></tr>{rows}</table></body></html>"""
     path = out / "rollout.html"

@@ -6,6 +6,9 @@ Act 3  a broken candidate (trained on half-flipped labels: it passes no offline 
        straight from the Python API, as a bad artifact would slip in) starts a canary and is rolled back.
 Act 4  the same broken candidate (quarantined by Act 3's rollback, so started with --force) through shadow,
        A/B and blue/green in turn: each is caught by its gates.
+Act 5  the client's traffic drifts; `sluice loop`'s steps retrain on the labelled live data, and the candidate goes
+       through staging and production, each with its own `sluice up` (demo/act5.py); production's approval is
+       the one human step, which the demo grants.
 Every traffic change is a commit in the scratch repository; the reconciler runs in this process, ticking on
 the policy's interval and observing the router's /metrics (on its admin port).
 """
@@ -22,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +36,13 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
+from demo.act5 import Act5, Act5Result
 from demo.report import (
     GATE_COLUMNS,
     ActResult,
     DecisionRecord,
+    Step,
+    commit_rows,
     gate_record,
     manifest_history,
     measure,
@@ -47,7 +54,7 @@ from demo.report import (
     write_summary,
 )
 from demo.scratch import Scratch, make_scratch
-from demo.traffic import TrafficGenerator
+from demo.traffic import TrafficGenerator, TrafficStats
 from deployment import seldon, wire
 from deployment.names import predictor_name
 
@@ -70,7 +77,7 @@ class Settings:
 
     @property
     def bake(self) -> float:
-        return 3.0 if self.fast else 6.0
+        return 3.0 if self.fast else 4.0
 
     @property
     def window(self) -> float:
@@ -135,6 +142,26 @@ def free_port() -> int:
 
 
 @dataclass
+class Gateway:
+    """One environment's `sluice up`: its process, ports, manifest folder and log."""
+
+    env: str
+    manifest_dir: Path
+    process: subprocess.Popen[bytes]
+    port: int
+    admin_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}/metrics"
+
+
+@dataclass
 class LiveState:
     act: str = "starting"
     strategy: str = ""
@@ -154,10 +181,14 @@ class Demo:
         self.live = LiveState()
         self.acts: list[ActResult] = []
         self.t0 = time.time()
-        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway: Gateway | None = None  # the local environment's, Acts 1-4
+        self.gateways: list[Gateway] = []  # every `sluice up` started, stopped at the end
         self.traffic: TrafficGenerator | None = None
-        self.port = 0
-        self.admin_port = 0
+        self.generators: list[TrafficGenerator] = []
+        self.watching: tuple[Gateway, TrafficGenerator] | None = None  # what the live view shows
+        self.act5: Act5Result | None = None
+        self.replay: TrafficGenerator | None = None  # staging's copy of the client's traffic (Act 5)
+        self.replay_act = "Act 5 · staging"
         self.model_name = "sluice-classifier"
 
     # the whole run -----------------------------------------------------------------------------------
@@ -176,6 +207,7 @@ class Demo:
             for strategy in ("shadow", "ab", "bluegreen"):
                 # Act 3 quarantined the broken model: the demo starts it again on purpose, with --force
                 self.rollout_act(f"Act 4 · {strategy}", strategy, broken, expected="rolled back", force=True)
+            self.act5 = Act5(self).run()
         finally:
             self.shutdown()
         scratch.git("push", "-q", "origin", "--all", check=False)
@@ -210,17 +242,18 @@ class Demo:
             "commit", "-qm", "demo: the local environment serves the champion; a fast policy", check=False
         )
         self.console.print(f"champion: {uri} ({v1.digest})", highlight=False)
-        self._start_gateway(scratch)
-        self._start_traffic(scratch)
-        self.traffic_act("Act 1", 2.0 if self.s.fast else 5.0)
+        self.gateway = self.start_gateway(ENV, MANIFEST_DIR)
+        self.traffic = self.start_traffic(scratch, self.gateway, self.s.rate)
+        self.traffic_act("Act 1", 2.0 if self.s.fast else 3.0)
         return uri
 
-    def traffic_act(self, name: str, seconds: float) -> None:
-        assert self.traffic is not None
-        self.traffic.set_act(name)
+    def traffic_act(self, name: str, seconds: float, traffic: TrafficGenerator | None = None) -> None:
+        traffic = traffic or self.traffic
+        assert traffic is not None
+        traffic.set_act(name)
         started = time.time()
         time.sleep(seconds)
-        stats = self.traffic.stats(act=name)
+        stats = traffic.stats(act=name)
         self.console.print(
             f"steady traffic: {stats.requests} requests in {time.time() - started:.1f} s, "
             f"{stats.failures} failed",
@@ -259,27 +292,23 @@ class Demo:
         return str(bundle.path)
 
     # one rollout, reconciled in this process ---------------------------------------------------------------
-    def _environment(self) -> Any:
+    def environment(self, gw: Gateway) -> Any:
         from rollout.run import Options, build_environment
 
-        return build_environment(
-            Options(
-                env=ENV, repo=self.scratch.root, metrics_url=f"http://127.0.0.1:{self.admin_port}/metrics"
-            )
-        )
+        return build_environment(Options(env=gw.env, repo=self.scratch.root, metrics_url=gw.metrics_url))
 
     def rollout_act(
         self, name: str, strategy: str, candidate_uri: str, expected: str, force: bool = False
     ) -> ActResult:
-        from rollout.reconciler import RolloutError, abort, start
-        from rollout.run import Tick, candidate_model, ended, rollout_after, run
+        from rollout.reconciler import start
+        from rollout.run import candidate_model
 
-        assert self.traffic is not None
-        traffic = self.traffic
+        assert self.traffic is not None and self.gateway is not None
+        gw, traffic = self.gateway, self.traffic
         self.console.rule(f"{name} · {strategy}")
         if self._write_policy(self.scratch, strategy):
             self.scratch.git("commit", "-qm", f"policies/{ENV}.yaml: the demo's {strategy} policy")
-        env = self._environment()
+        env = self.environment(gw)
         model_uri, digest = candidate_model(candidate_uri, self.scratch.root)
         stable = env.target.state(env.scm.read(ENV).text).stable_name()
         act = ActResult(name, strategy, predictor_name(digest), stable, expected)
@@ -291,10 +320,27 @@ class Demo:
         self._note(result, act, act.started)
         if strategy == "bluegreen":
             # Smoke traffic pinned to green (at 0 %) once the gateway routes to it.
-            self._wait_converged()
+            self._wait_converged(gw)
             traffic.smoke_target = act.candidate
+        return self.reconcile(act, env, gw, traffic)
+
+    def reconcile(
+        self,
+        act: ActResult,
+        env: Any,
+        gw: Gateway,
+        traffic: TrafficGenerator,
+        approve_as: str | None = None,
+    ) -> ActResult:
+        """Tick `env` until its rollout ends (or the act times out: then abort). A step that waits for a human is
+        approved at once by `approve_as` (the demo says so); without it, the act ends there."""
+        from rollout.decision import Action
+        from rollout.reconciler import RolloutError, abort, approve
+        from rollout.run import Tick, ended, rollout_after, run
+
         deadline = act.started + self.s.act_timeout
         timed_out = False
+        self.watching = (gw, traffic)
 
         def on_tick(step: Tick) -> None:
             result = step.result
@@ -302,16 +348,28 @@ class Demo:
                 self.live.decision = step.skipped or step.error
                 return
             self._note(result, act, result.decided_at)
-            action = result.decision.action.value
-            if result.wrote and action in ("rollback", "promote"):
+            action = result.decision.action
+            if result.wrote and action == Action.AWAIT_APPROVAL and approve_as is not None:
+                act.approval_requested_at = time.time()
+                self.console.print(
+                    f"[bold yellow]human step[/] {env.name} asks for approval of its promotion: "
+                    f"{approve_as} approves it now",
+                    highlight=False,
+                )
+                approved = approve(env, approve_as)
+                act.approved_at = time.time()
+                act.approved_by = approve_as
+                self._note(approved, act, act.approved_at)
+                result, action = approved, approved.decision.action
+            if result.wrote and action in (Action.ROLLBACK, Action.PROMOTE):
                 traffic.smoke_target = None
-                if action == "rollback":
-                    act.stable_at = self._wait_gone(act.candidate)
+                if action == Action.ROLLBACK:
+                    act.stable_at = self._wait_gone(act.candidate, gw)
                 # The reason names the failing gate or the A/B test's verdict; a promotion lists its gates.
                 passed = [g.gate for g in result.decision.gates if g.verdict == "pass"]
                 act.decided_by.append(
                     result.decision.reason
-                    + (f" (passing: {', '.join(passed)})" if action == "promote" and passed else "")
+                    + (f" (passing: {', '.join(passed)})" if action == Action.PROMOTE and passed else "")
                 )
 
         def until(result: TickResult) -> bool:
@@ -335,12 +393,12 @@ class Demo:
                     self._note(abort(env, "sluice demo (act timed out)"), act, time.time())
                 act.outcome = "timed out (aborted)"
         traffic.smoke_target = None
-        self._wait_converged()
+        act.converged_at = self._wait_converged(gw)
         act.ended = time.time()
-        mark = "[green]✓[/]" if act.outcome == expected else "[red]✗[/]"
+        mark = "[green]✓[/]" if act.outcome == act.expected else "[red]✗[/]"
         self.console.print(
-            f"{mark} {name}: {strategy} of {act.candidate} {act.outcome} "
-            f"(expected: {expected}) in {act.ended - act.started:.1f} s",
+            f"{mark} {act.name}: {act.strategy} of {act.candidate} {act.outcome} "
+            f"(expected: {act.expected}) in {act.ended - act.started:.1f} s",
             highlight=False,
         )
         return act
@@ -372,16 +430,17 @@ class Demo:
         table.add_column("predictor")
         table.add_column("weight", justify="right")
         table.add_column("answered (last 5 s)", justify="right")
-        assert self.traffic is not None
-        recent = self.traffic.stats(since=time.time() - 5)
-        routes = self._routes()
+        gw, traffic = self.watching or (self.gateway, self.traffic)
+        assert traffic is not None
+        recent = traffic.stats(since=time.time() - 5)
+        routes = self._routes(gw)
         for p in routes:
             weight = "shadow" if p.get("shadow") else f"{p.get('traffic')}%"
             table.add_row(p["name"], weight, str(recent.by_predictor.get(p["name"], 0)))
         gates = Table(*GATE_COLUMNS, title="gates (last tick)")
         for row in self.live.gates:
             gates.add_row(*row)
-        total = self.traffic.stats()
+        total = traffic.stats()
         footer = (
             f"client requests {total.requests}, failed {total.failures}, feedback {total.feedback_sent} · "
             f"last decision: {self.live.decision[:140]}"
@@ -389,46 +448,54 @@ class Demo:
         return Group(Panel(table), gates, footer)
 
     # processes -------------------------------------------------------------------------------------------
-    def _start_gateway(self, scratch: Scratch) -> None:
-        self.port, self.admin_port = free_port(), free_port()
+    def start_gateway(self, env: str, manifest_dir: Path, *extra: str) -> Gateway:
+        """`sluice up` for one environment's manifest folder, waited for until it routes what the manifest says."""
+        (gw,) = self.start_gateways((env, manifest_dir, extra))
+        return gw
+
+    def start_gateways(self, *specs: tuple[str, Path, tuple[str, ...]]) -> list[Gateway]:
+        """`sluice up` for each (environment, manifest folder, extra flags), started together, then waited for."""
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            sys.executable,
-            "-m",
-            "sluice",
-            "up",
-            str(MANIFEST_DIR),
-            "--port",
-            str(self.port),
-            "--admin-port",
-            str(self.admin_port),
-            "--log-dir",
-            str(logs),
-        ]
-        with (logs / "sluice-up.log").open("wb") as log:
-            self.gateway = subprocess.Popen(
-                cmd,
-                cwd=scratch.root,
-                env=scratch.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        started = []
+        for env, manifest_dir, extra in specs:
+            port, admin_port = free_port(), free_port()
+            log = logs / ("sluice-up.log" if env == ENV else f"sluice-up-{env}.log")
+            cmd = [sys.executable, "-m", "sluice", "up", str(manifest_dir), "--port", str(port),
+                   "--admin-port", str(admin_port), "--log-dir", str(logs / env), *extra]  # fmt: skip
+            with log.open("wb") as f:
+                process = subprocess.Popen(
+                    cmd,
+                    cwd=self.scratch.root,
+                    env=self.scratch.env,
+                    stdout=f,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            gw = Gateway(env, manifest_dir, process, port, admin_port, log)
+            self.gateways.append(gw)
+            started.append(gw)
+        for gw in started:
+            self._step(
+                f"sluice up {gw.manifest_dir} on 127.0.0.1:{gw.port}", partial(self._wait_converged, gw)
             )
-        self._step(f"sluice up {MANIFEST_DIR} on 127.0.0.1:{self.port}", self._wait_converged)
+        return started
 
-    def _routes(self) -> list[dict[str, Any]]:
+    def _routes(self, gw: Gateway | None = None) -> list[dict[str, Any]]:
+        gw = gw or self.gateway
+        if gw is None:
+            return []
         try:
-            resp = httpx.get(f"http://127.0.0.1:{self.admin_port}/routes", timeout=2)
+            resp = httpx.get(f"http://127.0.0.1:{gw.admin_port}/routes", timeout=2)
             return list(resp.json().get("predictors", [])) if resp.status_code == 200 else []
         except (httpx.HTTPError, ValueError):
             return []
 
-    def _wait_gone(self, predictor: str, timeout: float = 30.0) -> float | None:
+    def _wait_gone(self, predictor: str, gw: Gateway, timeout: float = 30.0) -> float | None:
         """When the gateway stopped routing live traffic to `predictor` (polled every 20 ms)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            routes = self._routes()
+            routes = self._routes(gw)
             if (
                 routes
                 and not any(p["name"] == predictor and p["traffic"] and not p["shadow"] for p in routes)
@@ -438,43 +505,45 @@ class Demo:
             time.sleep(0.02)
         return None
 
-    def _wait_converged(self, timeout: float = 90.0) -> None:
-        """Until the gateway routes exactly the predictors the manifest on disk names, all alive."""
-        path = self.scratch.root / MANIFEST_DIR / "seldondeployment.yaml"
+    def _wait_converged(self, gw: Gateway, timeout: float = 90.0) -> float:
+        """Until the gateway routes exactly the predictors the manifest on disk names, all alive; when it did."""
+        path = self.scratch.root / gw.manifest_dir / "seldondeployment.yaml"
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if self.gateway is not None and self.gateway.poll() is not None:
-                raise DemoError(
-                    f"sluice up exited ({self.gateway.returncode}); see {self.out / 'logs' / 'sluice-up.log'}"
-                )
+            if gw.process.poll() is not None:
+                raise DemoError(f"sluice up exited ({gw.process.returncode}); see {gw.log}")
             want = {p.name: (p.traffic, p.shadow) for p in seldon.read(path).predictors}
-            routes = self._routes()
+            routes = self._routes(gw)
             have = {p["name"]: (int(p["traffic"]), bool(p["shadow"])) for p in routes if p.get("alive")}
             if routes and have == want and len(routes) == len(want):
-                return
-            time.sleep(0.2)
+                return time.time()
+            time.sleep(0.05)
         raise DemoError(f"the gateway did not converge on {path} within {timeout:.0f} s")
 
-    def _start_traffic(self, scratch: Scratch) -> None:
+    def start_traffic(self, scratch: Scratch, gw: Gateway, rate: float) -> TrafficGenerator:
         import pandas as pd
 
         test = pd.read_csv(scratch.root / "data" / "prepared" / "test.csv")
         truth = test.pop("target").to_numpy()
-        self.traffic = TrafficGenerator(
-            f"http://127.0.0.1:{self.port}", test.to_numpy(), truth, list(test.columns), rate=self.s.rate
-        )
-        self.traffic.start()
+        traffic = TrafficGenerator(gw.url, test.to_numpy(), truth, list(test.columns), rate=rate)
+        self.generators.append(traffic)
+        traffic.start()
+        return traffic
+
+    def stop_gateway(self, gw: Gateway) -> None:
+        if gw.process.poll() is None:
+            os.killpg(gw.process.pid, signal.SIGINT)
+            try:
+                gw.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(gw.process.pid, signal.SIGKILL)
+                gw.process.wait()
 
     def shutdown(self) -> None:
-        if self.traffic is not None:
-            self.traffic.stop()
-        if self.gateway is not None and self.gateway.poll() is None:
-            os.killpg(self.gateway.pid, signal.SIGINT)
-            try:
-                self.gateway.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.gateway.pid, signal.SIGKILL)
-                self.gateway.wait()
+        for traffic in self.generators:
+            traffic.stop()
+        for gw in self.gateways:
+            self.stop_gateway(gw)
 
     def _write_policy(self, scratch: Scratch, strategy: str) -> bool:
         """Write the demo policy for `strategy`; True when the file changed (and was staged)."""
@@ -499,15 +568,30 @@ class Demo:
         scratch.git("commit", "-qm", message, check=False)
 
     def report(self, scratch: Scratch, base: str) -> dict[str, Any]:
-        assert self.traffic is not None
         steps = manifest_history(scratch.root, base)
-        retime(steps, [d for act in self.acts for d in act.decisions])
-        records = self.traffic.snapshot()
+        decisions = [d for act in self.acts for d in act.decisions]
+        retime(steps, decisions)
+        lanes: dict[str, list[Step]] = {}
+        for env in sorted({a.env for a in self.acts} - {ENV}):
+            lanes[env] = manifest_history(
+                scratch.root, base, path=f"gitops/environments/{env}/seldondeployment.yaml"
+            )
+            retime(lanes[env], decisions)
+        # The client's requests (local, then production), and staging's replay of them, in one log.
+        clients = [g for g in self.generators if g is not self.replay]
+        records = sorted((r for g in self.generators for r in g.snapshot()), key=lambda r: r.at)
         write_requests(self.out, records)
         for act in self.acts:
-            measure(act, steps, records)
-        total = self.traffic.stats()
-        extra = {
+            measure(act, lanes.get(act.env, steps), records)
+        total = TrafficStats()
+        for g in clients:
+            stats = g.stats()
+            total.requests += stats.requests
+            total.failures += stats.failures
+            total.feedback_sent += stats.feedback_sent
+            total.feedback_failed += stats.feedback_failed
+        replayed = self.replay.stats() if self.replay is not None else TrafficStats()
+        extra: dict[str, Any] = {
             "started_at": self.t0,
             "duration_seconds": round(time.time() - self.t0, 1),
             "fast": self.s.fast,
@@ -520,11 +604,19 @@ class Demo:
                 "feedback_failed": total.feedback_failed,
                 "rate": self.s.rate,
             },
+            "staging_replay": {"requests": replayed.requests, "failures": replayed.failures},
             "traffic_commits": len([s for s in steps if s.kind != "init"]),
         }
+        if self.act5 is not None:
+            extra["act5"] = {
+                **self.act5.summary(),
+                "commits": {env: commit_rows(lane) for env, lane in lanes.items()},
+            }
+        client_records = [r for r in records if r.act != self.replay_act]
+        events = self.act5.timeline.events() if self.act5 is not None else []
         summary = write_summary(self.out, self.acts, steps, extra)
-        png = plot(self.out, self.acts, steps, records, self.t0)
-        html = write_html(self.out, png, self.acts, steps, self.t0)
+        png = plot(self.out, self.acts, steps, client_records, self.t0, events, lanes)
+        html = write_html(self.out, png, self.acts, steps, self.t0, extra.get("act5"))
         (self.out / "strategies.md").write_text(strategies_table(self.acts))
         self.console.rule("report")
         self.console.print(strategies_table(self.acts), highlight=False)

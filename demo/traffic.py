@@ -72,6 +72,8 @@ class TrafficGenerator:
         # Blue/green warm-up: every `smoke_every`-th request is pinned to this predictor (a smoke test).
         self.smoke_target: str | None = None
         self.smoke_every = 4
+        # Drift: (column, shift) added to every request's row from now on; the ground truth stays the row's own.
+        self.drift: tuple[int, float] | None = None
         self.records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -134,15 +136,25 @@ class TrafficGenerator:
             self._send_due_feedback(client, flush=True)
 
     def _predict(self, client: httpx.Client, i: int, n: int) -> None:
-        body = {"data": {"names": self.names, "ndarray": [self.rows[i].tolist()]}}
+        row = self.rows[i].copy()
+        drift = self.drift
+        if drift is not None:
+            row[drift[0]] += drift[1]
+        body = {"data": {"names": self.names, "ndarray": [row.tolist()]}}
         headers = {USER_HEADER: f"user-{n % self.users}"}
         smoke = self.smoke_target
-        if smoke is not None and n % self.smoke_every == 0:
+        pinned = smoke is not None and n % self.smoke_every == 0
+        if smoke is not None and pinned:
             headers[PREDICTOR_HEADER] = smoke
         started = time.monotonic()
         status, predictor, correct = 0, None, None
         try:
             resp = client.post("/api/v1.0/predictions", json=body, headers=headers)
+            if resp.status_code == 404 and PREDICTOR_HEADER in headers:
+                # The predictor a smoke request was pinned to is gone (a rollback removed it between the
+                # decision and the demo clearing the pin): the request falls back to what serves now.
+                del headers[PREDICTOR_HEADER]
+                resp = client.post("/api/v1.0/predictions", json=body, headers=headers)
             status = resp.status_code
             predictor = resp.headers.get(PREDICTOR_HEADER)
             if status == 200:
@@ -164,7 +176,13 @@ class TrafficGenerator:
         with self._lock:
             self.records.append(
                 RequestRecord(
-                    time.time(), self.act, status, predictor, latency, correct, PREDICTOR_HEADER in headers
+                    time.time(),
+                    self.act,
+                    status,
+                    predictor,
+                    latency,
+                    correct,
+                    pinned,
                 )
             )
 

@@ -283,7 +283,8 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
     repo = settings.repo
     env = build_environment(Options(env=settings.env, repo=repo))
     bundle = repo / "artifacts" / "model"
-    model_uri, digest = candidate_for(env, str(bundle), repo)
+    uri = registered_uri(repo, p.model) if p.model else None
+    model_uri, digest = candidate_for(env, uri or str(bundle), repo)
     if p.model and digest != p.model:
         raise LoopError(
             f"artifacts/model holds {digest}, but retrain {p.retrain} trained {p.model}: run dvc checkout"
@@ -301,7 +302,7 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
             return Outcome(
                 "rejected", f"{digest} was rolled back in {settings.env} before: not proposed", p.retrain
             )
-        result = start(env, str(bundle), model_uri, digest)
+        result = start(env, uri or str(bundle), model_uri, digest)
         _die_after("opened")  # the rollout is in Git, the retrain does not say so yet
         detail = f"rollout of {name} opened in {settings.env}: {result.decision.action}"
     else:
@@ -316,8 +317,29 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
 
 
 # helpers ------------------------------------------------------------------------------------------------------
+def registered_uri(repo: Path, digest: str) -> str | None:
+    """`models:/<name>/<version>` of the version the package stage registered for `digest` (None: none). A
+    manifest naming the version keeps serving that very model after the next retrain replaces artifacts/model,
+    and a promotion moves the registry's champion to it."""
+    import yaml
+
+    from model.registry import Registry, RegistryError
+
+    params = yaml.safe_load((repo / "params.yaml").read_text()) or {}
+    name = (params.get("registry") or {}).get("model_name")
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        ref = Registry(repo).by_digest(name, digest)
+    except RegistryError:
+        return None
+    return f"models:/{name}/{ref.version}"
+
+
 def _dvc(settings: LoopSettings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != DIE_AFTER}
+    # The pipeline's stages run `sluice`, installed beside the Python that runs DVC (the venv need not be active).
+    env["PATH"] = f"{Path(settings.python).parent}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         [settings.python, "-m", "dvc", *args],
         cwd=settings.repo,

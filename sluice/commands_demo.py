@@ -25,9 +25,11 @@ def demo(
     ),
 ) -> None:
     """Train a stable model, serve it, promote a better candidate by canary, roll back a broken one, then run
-    the broken one through shadow, A/B and blue/green — every traffic change a Git commit in a scratch clone
-    (reports/demo/work/repo), with live traffic and delayed ground truth. Writes reports/demo/summary.json,
-    rollout.png, rollout.html and strategies.md."""
+    the broken one through shadow, A/B and blue/green; then drift the client's traffic and let monitoring,
+    retraining and the staging -> production chain replace the model, with production's approval the one human
+    step (the demo grants it) — every traffic change a Git commit in a scratch clone (reports/demo/work/repo),
+    with live traffic and delayed ground truth. Writes reports/demo/summary.json, rollout.png, rollout.html and
+    strategies.md."""
     from demo.run import Demo, DemoError, Settings
     from demo.scratch import ScratchError
 
@@ -44,5 +46,17 @@ def demo(
         f"{failures} failed",
         highlight=False,
     )
+    act5 = summary.get("act5") or {}
+    if act5.get("drift_to_production_seconds") is not None:
+        parts = ", ".join(
+            f"{k.replace('_', ' ')} {v:.1f} s" for k, v in act5["parts_seconds"].items() if v is not None
+        )
+        approval = act5.get("approval") or {}
+        console.print(
+            f"drift onset → {act5['candidate']} serving 100 % of production in "
+            f"{act5['drift_to_production_seconds']:.1f} s ({parts}); the one human step, production's "
+            f"approval, was granted by {approval.get('approved_by')}",
+            highlight=False,
+        )
     if wrong or failures:
         report(f"unexpected outcome in {', '.join(wrong) or 'no act'}; {failures} failed client requests")

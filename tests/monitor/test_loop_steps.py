@@ -61,3 +61,24 @@ def test_data_source_is_repointed_keeping_comments(tmp_path: Path) -> None:
     params.write_text("train:\n  source: x\n")
     with pytest.raises(LoopError, match="no data.source line"):
         _set_source(params, "y")
+
+
+def test_the_promotion_names_the_registered_version_of_the_trained_digest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollout opened by the loop pins `models:/<name>/<version>`, not artifacts/model (which the next retrain
+    overwrites); with no version registered for the digest, or no registry name in params.yaml, there is none."""
+    from model.registry import Registry
+    from monitor.loop import registered_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    trained, other = "sha256:" + "ab" * 32, "sha256:" + "cd" * 32
+    (tmp_path / "params.yaml").write_text("registry:\n  model_name: sluice-classifier\n")
+    registry = Registry(tmp_path)
+    run = registry.client.create_run(registry.experiment_id())
+    registry.register("sluice-classifier", "runs:/r/model", run.info.run_id, other, "runs:/r/bundle")
+    registry.register("sluice-classifier", "runs:/r/model", run.info.run_id, trained, "runs:/r/bundle")
+    assert registered_uri(tmp_path, trained) == "models:/sluice-classifier/2"
+    assert registered_uri(tmp_path, "sha256:" + "ef" * 32) is None
+    (tmp_path / "params.yaml").write_text("data:\n  source: builtin:breast_cancer\n")
+    assert registered_uri(tmp_path, trained) is None
