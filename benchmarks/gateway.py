@@ -9,6 +9,11 @@ Scenarios (single-row Seldon v1 requests, wrk over loopback, a Lua script for th
                                        the router's mirror worker, which sends the copies) is pinned to CPU 1
                                        (taskset): what the shadow costs live answers is what the router does
                                        for it on the live CPU, not a fight for the same core
+    router, 1 predictor, pinned + load on CPU 1
+                                       the pinned scenario while, on CPU 1, a predictor of its own serves a
+                                       wrk of its own (c=1, no router, no mirroring): what work on the other
+                                       CPU alone costs live answers on this machine (caches, memory, other
+                                       tenants moved to CPU 0), the floor under the shadow's figure
 
 Throughput at concurrency 16, p50/p99 at concurrency 1, CPU time per request of the router and of the
 predictors (from /proc). Scenarios run in interleaved rounds and the best round is kept, since this machine's
@@ -21,6 +26,9 @@ benchmark before the router moved to uvicorn and aiohttp) are shown beside each 
     BENCH_GATEWAY_BEFORE=DIR python -m benchmarks gateway   # also the router of another checkout (DIR, say
         `git archive main | tar -x -C DIR`), its 1-predictor, pinned and shadow rows interleaved with these
         (BENCH_GATEWAY_BEFORE_LABEL names it in the results)
+    BENCH_GATEWAY_PROFILE=DIR python -m benchmarks gateway  # py-spy samples the router process during each
+        router point (c=16 and c=1); DIR gets the folded stacks and each one's top functions by own time, and
+        the results too (sampling slows the router: these figures are not for benchmarks/results)
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -52,13 +61,15 @@ ONE = "router, 1 predictor"
 TWO = "router, 2 predictors 50/50"
 PINNED = "router, 1 predictor, pinned"
 SHADOW = "router, 1 predictor + shadow"
-SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW)
+NEIGHBOUR = "router, 1 predictor, pinned + load on CPU 1"
+SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW, NEIGHBOUR)
 # Another checkout's router, run side by side with this one (its rows carry BEFORE_MARK).
 BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE", "")
 BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that checkout is, for the results
 BEFORE_MARK = " [before]"
 if BEFORE:
     SCENARIOS = (*SCENARIOS, *(s + BEFORE_MARK for s in (ONE, PINNED, SHADOW)))
+PROFILE = os.environ.get("BENCH_GATEWAY_PROFILE", "")
 LOGGED = "router, 1 predictor + prediction log"  # benchmarks/prediction_log.py sets it beside ONE
 # The hand-written gateway's rows of the same scenarios (its shadow row ran unpinned, at niceness +10).
 BASELINE_ROWS = {
@@ -172,7 +183,7 @@ def _base(scenario: str) -> str:
 
 
 def _pinned(scenario: str) -> bool:
-    return _base(scenario) in (PINNED, SHADOW)
+    return _base(scenario) in (PINNED, SHADOW, NEIGHBOUR)
 
 
 def _wrk(url: str, script: Path, concurrency: int, duration: int, cpu: int | None) -> dict[str, Any]:
@@ -274,18 +285,65 @@ class Started:
             self.proc.wait()
 
 
+def _sampled(pid: int, name: str, duration: int) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling `pid` for `duration` s into PROFILE/name.folded (None when not profiling)."""
+    if not PROFILE:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(PROFILE) / f"{name}.folded"
+    argv = [spy, "record", "--pid", str(pid), "--rate", "250", "--duration", str(duration), "--format", "raw"]
+    argv += ["--nonblocking", "--output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)  # attached before the load starts
+    return proc
+
+
+def _summarize(sampler: subprocess.Popen[bytes] | None, name: str, top: int = 25) -> None:
+    """PROFILE/name.top.txt: the functions with the most samples of their own, and their share."""
+    if sampler is None:
+        return
+    sampler.wait(60)
+    folded = Path(PROFILE) / f"{name}.folded"
+    own: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines() if folded.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        leaf = re.sub(r":\d+\)$", ")", stack.rsplit(";", 1)[-1])  # per function, not per line
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    rows = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    text = [f"{name}: {total} samples, functions by own samples"]
+    text += [f"{n / max(total, 1):6.1%}  {leaf}" for leaf, n in rows]
+    (Path(PROFILE) / f"{name}.top.txt").write_text("\n".join(text) + "\n")
+
+
 def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> Point:
     load = os.getloadavg()[0]
     started = Started(scenario, bundle, work)
     cpu = LIVE_CPU if _pinned(scenario) else None
+    neighbour: Started | None = None
+    neighbour_load: subprocess.Popen[bytes] | None = None
     try:
         url = started.url + "/api/v1.0/predictions"
+        if _base(scenario) == NEIGHBOUR:
+            neighbour = Started(DIRECT, bundle, work)
+            _pin(neighbour.proc.pid, SHADOW_CPU)
+            seconds = 1 + 2 * DURATION + 4  # outlasts the warm-up and both measured points
+            argv = ["taskset", "-c", str(SHADOW_CPU), WRK, "-t1", "-c1", f"-d{seconds}s", "-s", str(script)]
+            neighbour_load = subprocess.Popen(
+                [*argv, neighbour.url + "/api/v1.0/predictions"], stdout=subprocess.DEVNULL
+            )
         _wrk(url, script, CONCURRENCY, 1, cpu)  # warm up: connections, caches, the shadow's queue
         router_pids = [started.proc.pid] if started.router else []
+        name = f"{re.sub(r'[^A-Za-z0-9]+', '-', scenario).strip('-')}-r{rnd}"
+        sampler = _sampled(started.proc.pid, f"{name}-c16", DURATION) if started.router else None
         cpu_g0, cpu_p0 = _cpu_seconds(router_pids), _cpu_seconds(started.predictor_pids)
         c16 = _wrk(url, script, CONCURRENCY, DURATION, cpu)
         cpu_g1, cpu_p1 = _cpu_seconds(router_pids), _cpu_seconds(started.predictor_pids)
+        _summarize(sampler, f"{name}-c16")
+        sampler = _sampled(started.proc.pid, f"{name}-c1", DURATION) if started.router else None
         c1 = _wrk(url, script, 1, DURATION, cpu)
+        _summarize(sampler, f"{name}-c1")
         n = max(c16["requests"], 1)
         return Point(
             scenario=scenario,
@@ -299,6 +357,11 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
             load_1m=load,
         )
     finally:
+        if neighbour_load is not None:
+            neighbour_load.kill()
+            neighbour_load.wait()
+        if neighbour is not None:
+            neighbour.stop()
         started.stop()
 
 
@@ -375,6 +438,8 @@ def _baseline() -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
 
 
 def main(results_dir: Path) -> None:
+    if PROFILE:
+        results_dir = Path(PROFILE)
     results_dir.mkdir(parents=True, exist_ok=True)
     if (os.cpu_count() or 1) < 2 or shutil.which("taskset") is None:
         raise RuntimeError("the shadow scenarios need two CPUs and taskset")
@@ -394,6 +459,7 @@ def main(results_dir: Path) -> None:
         clients = client_overhead(bundle, work)
     summary = {s: best(points, s) for s in SCENARIOS}
     direct, one, pinned, shadow = summary[DIRECT], summary[ONE], summary[PINNED], summary[SHADOW]
+    neighbour = summary[NEIGHBOUR]
     old_rows, old_clients = _baseline()
     checks = {
         "gateway_hop_p50_ms": one.p50_ms_c1 - direct.p50_ms_c1,
@@ -402,6 +468,7 @@ def main(results_dir: Path) -> None:
         "gateway_keeps_half_of_direct_throughput": one.rps_c16 >= 0.5 * direct.rps_c16,
         "shadow_p50_increase": shadow.p50_ms_c1 / pinned.p50_ms_c1 - 1,
         "shadow_adds_at_most_5pct_p50": shadow.p50_ms_c1 <= 1.05 * pinned.p50_ms_c1,
+        "load_on_cpu1_p50_increase": neighbour.p50_ms_c1 / pinned.p50_ms_c1 - 1,
         "errors": sum(p.errors for p in summary.values()),
     }
     if BEFORE:
@@ -472,6 +539,8 @@ def main(results_dir: Path) -> None:
         f"- router throughput: {checks['gateway_throughput_share']:.0%} of direct (goal: at least 50%)",
         f"- shadow's effect on live p50, shadow's predictor on the other CPU: {checks['shadow_p50_increase']:+.1%} "
         "(goal: at most +5%)",
+        f"- the same pinned router with unrelated work on CPU 1 instead of a shadow (a predictor under its own "
+        f"wrk): {checks['load_on_cpu1_p50_increase']:+.1%}",
     ]
     if BEFORE:
         lines += [

@@ -44,6 +44,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -197,6 +198,51 @@ class RouterMetrics:
         key = (failed.namespace, failed.deployment_name, failed.predictor_name, retried_on)
         self._retries[key] = self._retries.get(key, 0) + 1
 
+    # what another process observed (the mirror worker) -----------------------------------------------------
+    def take(self) -> dict[str, list[list[Any]]]:
+        """Every series observed since the last `take`, as plain JSON-able lists, and start again from zero.
+
+        The mirror worker reports this way: one document per report holds the sum of every copy it sent
+        (per label set: histogram buckets, count and sum; counters), however many copies that was, so the
+        router's cost of a report does not grow with the traffic mirrored."""
+        out = {
+            "server": [[list(k), h.buckets, h.count, h.total] for k, h in self._server.items()],
+            "client": [[list(k), h.buckets, h.count, h.total] for k, h in self._client.items()],
+            "feedback": [[list(k), *v] for k, v in self._feedback.items()],
+            "comparisons": [[list(k), *v] for k, v in self._comparisons.items()],
+            "dropped": [[list(k), v] for k, v in self._dropped.items()],
+            "retries": [[list(k), v] for k, v in self._retries.items()],
+        }
+        self._server, self._client, self._feedback = {}, {}, {}
+        self._comparisons, self._dropped, self._retries = {}, {}, {}
+        return {name: rows for name, rows in out.items() if rows}
+
+    def merge(self, delta: dict[str, list[list[Any]]]) -> None:
+        """Add what `take` returned (in another process) to these series."""
+        for name, series in (("server", self._server), ("client", self._client)):
+            for key, buckets, count, total in delta.get(name, ()):
+                h = series.get(k := tuple(key))
+                if h is None:
+                    h = series[k] = _Histogram()
+                if len(buckets) != len(h.buckets):
+                    raise ValueError(
+                        f"{name} histogram {k}: {len(buckets)} buckets, expected {len(h.buckets)}"
+                    )
+                h.buckets = [a + b for a, b in zip(h.buckets, buckets, strict=True)]
+                h.count += count
+                h.total += total
+        for key, count, reward in delta.get("feedback", ()):
+            f = self._feedback.setdefault(tuple(key), [0.0, 0.0])
+            f[0] += count
+            f[1] += reward
+        for key, compared, disagreed in delta.get("comparisons", ()):
+            c = self._comparisons.setdefault(tuple(key), [0, 0])
+            c[0] += compared
+            c[1] += disagreed
+        for name, counters in (("dropped", self._dropped), ("retries", self._retries)):
+            for key, count in delta.get(name, ()):
+                counters[k] = counters.get(k := tuple(key), 0) + count
+
     # scrape --------------------------------------------------------------------------------------------
     def collect(self) -> Iterator[Metric]:
         server = HistogramMetricFamily(
@@ -245,6 +291,11 @@ class RouterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def dropped_in(delta: dict[str, list[list[Any]]]) -> int:
+    """How many dropped copies a `RouterMetrics.take` document counts."""
+    return sum(int(count) for _, count in delta.get("dropped", ()))
 
 
 def _observe(series: dict[tuple[str, ...], _Histogram], key: tuple[str, ...], seconds: float) -> None:

@@ -9,8 +9,11 @@ small machine, at lower priority, next to the shadow's predictor).
 taken by the worker hold half the byte budget. Copies leave in one write every BATCH_SECONDS: a write that
 wakes another process costs about as much as writing the live answer, and one per request would add that to
 every live request; the worker queues the other half
-(`mirroring.Mirror`). The worker sends back what happened (the shadow's latencies and codes, comparisons,
-drops) every 0.1 s, and the router adds it to its own metrics: one registry, one /metrics.
+(`mirroring.Mirror`). A copy is framed as a short JSON head and the bytes it shares with the live request;
+the shadow's labels and address go once per predictor, not once per copy. Every 0.1 s the worker sends back
+what happened as metric sums (`RouterMetrics.take`: histogram buckets and counters per label set, however many
+copies they count), and the router adds them to its own metrics (`RouterMetrics.merge`): one registry, one
+/metrics, and a report costs the router the same at any mirrored rate.
 
     python -m serving.router.mirror_worker --fd N    (started by MirrorWorker; N is its end of a socketpair)
 """
@@ -20,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -34,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from serving.router.executor_metrics import PredictorLabels, RouterMetrics
+from serving.router.executor_metrics import PredictorLabels, RouterMetrics, dropped_in
 from serving.router.mirroring import MAX_BYTES, Mirror, MirrorCopy
 from serving.router.routes import Backend
 
@@ -43,38 +45,56 @@ BATCH_SECONDS = 0.005  # copies offered within this time leave together (the sha
 
 HEADER = struct.Struct("!II")  # JSON part length, bytes part length
 REPORT_EVERY = 0.1
+MAX_DEFINED = 256  # predictors the router remembers having described to the worker
 NICENESS = 10
 
 
-@functools.lru_cache(maxsize=256)
-def _labels(p: PredictorLabels) -> tuple[str, ...]:
-    return astuple(p)
-
-
-def encode(copy: MirrorCopy, address: str, authority: str | None) -> bytes:
-    """One copy as a frame: the JSON description, then the request body and the live answer's bytes."""
+def encode(copy: MirrorCopy, backend_id: int) -> list[bytes]:
+    """One copy as a frame: [backend id, method, target, service, live status, header lengths, body length],
+    then the header names and values, the request body and the live answer, all as they are."""
     live = copy.live_answer if isinstance(copy.live_answer, bytes) else orjson.dumps(copy.live_answer)
+    lengths: list[int] = []
+    parts = [b"", b""]
+    for k, v in copy.headers:
+        lengths += (len(k), len(v))
+        parts += (k, v)
     head = orjson.dumps(
-        {
-            "p": _labels(copy.backend.labels),
-            "a": address,
-            "h": authority,
-            "m": copy.method,
-            "t": copy.target,
-            "s": copy.service,
-            "H": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in copy.headers],
-            "st": copy.live_status,
-            "b": len(copy.body),
-        }
+        [backend_id, copy.method, copy.target, copy.service, copy.live_status, lengths, len(copy.body)]
     )
-    payload = copy.body + live
-    return HEADER.pack(len(head), len(payload)) + head + payload
+    parts[0] = HEADER.pack(len(head), sum(lengths) + len(copy.body) + len(live))
+    parts[1] = head
+    parts += (copy.body, live)
+    return parts
+
+
+def decode(
+    head: list[Any], payload: bytes
+) -> tuple[int, str, str, str, int, list[tuple[bytes, bytes]], bytes, bytes]:
+    """`encode`'s frame -> (backend id, method, target, service, live status, headers, body, live answer)."""
+    backend_id, method, target, service, status, lengths, body_len = head
+    headers = []
+    at = 0
+    for i in range(0, len(lengths), 2):
+        k_end = at + lengths[i]
+        v_end = k_end + lengths[i + 1]
+        headers.append((payload[at:k_end], payload[k_end:v_end]))
+        at = v_end
+    return (
+        backend_id,
+        method,
+        target,
+        service,
+        status,
+        headers,
+        payload[at : at + body_len],
+        payload[at + body_len :],
+    )
 
 
 class _Frames(asyncio.Protocol):
     """Reads length-prefixed frames from a stream and hands each (head, payload) to `on_frame`."""
 
-    def __init__(self, on_frame: Callable[[dict[str, Any], bytes], None], on_lost: Callable[[], None]):
+    def __init__(self, on_frame: Callable[[Any, bytes], None], on_lost: Callable[[], None]):
         self.on_frame = on_frame
         self.on_lost = on_lost
         self.buffer = bytearray()
@@ -105,60 +125,37 @@ def _frame(doc: dict[str, Any]) -> bytes:
 
 
 # the worker process ------------------------------------------------------------------------------------------
-class _Recorder:
-    """The metric calls `Mirror` makes, recorded to be reported to the router."""
-
-    def __init__(self) -> None:
-        self.events: list[list[Any]] = []
-
-    def observe_client(
-        self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
-    ) -> None:
-        self.events.append(["c", astuple(p), service, method, code, seconds])
-
-    def observe_server(
-        self, p: PredictorLabels, service: str, method: str, code: int, seconds: float
-    ) -> None:
-        self.events.append(["s", astuple(p), service, method, code, seconds])
-
-    def count_comparison(self, p: PredictorLabels, disagree: bool) -> None:
-        self.events.append(["cmp", astuple(p), disagree])
-
-    def count_dropped(self, p: PredictorLabels) -> None:
-        self.events.append(["d", astuple(p)])
-
-
 async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
     from serving.router.http_upstream import HttpUpstream
 
     loop = asyncio.get_running_loop()
-    recorder = _Recorder()
-    mirror = Mirror(recorder, max_bytes=max_bytes, timeout=timeout)  # type: ignore[arg-type]
+    recorder = RouterMetrics()  # what the shadow's copies did since the last report
+    mirror = Mirror(recorder, max_bytes=max_bytes, timeout=timeout)
     await mirror.start()
-    backends: dict[tuple[str, str | None], Backend] = {}
+    upstreams: dict[tuple[str, str | None], HttpUpstream] = {}
+    backends: dict[int, Backend] = {}
     done = asyncio.Event()
     syncs: list[int] = []
 
-    def on_frame(head: dict[str, Any], payload: bytes) -> None:
-        if "sync" in head:
-            syncs.append(head["sync"])
-            return
-        labels = PredictorLabels(*head["p"])
-        key = (head["a"], head["h"])
-        backend = backends.get(key)
-        if backend is None:
-            host, _, port = head["a"].rpartition(":")
-            upstream = HttpUpstream(host, int(port), authority=head["h"])
-            backend = backends[key] = Backend(labels.predictor_name, labels, upstream, ready=True)
-        backend.labels = labels
-        n = head["b"]
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head["H"]]
-        live = payload[n:]
-        mirror.offer(
-            MirrorCopy.of(
-                backend, head["m"], head["t"], head["s"], headers, payload[:n], head["st"], live, len(live)
+    def on_frame(head: Any, payload: bytes) -> None:
+        if isinstance(head, list):
+            backend_id, method, target, service, status, headers, body, live = decode(head, payload)
+            backend = backends.get(backend_id)
+            if backend is None:
+                return  # never defined: not from MirrorWorker
+            mirror.offer(
+                MirrorCopy.of(backend, method, target, service, headers, body, status, live, len(live))
             )
-        )
+        elif "sync" in head:
+            syncs.append(head["sync"])
+        elif "def" in head:
+            key = (head["a"], head["h"])
+            upstream = upstreams.get(key)
+            if upstream is None:
+                host, _, port = head["a"].rpartition(":")
+                upstream = upstreams[key] = HttpUpstream(host, int(port), authority=head["h"])
+            labels = PredictorLabels(*head["p"])
+            backends[head["def"]] = Backend(labels.predictor_name, labels, upstream, ready=True)
 
     sock = socket.socket(fileno=fd)
     transport, _ = await loop.connect_accepted_socket(lambda: _Frames(on_frame, done.set), sock)
@@ -169,13 +166,13 @@ async def _serve(fd: int, max_bytes: int, timeout: float) -> None:
             answered = []
             if syncs and mirror.idle():
                 answered, syncs[:] = list(syncs), []
-            if recorder.events or answered:
-                transport.write(_frame({"e": recorder.events, "synced": answered}))
-                recorder.events = []
+            sums = recorder.take()
+            if sums or answered:
+                transport.write(_frame({"m": sums, "synced": answered}))
     finally:
         await mirror.stop()
-        for backend in backends.values():
-            await backend.upstream.close()
+        for upstream in upstreams.values():
+            await upstream.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,9 +212,13 @@ class MirrorWorker:
         self._synced: dict[int, asyncio.Future[None]] = {}
         self._sync_seq = 0
         # copies not yet written, framed only when the batch leaves (off the live request's turn of the loop)
-        self._batch: list[tuple[MirrorCopy, str, str | None]] = []
+        self._batch: list[MirrorCopy] = []
+        # backend -> (its labels, address, authority, the id the worker knows them by)
+        self._defined: dict[int, tuple[PredictorLabels, str, str | None, int]] = {}
         self._batch_bytes = 0
         self._flush_at: asyncio.TimerHandle | None = None
+        self._defined_ids: list[Backend] = []
+        self._next_id = 0
         self.sent = 0
         self.dropped = 0
 
@@ -228,6 +229,8 @@ class MirrorWorker:
     async def start(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             return
+        self._defined.clear()  # a new worker knows no predictor yet
+        self._defined_ids.clear()
         ours, theirs = socket.socketpair()
         try:
             self.process = subprocess.Popen(
@@ -263,13 +266,11 @@ class MirrorWorker:
             self.dropped += 1
             self.metrics.count_dropped(copy.backend.labels)
             return False
-        upstream = copy.backend.upstream
-        address, authority = upstream.address, getattr(upstream, "authority", None)
         if self._transport.get_write_buffer_size() + self._batch_bytes + copy.size > self.max_bytes // 2:
             self.dropped += 1
             self.metrics.count_dropped(copy.backend.labels)
             return False
-        self._batch.append((copy, address, authority))
+        self._batch.append(copy)
         self._batch_bytes += copy.size
         if self._flush_at is None:
             self._flush_at = asyncio.get_running_loop().call_later(BATCH_SECONDS, self._flush)
@@ -285,27 +286,38 @@ class MirrorWorker:
         if not batch:
             return
         if self._transport is None or self._transport.is_closing():
-            for copy, _, _ in batch:  # the worker is gone: these copies are lost, and counted
+            for copy in batch:  # the worker is gone: these copies are lost, and counted
                 self.dropped += 1
                 self.metrics.count_dropped(copy.backend.labels)
             return
-        self._transport.write(
-            b"".join([encode(copy, address, authority) for copy, address, authority in batch])
-        )
+        parts: list[bytes] = []
+        for copy in batch:
+            parts += encode(copy, self._backend_id(copy.backend, parts))
+        self._transport.write(b"".join(parts))
+
+    def _backend_id(self, backend: Backend, parts: list[bytes]) -> int:
+        """The id the worker knows `backend` by; its definition goes into `parts` first when it is new (or
+        when its labels or address changed since)."""
+        upstream = backend.upstream
+        address, authority = upstream.address, getattr(upstream, "authority", None)
+        known = self._defined.get(id(backend))
+        if known is not None and known[0] is backend.labels and known[1] == address and known[2] == authority:
+            return known[3]
+        if len(self._defined_ids) >= MAX_DEFINED:  # routes were reloaded many times: forget the old ones
+            self._defined.clear()
+            self._defined_ids.clear()
+        self._next_id += 1
+        backend_id = self._next_id
+        self._defined_ids.append(backend)  # holds it, so its id() is never reused while it is known
+        self._defined[id(backend)] = (backend.labels, address, authority, backend_id)
+        parts.append(_frame({"def": backend_id, "p": astuple(backend.labels), "a": address, "h": authority}))
+        return backend_id
 
     def _report(self, head: dict[str, Any], payload: bytes) -> None:
-        m = self.metrics
-        for event in head.get("e", []):
-            kind, labels = event[0], PredictorLabels(*event[1])
-            if kind == "c":
-                m.observe_client(labels, *event[2:])
-            elif kind == "s":
-                m.observe_server(labels, *event[2:])
-            elif kind == "cmp":
-                m.count_comparison(labels, event[2])
-            elif kind == "d":
-                self.dropped += 1
-                m.count_dropped(labels)
+        sums = head.get("m")
+        if sums:
+            self.metrics.merge(sums)
+            self.dropped += dropped_in(sums)
         for seq in head.get("synced", []):
             waiter = self._synced.pop(seq, None)
             if waiter is not None and not waiter.done():

@@ -25,8 +25,12 @@ from serving.router.upstream import UpstreamError
 MAX_BYTES = 32 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MirrorCopy:
+    """One request for the shadow. It shares the live request's headers and bodies (never changed after the
+    live answer is written) rather than copying them, and is built once per mirrored request on the router's
+    loop, so it stays a plain slotted record (a frozen dataclass costs several times more to build)."""
+
     backend: Backend
     method: str
     target: str
@@ -50,7 +54,9 @@ class MirrorCopy:
         live_answer: Any,
         live_size: int,
     ) -> MirrorCopy:
-        size = len(body) + live_size + sum(len(k) + len(v) for k, v in headers) + len(target)
+        size = len(body) + live_size + len(target)
+        for k, v in headers:
+            size += len(k) + len(v)
         return cls(backend, method, target, service, headers, body, live_status, live_answer, size)
 
 
