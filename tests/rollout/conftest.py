@@ -14,7 +14,7 @@ from testkit.services import running_prometheus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rollout_exporter import LOCAL, PERIOD, PRODUCTION, STAGING, Exporter
+from rollout_exporter import LOCAL, PERIOD, PRODUCTION, STAGING, Atomic, Exporter
 
 
 @contextmanager
@@ -31,10 +31,19 @@ def running_exporter() -> Iterator[Exporter]:
     reward = Counter("seldon_api_model_feedback_reward", "reward", fb_labels, registry=reg)
     comparisons = Counter("sluice_shadow_comparisons", "compared", ["predictor_name"], registry=reg)
     disagreements = Counter("sluice_shadow_disagreements", "differed", ["predictor_name"], registry=reg)
-    server, thread = start_http_server(0, addr="127.0.0.1", registry=reg)
+    lock = threading.Lock()
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=Atomic(reg, lock))  # type: ignore[arg-type]
     port = server.server_port
     exp = Exporter(
-        f"http://127.0.0.1:{port}/metrics", port, reg, hist, feedback, reward, comparisons, disagreements
+        f"http://127.0.0.1:{port}/metrics",
+        port,
+        reg,
+        hist,
+        feedback,
+        reward,
+        comparisons,
+        disagreements,
+        lock=lock,
     )
     stop = threading.Event()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 DEPLOYMENT = "sluice-classifier"
 PERIOD = 0.02  # seconds between two traffic ticks of the exporter fixture
@@ -63,7 +65,20 @@ class Exporter:
             self.profiles[predictor] = Profile(**kw)  # type: ignore[arg-type]
 
     def tick(self) -> None:
+        with self.lock:  # a scrape sees whole ticks: never a feedback count without its reward
+            for name, p in self.profiles.items():
+                self.record(name, p)
+
+
+class Atomic:
+    """The registry as the HTTP thread renders it: collected under the exporter's lock, so that a scrape never
+    falls between two counters of one traffic tick (as the router's single event loop guarantees)."""
+
+    def __init__(self, registry: Any, lock: threading.Lock):
+        self.registry = registry
+        self.lock = lock
+
+    def collect(self) -> Iterator[Any]:
         with self.lock:
-            items = list(self.profiles.items())
-        for name, p in items:
-            self.record(name, p)
+            families = list(self.registry.collect())
+        return iter(families)
