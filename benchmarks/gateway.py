@@ -62,7 +62,7 @@ TWO = "router, 2 predictors 50/50"
 PINNED = "router, 1 predictor, pinned"
 SHADOW = "router, 1 predictor + shadow"
 NEIGHBOUR = "router, 1 predictor, pinned + load on CPU 1"
-SCENARIOS = (DIRECT, ONE, TWO, PINNED, SHADOW, NEIGHBOUR)
+SCENARIOS: tuple[str, ...] = (DIRECT, ONE, TWO, PINNED, SHADOW, NEIGHBOUR)
 # Another checkout's router, run side by side with this one (its rows carry BEFORE_MARK).
 BEFORE = os.environ.get("BENCH_GATEWAY_BEFORE", "")
 BEFORE_LABEL = os.environ.get("BENCH_GATEWAY_BEFORE_LABEL", BEFORE)  # what that checkout is, for the results

@@ -5,6 +5,7 @@ answers to one request. Each test names the property the client must keep."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -393,6 +394,29 @@ def test_an_unrefused_port_is_an_error_that_says_nothing_was_sent() -> None:
         with pytest.raises(UpstreamError, match="cannot connect") as e:
             await up.request("GET", "/p", [], b"", 5)
         assert not e.value.sent
+
+    run(scenario)
+
+
+def test_a_connect_that_hangs_ends_at_the_connect_timeout_not_the_callers() -> None:
+    """A predictor whose accept queue is full (a listener with backlog 0 and one connection nobody accepted):
+    Linux drops the next SYNs, so a connect to it hangs, as to a host that went away, without leaving
+    loopback. The request fails after `connect_timeout`, well before the caller's timeout, saying nothing
+    was sent."""
+
+    async def scenario() -> None:
+        with socket.socket() as listener, socket.socket() as queued:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            queued.connect(("127.0.0.1", port))  # fills the queue: never accepted
+            up = HttpUpstream("127.0.0.1", port, connect_timeout=0.3)
+            started = time.monotonic()
+            with pytest.raises(UpstreamError, match="cannot connect.*timed out") as e:
+                await up.request("POST", "/p", [], b"{}", 15)
+            assert 0.3 <= time.monotonic() - started < 3
+            assert not e.value.sent and up.open_connections == 0
+            await up.close()
 
     run(scenario)
 
