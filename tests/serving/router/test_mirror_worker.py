@@ -4,11 +4,15 @@ counts against the byte budget (a burst faster than one batch is bounded, not bu
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
+import pytest
 from testkit.services import free_port
 
 from deployment import seldon
+from serving.router import mirror_worker
 from serving.router.executor_metrics import RouterMetrics
 from serving.router.http_upstream import HttpUpstream
 from serving.router.mirror_worker import REPORT_EVERY, MirrorWorker
@@ -117,3 +121,80 @@ def test_every_copy_is_counted_once_under_the_labels_its_predictor_had_when_offe
     assert (sent, dropped) == (65, 0)
     # Nothing listens at the shadow's address: every copy is a 502, observed once.
     assert _server_counts(metrics, "m-s") == {(old.predictor_version, "502"): 40.0, ("v2", "502"): 25.0}
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def test_copies_offered_at_a_steady_pace_leave_with_later_offers_not_on_a_timer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch leaves with the first offer that finds it BATCH_SECONDS old (right after a live answer), so a
+    steady flow needs no timer: with the linger timer out of reach, the early copies still reach the worker."""
+    monkeypatch.setattr(mirror_worker, "LINGER_SECONDS", 600.0)
+    monkeypatch.setattr(mirror_worker, "BATCH_SECONDS", 0.01)
+    backend = _backend()
+
+    async def run() -> tuple[bool, int]:
+        metrics = RouterMetrics()
+        worker = MirrorWorker(metrics, max_bytes=10 << 20)
+        await worker.start()
+        for i in range(20):
+            worker.offer(
+                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
+            )
+            await asyncio.sleep(0.005)
+        arrived = await _until(lambda: sum(_server_counts(metrics, "m-s").values()) >= 10)
+        await worker.stop()
+        return arrived, worker.sent
+
+    arrived, sent = asyncio.run(run())
+    assert arrived and sent == 20
+
+
+def test_the_last_copies_of_a_burst_leave_within_the_linger_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No later offer takes them along, and nobody joins: the linger timer sends them."""
+    monkeypatch.setattr(mirror_worker, "LINGER_SECONDS", 0.05)
+    monkeypatch.setattr(mirror_worker, "BATCH_SECONDS", 600.0)
+    backend = _backend()
+
+    async def run() -> bool:
+        metrics = RouterMetrics()
+        worker = MirrorWorker(metrics, max_bytes=10 << 20)
+        await worker.start()
+        for i in range(3):
+            worker.offer(
+                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
+            )
+        arrived = await _until(lambda: sum(_server_counts(metrics, "m-s").values()) == 3)
+        await worker.stop()
+        return arrived
+
+    assert asyncio.run(run())
+
+
+def test_a_live_answer_that_was_not_2xx_is_never_mirrored() -> None:
+    backend = _backend()
+
+    async def run() -> tuple[list[bool], int, int, dict[tuple[str, str], float]]:
+        metrics = RouterMetrics()
+        worker = MirrorWorker(metrics, max_bytes=10 << 20)
+        await worker.start()
+        offered = [
+            worker.offer(MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b"{}", status, b"{}", 2))
+            for status in (400, 500, 503, 204)
+        ]
+        await worker.join(10)
+        await _until(lambda: bool(_server_counts(metrics, "m-s")))
+        await worker.stop()
+        return offered, worker.sent, worker.dropped, _server_counts(metrics, "m-s")
+
+    offered, sent, dropped, counts = asyncio.run(run())
+    assert offered == [False, False, False, True]
+    assert (sent, dropped) == (1, 0) and sum(counts.values()) == 1.0
