@@ -105,6 +105,9 @@ class Point:
     predictors_cpu_us: float  # per request, all predictor processes together (shadow included)
     errors: int
     load_1m: float = 0.0  # the machine's 1-minute load average when the point began (other work shifts it)
+    # The router's CPU per request at c=1, where p50 is measured: what the router itself adds per request,
+    # apart from what work on the other CPU does to this one (the shadow's copies are sent there)
+    gateway_cpu_us_c1: float = 0.0
 
 
 def _free_port() -> int:
@@ -342,7 +345,9 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
         cpu_g1, cpu_p1 = _cpu_seconds(router_pids), _cpu_seconds(started.predictor_pids)
         _summarize(sampler, f"{name}-c16")
         sampler = _sampled(started.proc.pid, f"{name}-c1", DURATION) if started.router else None
+        cpu_c1 = _cpu_seconds(router_pids)
         c1 = _wrk(url, script, 1, DURATION, cpu)
+        cpu_c1 = _cpu_seconds(router_pids) - cpu_c1
         _summarize(sampler, f"{name}-c1")
         n = max(c16["requests"], 1)
         return Point(
@@ -355,6 +360,7 @@ def measure(scenario: str, rnd: int, bundle: Any, script: Path, work: Path) -> P
             predictors_cpu_us=(cpu_p1 - cpu_p0) / n * 1e6,
             errors=c16["errors"] + c16["non2xx"] + c1["errors"] + c1["non2xx"],
             load_1m=load,
+            gateway_cpu_us_c1=cpu_c1 / max(c1["requests"], 1) * 1e6,
         )
     finally:
         if neighbour_load is not None:
@@ -425,6 +431,7 @@ def best(points: list[Point], scenario: str) -> Point:
         top.predictors_cpu_us,
         sum(p.errors for p in mine),
         max(top.load_1m, fastest.load_1m),
+        fastest.gateway_cpu_us_c1,
     )
 
 
@@ -467,6 +474,7 @@ def main(results_dir: Path) -> None:
         "gateway_throughput_share": one.rps_c16 / direct.rps_c16,
         "gateway_keeps_half_of_direct_throughput": one.rps_c16 >= 0.5 * direct.rps_c16,
         "shadow_p50_increase": shadow.p50_ms_c1 / pinned.p50_ms_c1 - 1,
+        "shadow_router_cpu_us_c1": shadow.gateway_cpu_us_c1 - pinned.gateway_cpu_us_c1,
         "shadow_adds_at_most_5pct_p50": shadow.p50_ms_c1 <= 1.05 * pinned.p50_ms_c1,
         "load_on_cpu1_p50_increase": neighbour.p50_ms_c1 / pinned.p50_ms_c1 - 1,
         "errors": sum(p.errors for p in summary.values()),
@@ -522,8 +530,8 @@ def main(results_dir: Path) -> None:
         ),
         "",
         "| scenario | req/s c=16 | p50 ms c=1 | p99 ms c=1 | router CPU µs/req | predictors CPU µs/req | errors "
-        "| load 1m |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| load 1m | router CPU µs/req c=1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in summary.values():
         lines.append(
@@ -531,7 +539,7 @@ def main(results_dir: Path) -> None:
             f"| {p.p50_ms_c1:.3f} ({old(p.scenario, 'p50_ms_c1', '.3f')}) "
             f"| {p.p99_ms_c1:.3f} ({old(p.scenario, 'p99_ms_c1', '.3f')}) "
             f"| {p.gateway_cpu_us:.0f} ({old(p.scenario, 'gateway_cpu_us', '.0f')}) "
-            f"| {p.predictors_cpu_us:.0f} | {p.errors} | {p.load_1m:.1f} |"
+            f"| {p.predictors_cpu_us:.0f} | {p.errors} | {p.load_1m:.1f} | {p.gateway_cpu_us_c1:.0f} |"
         )
     lines += [
         "",
@@ -541,6 +549,7 @@ def main(results_dir: Path) -> None:
         "(goal: at most +5%)",
         f"- the same pinned router with unrelated work on CPU 1 instead of a shadow (a predictor under its own "
         f"wrk): {checks['load_on_cpu1_p50_increase']:+.1%}",
+        f"- the router's own CPU per request at c=1 with the shadow: {checks['shadow_router_cpu_us_c1']:+.0f} µs",
     ]
     if BEFORE:
         lines += [

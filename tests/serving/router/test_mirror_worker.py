@@ -40,6 +40,11 @@ def _backend() -> Backend:
     return Backend("m-s", labels_for(sd)["m-s"], HttpUpstream("127.0.0.1", free_port()), ready=True)
 
 
+def _copy(backend: Backend, i: int) -> MirrorCopy:
+    """A small copy of a request the live predictor answered 200."""
+    return MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
+
+
 def test_a_burst_within_one_batch_is_bounded_by_the_byte_budget() -> None:
     backend = _backend()
 
@@ -67,9 +72,7 @@ def test_small_copies_offered_together_all_reach_the_worker() -> None:
         worker = MirrorWorker(RouterMetrics(), max_bytes=10 << 20)
         await worker.start()
         for i in range(50):
-            worker.offer(
-                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
-            )
+            worker.offer(_copy(backend, i))
         pid = worker.pid
         await worker.join(10)
         alive = worker.process is not None and worker.process.poll() is None
@@ -103,15 +106,11 @@ def test_every_copy_is_counted_once_under_the_labels_its_predictor_had_when_offe
         worker = MirrorWorker(metrics, max_bytes=10 << 20)
         await worker.start()
         for i in range(40):
-            worker.offer(
-                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
-            )
+            worker.offer(_copy(backend, i))
         await worker.join(10)
         backend.labels = replace(old, predictor_version="v2")  # the routes were reloaded with a new version
         for i in range(25):
-            worker.offer(
-                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
-            )
+            worker.offer(_copy(backend, i))
         await worker.join(10)
         await asyncio.sleep(3 * REPORT_EVERY)  # a report after the last one would add to the counts
         await worker.stop()
@@ -146,9 +145,7 @@ def test_copies_offered_at_a_steady_pace_leave_with_later_offers_not_on_a_timer(
         worker = MirrorWorker(metrics, max_bytes=10 << 20)
         await worker.start()
         for i in range(20):
-            worker.offer(
-                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
-            )
+            worker.offer(_copy(backend, i))
             await asyncio.sleep(0.005)
         arrived = await _until(lambda: sum(_server_counts(metrics, "m-s").values()) >= 10)
         await worker.stop()
@@ -169,9 +166,7 @@ def test_the_last_copies_of_a_burst_leave_within_the_linger_time(monkeypatch: py
         worker = MirrorWorker(metrics, max_bytes=10 << 20)
         await worker.start()
         for i in range(3):
-            worker.offer(
-                MirrorCopy.of(backend, "POST", PREDICT, "predictions", [], b'{"i": %d}' % i, 200, b"{}", 2)
-            )
+            worker.offer(_copy(backend, i))
         arrived = await _until(lambda: sum(_server_counts(metrics, "m-s").values()) == 3)
         await worker.stop()
         return arrived
