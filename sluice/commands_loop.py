@@ -54,6 +54,14 @@ def loop(
             "it makes the next turn read the whole log, with the same result)"
         ),
     ] = None,
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "--collect",
+            help="only check the triggers and, when one fires, commit the data version; then exit (the "
+            "cluster's retrain-from-log workflow trains in a step of its own)",
+        ),
+    ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="do the next step (or check the triggers) and exit")
     ] = False,
@@ -123,6 +131,20 @@ def loop(
         )
         console.print(f"[{style}]{outcome.step}[/] {outcome.detail}", highlight=False, markup=True)
 
+    if collect:
+        import time
+
+        from monitor.loop import maybe_start, progress
+
+        try:
+            p = progress(repo)
+            if p.open:
+                show(Outcome("waiting", f"retrain {p.retrain} is open (step {p.step}): it finishes first"))
+            else:
+                show(maybe_start(settings, p, time.time()))
+        except LoopError as e:
+            report(str(e))
+        return
     if once:
         try:
             show(next_step(settings))
