@@ -21,9 +21,9 @@ Feedback is always recorded (it is rare and what the labels are made of); predic
 A body that is not JSON is recorded as null with `"malformed": true` (the predictor judged it, not the log).
 
 `FileSink` appends to `predictions-<UTC time>-<pid>-<n>.jsonl` files in one directory, starting a new file once
-one reaches `max_file_bytes` and deleting the oldest beyond `keep_files`. A cluster sink (an object-storage
-bucket, a Kafka topic) implements the same two methods, `write(lines)` and `close()`, and takes the batches the
-writer thread hands it (see the README).
+one reaches `max_file_bytes` and deleting the oldest beyond `keep_files`. The cluster's sink,
+`serving.router.log_stream.RedisStreamSink`, implements the same two methods, `write(lines)` and `close()`, and
+takes the batches the writer thread hands it (see the README).
 """
 
 from __future__ import annotations
