@@ -55,6 +55,8 @@ class Follower:
         self.scope_key: list[Any] | None = None
         self.reset: str | None = None  # why the saved state was not used (None: it was, or there was none)
         self.read_last = 0  # records the last read took from the source
+        self._decoded: dict[int, tuple[dict[str, Any], Any]] = {}  # what build_log decoded, by record
+        self._contract: Contract | None = None  # the contract they were decoded against
         self._gen = 0
         self._bytes = 0
         if self.state_dir is not None:
@@ -80,9 +82,14 @@ class Follower:
                 self._rewrite()
             else:
                 self._append(new)
+        if expired:
+            held = {id(doc) for doc in kept}
+            self._decoded = {k: v for k, v in self._decoded.items() if k in held}
+        if self._contract is not contract:
+            self._decoded, self._contract = {}, contract
         out = Skipped(Counter(self.skipped))
         out.add("not_json", self.source.torn)
-        return build_log(self.records, contract, scope, label_window, out)
+        return build_log(self.records, contract, scope, label_window, out, self._decoded)
 
     # the state directory ------------------------------------------------------------------------------------
     def _records_path(self, gen: int) -> Path:
@@ -168,6 +175,7 @@ class Follower:
         log.warning("prediction log reader: %s; reading the log again from its start", why)
         self.reset = why
         self.records, self.position, self.skipped, self.scope_key = [], None, Counter(), None
+        self._decoded = {}
         self._gen += 1  # a fresh records file: the old one is left to be replaced
         self._bytes = 0
 

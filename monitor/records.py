@@ -124,9 +124,14 @@ def build_log(
     scope: Scope | None = None,
     label_window: float = 86400.0,
     skipped: Skipped | None = None,
+    decoded: dict[int, tuple[dict[str, Any], Any]] | None = None,
 ) -> Log:
     """Decode the records within `scope` against `contract` and join feedback. Records are taken in time order
-    (ties: their place in the log), so the result does not depend on how, or in how many reads, they were read."""
+    (ties: their place in the log), so the result does not depend on how, or in how many reads, they were read.
+
+    `decoded` (record id -> (record, its rows or why they were refused)) keeps the decoding of records read
+    before, for a reader that builds the log again from mostly the same records; the contract must not change
+    between builds that share it."""
     scope = scope or Scope()
     skipped = skipped if skipped is not None else Skipped()
     features = Features.of(contract.features)
@@ -149,11 +154,20 @@ def build_log(
             feedback.append(doc)
             continue
         t = float(doc["time"])
-        try:
-            X, out = _decode(doc, features, names, name_set, classes)
-        except (RequestError, ValueError, TypeError, KeyError) as e:
-            skipped.add("rows_refused" if isinstance(e, RequestError) else "bad_record")
+        hit = decoded.get(id(doc)) if decoded is not None else None
+        if hit is not None and hit[0] is doc:
+            result = hit[1]
+        else:
+            try:
+                result = _decode(doc, features, names, name_set, classes)
+            except (RequestError, ValueError, TypeError, KeyError) as e:
+                result = "rows_refused" if isinstance(e, RequestError) else "bad_record"
+            if decoded is not None:
+                decoded[id(doc)] = (doc, result)  # (the record held, so its id is not reused while cached)
+        if isinstance(result, str):
+            skipped.add(result)
             continue
+        X, out = result
         if len(out) != X.shape[0]:
             skipped.add("prediction_count_mismatch")
             continue

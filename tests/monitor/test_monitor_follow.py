@@ -243,3 +243,27 @@ def test_the_loop_reads_incrementally_with_a_state_dir_and_sees_the_whole_log(tm
         traffic.round(70)
         same(read_live(settings, CONTRACT), read_log(logdir, CONTRACT, label_window=3600.0))
     assert (tmp_path / "state" / "state.json").is_file()
+
+
+def test_a_long_running_reader_decodes_each_record_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.records as records
+
+    calls = []
+    real = records._decode
+    monkeypatch.setattr(records, "_decode", lambda doc, *a: calls.append(doc["puid"]) or real(doc, *a))
+    logdir = tmp_path / "log"
+    traffic = Traffic(logdir, seed=17)
+    traffic.round(100)
+    follower = Follower(FileLog(logdir))
+    first = follower.read(CONTRACT, Scope(since=traffic.t - 1000.0))
+    assert len(calls) == len(set(calls)) > 0
+    calls.clear()
+    traffic.round(20)
+    scope = Scope(since=traffic.t - 1000.0)
+    again = follower.read(CONTRACT, scope)
+    assert 0 < len(calls) <= 20  # only the new records
+    calls.clear()
+    same(again, read_log(logdir, CONTRACT, scope))
+    assert len(first.rows) > 40
