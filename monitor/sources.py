@@ -126,6 +126,8 @@ class FileLog:
                 handle = path.open("rb")
             except OSError:
                 skipped.add("unreadable_file")  # (or deleted since it was listed)
+                if path.name in offsets:
+                    done[path.name] = offsets[path.name]  # unreadable for now: keep its place, not read twice
                 continue
             with handle:
                 size = handle.seek(0, 2)

@@ -267,3 +267,25 @@ def test_a_long_running_reader_decodes_each_record_once(
     calls.clear()
     same(again, read_log(logdir, CONTRACT, scope))
     assert len(first.rows) > 40
+
+
+def test_a_file_unreadable_for_a_while_keeps_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logdir = tmp_path / "log"
+    logdir.mkdir()
+    path = logdir / "predictions-20260101T000000Z-1-0001.jsonl"
+    path.write_bytes(b"".join(prediction(float(i), f"p{i}", 1, 14.0) for i in range(5)))
+    follower = Follower(FileLog(logdir))
+    follower.read(CONTRACT)
+    real_open = Path.open
+
+    def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert follower.read(CONTRACT).skipped.counts["unreadable_file"] == 1
+    monkeypatch.setattr(Path, "open", real_open)
+    assert follower.read(CONTRACT).rows.puid == [f"p{i}" for i in range(5)]  # each once
