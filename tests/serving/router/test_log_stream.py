@@ -155,3 +155,23 @@ def test_the_cli_option_picks_the_sink_by_its_value(tmp_path: Path, redis_url: s
     assert open_prediction_log("", None, None, 64.0, None) is None  # an empty SLUICE_PREDICTION_LOG: no log
     with pytest.raises(typer.Exit):
         open_prediction_log("redis://h:1/0?stream=", None, None, 64.0, None)
+
+
+def test_a_sink_that_keeps_failing_is_reported_once_per_period_not_per_batch(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc, url = start_redis(tmp_path)
+    proc.kill()
+    proc.wait()
+    plog = PredictionLog(RedisStreamSink(url, socket_timeout=0.2, retry_after=0.0), interval=0.001)
+    plog.start()
+    with caplog.at_level("WARNING", logger="sluice.router.prediction_log"):
+        for i in range(30):
+            plog.offer(copy(i))
+            assert plog.flush()
+    plog.stop()
+    dropped = sum(n for (_, _, reason), n in plog.dropped_write.items() if reason == SINK_ERROR)
+    assert dropped == 30
+    warnings = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 1 and "1 record(s) dropped" in warnings[0].getMessage()
+    assert "127.0.0.1" in warnings[0].getMessage()
