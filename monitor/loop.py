@@ -35,7 +35,9 @@ from typing import Any
 
 from model.contract import Contract, load_contract
 from monitor.assess import Thresholds, assess
+from monitor.follow import Follower
 from monitor.records import Log, Scope, read_log
+from monitor.sources import SourceError, open_source
 
 log = logging.getLogger("sluice.loop")
 
@@ -57,7 +59,7 @@ class LoopError(RuntimeError):
 @dataclass(frozen=True)
 class LoopSettings:
     repo: Path
-    log_dir: Path
+    log_dir: Path | str  # a directory or a redis:// stream URL
     env: str = "local"  # the first environment a new model is promoted into
     thresholds: Thresholds = field(default_factory=Thresholds)
     label_window: float = 86400.0
@@ -66,6 +68,7 @@ class LoopSettings:
     data_file: str = DATA_FILE
     python: str = sys.executable
     chain: tuple[str, ...] = ()  # ordered environments: a promotion in one is proposed to the next
+    state_dir: Path | None = None  # the log reader's position and kept records (None: read the whole log)
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def maybe_start(settings: LoopSettings, p: Progress, now: float) -> Outcome:
     """Check the triggers on the labelled rows newer than the last data version; commit a data version if one
     fires and there are enough of them."""
     contract = load_contract(settings.repo / "contract.yaml")
-    log_read = read_log(settings.log_dir, contract, Scope(), settings.label_window)
+    log_read = read_live(settings, contract)
     found = assess(log_read, contract, settings.thresholds)
     reasons = [f"{a.predictor}: {r}" for a in found for r in a.reasons(settings.thresholds)]
     last = p.started if p.started is not None else _first_commit_time(settings.repo)
@@ -181,6 +184,22 @@ def maybe_start(settings: LoopSettings, p: Progress, now: float) -> Outcome:
             f"(a retrain needs {settings.min_new_labels})",
         )
     return commit_data(settings, contract, log_read, fresh, reasons)
+
+
+_followers: dict[tuple[str, Path], Follower] = {}
+
+
+def read_live(settings: LoopSettings, contract: Contract) -> Log:
+    """The whole log as the triggers see it; with a state directory read incrementally (same result)."""
+    try:
+        if settings.state_dir is None:
+            return read_log(settings.log_dir, contract, Scope(), settings.label_window)
+        key = (str(settings.log_dir), settings.state_dir)
+        if key not in _followers:
+            _followers[key] = Follower(open_source(settings.log_dir), settings.state_dir)
+        return _followers[key].read(contract, Scope(), settings.label_window)
+    except SourceError as e:
+        raise LoopError(str(e)) from None
 
 
 def _first_commit_time(repo: Path) -> float:

@@ -13,38 +13,19 @@ by reason in `Skipped`, never raised.
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from model.contract import Contract
+from monitor.sources import LogSource, Skipped, open_source
 from serving.core.validation import Features, RequestError
 from serving.protocols import labels
 from serving.protocols.seldon import decode_predict
 from serving.protocols.v2 import decode_infer
-from serving.router.prediction_log import log_files
-
-MAX_LINE = 4 << 20  # a line longer than this is skipped unread
-
-
-@dataclass
-class Skipped:
-    """What was not used, by reason."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, reason: str, n: int = 1) -> None:
-        self.counts[reason] += n
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
 
 
 @dataclass
@@ -56,35 +37,16 @@ class Scope:
     since: float | None = None
     until: float | None = None
 
-
-def read_lines(directory: str | Path, skipped: Skipped) -> Iterator[dict[str, Any]]:
-    """Each record of the log's files, oldest file first; bad lines are counted and skipped."""
-    for path in log_files(directory):
-        try:
-            handle = path.open("rb")
-        except OSError:
-            skipped.add("unreadable_file")
-            continue
-        with handle:
-            for line in handle:
-                if len(line) > MAX_LINE:
-                    skipped.add("line_too_long")
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    doc = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    skipped.add("not_json")  # a torn last line after a crash, or an edited file
-                    continue
-                if not isinstance(doc, dict) or doc.get("kind") not in ("prediction", "feedback"):
-                    skipped.add("not_a_record")
-                    continue
-                t = doc.get("time")
-                if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-                    skipped.add("bad_time")
-                    continue
-                yield doc
+    def keeps(self, doc: dict[str, Any]) -> bool:
+        """Whether a record can count in this scope (a feedback older than `since` joins nothing in it)."""
+        if self.namespace is not None and doc.get("namespace") != self.namespace:
+            return False
+        if self.deployment is not None and doc.get("deployment") != self.deployment:
+            return False
+        t = float(doc["time"])
+        if doc["kind"] == "feedback":
+            return self.since is None or t >= self.since - 1.0
+        return (self.since is None or t >= self.since) and (self.until is None or t <= self.until)
 
 
 @dataclass
@@ -142,11 +104,36 @@ class Log:
 
 
 def read_log(
-    directory: str | Path, contract: Contract, scope: Scope | None = None, label_window: float = 86400.0
+    log: str | Path | LogSource,
+    contract: Contract,
+    scope: Scope | None = None,
+    label_window: float = 86400.0,
 ) -> Log:
-    """Read the log's predictions within `scope`, decode them against `contract`, and join feedback."""
-    scope = scope or Scope()
+    """Read the whole log (a directory, a redis:// stream URL, or a `LogSource`): its predictions within `scope`,
+    decoded against `contract`, with feedback joined."""
+    source = open_source(log) if isinstance(log, str | Path) else log
     skipped = Skipped()
+    docs = list(source.read(skipped))
+    skipped.add("not_json", source.torn)
+    return build_log(docs, contract, scope, label_window, skipped)
+
+
+def build_log(
+    docs: Iterable[dict[str, Any]],
+    contract: Contract,
+    scope: Scope | None = None,
+    label_window: float = 86400.0,
+    skipped: Skipped | None = None,
+    decoded: dict[int, tuple[dict[str, Any], Any]] | None = None,
+) -> Log:
+    """Decode the records within `scope` against `contract` and join feedback. Records are taken in time order
+    (ties: their place in the log), so the result does not depend on how, or in how many reads, they were read.
+
+    `decoded` (record id -> (record, its rows or why they were refused)) keeps the decoding of records read
+    before, for a reader that builds the log again from mostly the same records; the contract must not change
+    between builds that share it."""
+    scope = scope or Scope()
+    skipped = skipped if skipped is not None else Skipped()
     features = Features.of(contract.features)
     names = contract.feature_names
     name_set = set(names)
@@ -162,22 +149,25 @@ def read_log(
     feedback: list[dict[str, Any]] = []
     where: dict[str, tuple[str, str]] = {}
     requests = 0
-    for doc in read_lines(directory, skipped):
-        if scope.namespace is not None and doc.get("namespace") != scope.namespace:
-            continue
-        if scope.deployment is not None and doc.get("deployment") != scope.deployment:
-            continue
+    for doc in sorted((x for x in docs if scope.keeps(x)), key=_order):
         if doc["kind"] == "feedback":
             feedback.append(doc)
             continue
         t = float(doc["time"])
-        if (scope.since is not None and t < scope.since) or (scope.until is not None and t > scope.until):
+        hit = decoded.get(id(doc)) if decoded is not None else None
+        if hit is not None and hit[0] is doc:
+            result = hit[1]
+        else:
+            try:
+                result = _decode(doc, features, names, name_set, classes)
+            except (RequestError, ValueError, TypeError, KeyError) as e:
+                result = "rows_refused" if isinstance(e, RequestError) else "bad_record"
+            if decoded is not None:
+                decoded[id(doc)] = (doc, result)  # (the record held, so its id is not reused while cached)
+        if isinstance(result, str):
+            skipped.add(result)
             continue
-        try:
-            X, out = _decode(doc, features, names, name_set, classes)
-        except (RequestError, ValueError, TypeError, KeyError) as e:
-            skipped.add("rows_refused" if isinstance(e, RequestError) else "bad_record")
-            continue
+        X, out = result
         if len(out) != X.shape[0]:
             skipped.add("prediction_count_mismatch")
             continue
@@ -203,6 +193,10 @@ def read_log(
                 [None] * n, [None] * n)  # fmt: skip
     counts = _join(rows, feedback, contract, label_window, skipped)
     return Log(rows, counts, skipped, requests, where)
+
+
+def _order(doc: dict[str, Any]) -> tuple[float, Any]:
+    return (float(doc["time"]), doc.get("_at") or [])
 
 
 def _decode(

@@ -40,7 +40,7 @@ def _hera(factory: Callable[[], Any]) -> Callable[[], dict[str, Any]]:
 
 
 def catalog() -> list[Pipeline]:
-    from pipelines import admission, batch, build_image, events, promote, retrain, train
+    from pipelines import admission, batch, build_image, events, promote, retrain, retrain_from_log, train
 
     return [
         Pipeline(train.NAME, "WorkflowTemplate", "pipelines/train.py", _hera(train.build)),
@@ -73,6 +73,12 @@ def catalog() -> list[Pipeline]:
             "ValidatingAdmissionPolicyBinding",
             MODULE_ADMISSION,
             admission.pods_binding,
+        ),
+        Pipeline(
+            retrain_from_log.NAME,
+            "WorkflowTemplate",
+            "pipelines/retrain_from_log.py",
+            _hera(retrain_from_log.build),
         ),
         Pipeline(retrain.CRON_NAME, "CronWorkflow", "pipelines/retrain.py", _hera(retrain.build_cron)),
         Pipeline(

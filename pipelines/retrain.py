@@ -1,11 +1,13 @@
-"""Retraining in the cluster: a nightly CronWorkflow and a drift-alert Sensor, each submitting the `train`
-WorkflowTemplate at main.
+"""Retraining in the cluster: a nightly CronWorkflow and a drift-alert Sensor, each submitting the
+`retrain-from-log` WorkflowTemplate (pipelines/retrain_from_log.py) from main.
 
 The drift alert (`SluiceDriftHigh`, gitops/monitoring/prometheusrule.yaml, on the `sluice_drift_score` that
 `sluice monitor` exports) reaches Argo Events through an Alertmanager webhook receiver pointed at the
 `drift-alerts` EventSource (`http://drift-alerts-eventsource-svc.sluice:12000/alertmanager`); the Sensor
-submits `train` only for a firing alert of that name. Training runs on the data version main holds: the
-labelled live rows become one through `sluice loop` (or the retrain GitHub workflow), which commits them.
+submits a run only for a firing alert of that name. The run reads the routers' prediction log, commits the
+labelled live rows as a data version on a branch retrain/<run> (when a trigger fires and enough rows are newly
+labelled), trains on it and pushes the branch, like `sluice loop` on one machine and the retrain GitHub
+workflow.
 Like events.py, the Argo Events objects are typed dicts checked against gitops/schemas/.
 """
 
@@ -20,7 +22,7 @@ from hera.workflows.models import Parameter as ModelParameter
 from pipelines import steps
 from pipelines.conventions import EVENTS_SERVICE_ACCOUNT, NAMESPACE, labels, ui_annotations
 from pipelines.events import Resource
-from pipelines.train import NAME as TRAIN_TEMPLATE
+from pipelines.retrain_from_log import NAME as RETRAIN_TEMPLATE
 
 CRON_NAME = "train-nightly"
 EVENT_SOURCE_NAME = "drift-alerts"
@@ -32,14 +34,14 @@ WEBHOOK_SECRET = "sluice-drift-webhook"  # a Secret with `token`: the bearer tok
 
 
 def build_cron() -> CronWorkflow:
-    """Every night at 03:30 UTC, train at main (a no-op for DVC when nothing changed: stages are cached)."""
+    """Every night at 03:30 UTC, retrain from the log (a no-op when no trigger fires or too few new labels)."""
     return CronWorkflow(
         name=CRON_NAME,
         namespace=NAMESPACE,
         labels=labels("train"),
         annotations=ui_annotations(
             "Nightly retraining",
-            "Every night at 03:30 UTC: run the `train` template at main (the live data versions it holds).",
+            "Every night at 03:30 UTC: run `retrain-from-log` from main (the schedule is one of its triggers).",
         ),
         schedules=["30 3 * * *"],
         timezone="UTC",
@@ -47,9 +49,9 @@ def build_cron() -> CronWorkflow:
         starting_deadline_seconds=600,
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=7,
-        workflow_template_ref=WorkflowTemplateRef(name=TRAIN_TEMPLATE),
+        workflow_template_ref=WorkflowTemplateRef(name=RETRAIN_TEMPLATE),
         workflow_metadata=steps.run_metadata(
-            "train", "Nightly retraining", "Scheduled run of `train` at main."
+            "retrain", "Nightly retraining", "Scheduled run of `retrain-from-log` from main."
         ),
         arguments=Arguments(parameters=[ModelParameter(name="revision", value="main")]),
     )
@@ -103,12 +105,12 @@ def workflow_to_submit() -> dict[str, Any]:
         "apiVersion": "argoproj.io/v1alpha1",
         "kind": "Workflow",
         "metadata": {
-            "generateName": "train-drift-",
+            "generateName": "retrain-drift-",
             "namespace": NAMESPACE,
-            "labels": {**labels("train"), "sluice.dev/trigger": "drift"},
+            "labels": {**labels("retrain"), "sluice.dev/trigger": "drift"},
         },
         "spec": {
-            "workflowTemplateRef": {"name": TRAIN_TEMPLATE},
+            "workflowTemplateRef": {"name": RETRAIN_TEMPLATE},
             "arguments": {"parameters": [{"name": "revision", "value": "main"}]},
         },
     }
@@ -122,7 +124,9 @@ def sensor() -> Resource:
             "name": SENSOR_NAME,
             "namespace": NAMESPACE,
             "labels": labels("train"),
-            "annotations": {"sluice.dev/description": f"Submits the train template when {ALERT} fires."},
+            "annotations": {
+                "sluice.dev/description": f"Submits the retrain-from-log template when {ALERT} fires."
+            },
         },
         "spec": {
             "template": {"serviceAccountName": EVENTS_SERVICE_ACCOUNT},
@@ -130,7 +134,7 @@ def sensor() -> Resource:
             "triggers": [
                 {
                     "template": {
-                        "name": "submit-train",
+                        "name": "submit-retrain",
                         "argoWorkflow": {"operation": "submit", "source": {"resource": workflow_to_submit()}},
                     },
                     # Alertmanager notifies again every repeat_interval: at most one training an hour.

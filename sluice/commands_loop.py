@@ -14,7 +14,12 @@ from sluice.console import console, report
 
 def loop(
     log_dir: Annotated[
-        Path, typer.Argument(help="the prediction log directory (`sluice up --prediction-log`)")
+        str,
+        typer.Argument(
+            metavar="LOG",
+            help="the prediction log: a directory (`sluice up --prediction-log DIR`) or a Redis stream "
+            "redis://host:port/db?stream=KEY (`sluice router --prediction-log URL`)",
+        ),
     ],
     repo: Annotated[
         Path, typer.Option(help="the repository: dvc.yaml, params.yaml, contract.yaml, gitops/")
@@ -41,6 +46,22 @@ def loop(
             "the next with its gate evidence (never one rolled back there before)"
         ),
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="where the log reader keeps its position and the records it read, so each turn reads only "
+            "what is new (default: sluice/log-reader inside the repository's git directory; a cache: deleting "
+            "it makes the next turn read the whole log, with the same result)"
+        ),
+    ] = None,
+    collect: Annotated[
+        bool,
+        typer.Option(
+            "--collect",
+            help="only check the triggers and, when one fires, commit the data version; then exit (the "
+            "cluster's retrain-from-log workflow trains in a step of its own)",
+        ),
+    ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="do the next step (or check the triggers) and exit")
     ] = False,
@@ -68,8 +89,19 @@ def loop(
     for needed in ("dvc.yaml", "params.yaml", "contract.yaml", ".git"):
         if not (repo / needed).exists():
             report(f"--repo {repo}: no {needed} (the loop runs in a Sluice repository)")
-    if not log_dir.is_dir():
-        report(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
+    from monitor.sources import SourceError, is_stream, open_source
+
+    try:
+        open_source(log_dir)
+    except SourceError as e:
+        report(e)
+    if state is None:
+        from monitor.loop import LoopError, git
+
+        try:
+            state = Path(git(repo, "rev-parse", "--absolute-git-dir").strip()) / "sluice" / "log-reader"
+        except LoopError as e:
+            report(f"--repo {repo}: {e}")
     policy = policy or repo / "policies" / f"{env}.yaml"
     if not policy.is_file():
         report(f"--policy {policy}: no such file")
@@ -81,13 +113,14 @@ def loop(
 
     settings = LoopSettings(
         repo=repo,
-        log_dir=log_dir.resolve(),
+        log_dir=log_dir if is_stream(log_dir) else Path(log_dir).resolve(),
         env=env,
         thresholds=thresholds,
         label_window=label_window,
         retrain_every=spec.retrain_every,
         min_new_labels=min_new_labels,
         chain=tuple(e.strip() for e in chain.split(",") if e.strip()) if chain else (),
+        state_dir=state.resolve(),
     )
     if chain and (len(settings.chain) < 2 or settings.chain[0] != env):
         report(f"--chain {chain!r}: name at least two environments, starting with --env {env}")
@@ -98,6 +131,20 @@ def loop(
         )
         console.print(f"[{style}]{outcome.step}[/] {outcome.detail}", highlight=False, markup=True)
 
+    if collect:
+        import time
+
+        from monitor.loop import maybe_start, progress
+
+        try:
+            p = progress(repo)
+            if p.open:
+                show(Outcome("waiting", f"retrain {p.retrain} is open (step {p.step}): it finishes first"))
+            else:
+                show(maybe_start(settings, p, time.time()))
+        except LoopError as e:
+            report(str(e))
+        return
     if once:
         try:
             show(next_step(settings))

@@ -12,6 +12,7 @@ from sluice.console import report as refuse
 
 if TYPE_CHECKING:
     from monitor.assess import Thresholds
+    from monitor.follow import Follower
     from monitor.run import Run
 
 
@@ -53,7 +54,13 @@ def thresholds_from(
 
 def monitor(
     log_dir: Annotated[
-        Path, typer.Argument(help="the prediction log directory (`sluice up --prediction-log`)")
+        str,
+        typer.Argument(
+            metavar="LOG",
+            help="the prediction log: a directory (`sluice up --prediction-log DIR`) or a Redis stream "
+            "redis://host:port/db?stream=KEY (`sluice router --prediction-log URL`; KEY defaults to "
+            "sluice:predictions)",
+        ),
     ],
     contract: Annotated[
         Path, typer.Option(help="the data contract whose reference distributions live data is compared with")
@@ -95,6 +102,14 @@ def monitor(
     watch: Annotated[
         str | None, typer.Option(help="run again every DURATION until Ctrl-C (e.g. 5m) (default: run once)")
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            help="keep the reader's position and the records the window still uses in this directory: each run "
+            "reads only what is new since the last (same figures as reading the whole log; a corrupt state "
+            "is reported and the log read again from its start)"
+        ),
+    ] = None,
     check: Annotated[
         bool,
         typer.Option("--check", help="exit with status 3 when a retrain is called for (for cron and CI)"),
@@ -116,8 +131,17 @@ def monitor(
     joined_window = _duration(label_window, "--label-window") or default_label_window
     span = _duration(window, "--window")
     interval = _duration(watch, "--watch")
-    if not log_dir.is_dir():
-        refuse(f"{log_dir}: no such directory (start `sluice up --prediction-log {log_dir}` first)")
+    from rich.markup import escape
+
+    from monitor.follow import Follower
+    from monitor.sources import SourceError, open_source
+
+    try:
+        follower = Follower(open_source(log_dir), state)
+    except SourceError as e:
+        refuse(e)
+    if follower.reset:
+        console.print(f"[yellow]--state:[/] {escape(follower.reset)}; reading the log from its start")
     try:
         spec = load_contract(contract)
     except ContractError as e:
@@ -136,7 +160,14 @@ def monitor(
     run = None
     try:
         while True:
-            run = _run(log_dir, spec, t, namespace, deployment, span, joined_window, report, textfile, latest)
+            try:
+                run = _run(
+                    follower, spec, t, namespace, deployment, span, joined_window, report, textfile, latest
+                )
+            except SourceError as e:
+                if interval is None:
+                    refuse(e)
+                console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # --watch tries again
             if interval is None or stop.wait(interval):
                 break
     except KeyboardInterrupt:
@@ -157,7 +188,7 @@ class _Latest:
 
 
 def _run(
-    log_dir: Path,
+    follower: Follower,
     spec: Any,
     t: Thresholds,
     namespace: str | None,
@@ -176,13 +207,23 @@ def _run(
     from monitor.run import run_once
 
     run = run_once(
-        log_dir, spec, t, namespace=namespace, deployment=deployment, window=span, label_window=label_window
+        follower.source.label,
+        spec,
+        t,
+        namespace=namespace,
+        deployment=deployment,
+        window=span,
+        label_window=label_window,
+        follower=follower,
     )
     registry = registry_of(run.assessments, run.log.labels, run.at)
     latest.registry = registry
     if textfile is not None:
         write_textfile(registry, textfile)
-    table = Table(title=f"{escape(str(log_dir))}: {run.log.requests} requests read")
+    label = follower.source.label
+    table = Table(
+        title=f"{escape(label)}: {run.log.requests} requests ({follower.read_last} new records read)"
+    )
     for column in (
         "predictor",
         "rows",
@@ -215,7 +256,7 @@ def _run(
     for reason in run.reasons:
         console.print(f"[bold red]retrain:[/] {escape(reason)}", highlight=False)
     if report is not None:
-        page = write_report(report, run.assessments, run.log.labels, run.log.skipped, t, str(log_dir))
+        page = write_report(report, run.assessments, run.log.labels, run.log.skipped, t, label)
         console.print(f"report: {escape(str(page))}", highlight=False)
     return run
 

@@ -13,6 +13,7 @@ from sluice.console import report
 from sluice.log_options import (
     LogFileMb,
     LogKeepFiles,
+    LogMaxlen,
     LogPolicy,
     LogSample,
     PredictionLogDir,
@@ -70,6 +71,7 @@ def router(
     log_policy: LogPolicy = None,
     log_file_mb: LogFileMb = 64.0,
     log_keep_files: LogKeepFiles = None,
+    log_maxlen: LogMaxlen = 1_000_000,
 ) -> None:
     """Route a deployment's traffic to the Services Seldon Core or KServe creates for its predictors.
 
@@ -92,7 +94,9 @@ def router(
             report(f"--resolve {item!r}: expected SERVICE:PORT=HOST:PORT")
         mapping[service] = target
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plog = open_prediction_log(prediction_log, log_sample, log_policy, log_file_mb, log_keep_files)
+    plog = open_prediction_log(
+        prediction_log, log_sample, log_policy, log_file_mb, log_keep_files, log_maxlen
+    )
     settings = ClusterSettings(
         manifest,
         host=host,

@@ -13,6 +13,7 @@ from sluice.console import console, err_console, report
 from sluice.log_options import (
     LogFileMb,
     LogKeepFiles,
+    LogMaxlen,
     LogPolicy,
     LogSample,
     PredictionLogDir,
@@ -56,6 +57,7 @@ def up(
     log_policy: LogPolicy = None,
     log_file_mb: LogFileMb = 64.0,
     log_keep_files: LogKeepFiles = None,
+    log_maxlen: LogMaxlen = 1_000_000,
 ) -> None:
     """Start one predictor process per predictor, then the router; follow the manifest as it changes.
 
@@ -86,7 +88,9 @@ def up(
         if event.converged:
             _table(runtime)
 
-    plog = open_prediction_log(prediction_log, log_sample, log_policy, log_file_mb, log_keep_files)
+    plog = open_prediction_log(
+        prediction_log, log_sample, log_policy, log_file_mb, log_keep_files, log_maxlen
+    )
     runtime = LocalRuntime(
         directory,
         host=host,

@@ -13,11 +13,14 @@ if TYPE_CHECKING:
     from serving.router.prediction_log import PredictionLog
 
 PredictionLogDir = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        help="record each answer (inputs, prediction, predictor, model digest, puid, time) and each feedback as "
-        "JSON Lines in this directory, for `sluice monitor` and `sluice loop`; off the request path (a bounded "
-        "buffer; records that do not fit are dropped and counted in sluice_prediction_log_dropped_total)",
+        help="record each answer (inputs, prediction, predictor, model digest, puid, time) and each feedback, "
+        "for `sluice monitor` and `sluice loop`: a DIRECTORY of JSON Lines files (one machine), or a Redis "
+        "stream redis://host:port/db?stream=KEY (a cluster; KEY defaults to sluice:predictions); off the "
+        "request path (a bounded buffer; records that do not fit, or that Redis does not take, are dropped and "
+        "counted in sluice_prediction_log_dropped_total)",
+        envvar="SLUICE_PREDICTION_LOG",
         rich_help_panel="Prediction log",
     ),
 ]
@@ -39,6 +42,13 @@ LogPolicy = Annotated[
 LogFileMb = Annotated[
     float, typer.Option(help="start a new log file past this size (MiB)", rich_help_panel="Prediction log")
 ]
+LogMaxlen = Annotated[
+    int,
+    typer.Option(
+        help="(a Redis stream) keep about this many entries: XADD MAXLEN ~ (older ones are trimmed)",
+        rich_help_panel="Prediction log",
+    ),
+]
 LogKeepFiles = Annotated[
     int | None,
     typer.Option(
@@ -49,14 +59,16 @@ LogKeepFiles = Annotated[
 
 
 def open_prediction_log(
-    directory: Path | None,
+    directory: str | Path | None,
     sample: float | None,
     policy: Path | None,
     file_mb: float,
     keep_files: int | None,
+    maxlen: int = 1_000_000,
 ) -> PredictionLog | None:
-    """The log the options ask for (None without a directory); a bad option ends the command with its name."""
-    if directory is None:
+    """The log the options ask for (None without a destination); a bad option ends the command with its name."""
+    # (SLUICE_PREDICTION_LOG set but empty, a Secret without a URL: no log)
+    if directory is None or not str(directory).strip():
         if sample is not None or policy is not None:
             report("--log-sample and --log-policy need --prediction-log DIR")
         return None
@@ -73,10 +85,26 @@ def open_prediction_log(
         report(f"--log-sample: {sample} is not a fraction between 0 and 1")
     if file_mb <= 0:
         report(f"--log-file-mb: {file_mb} must be positive")
-    from serving.router.prediction_log import FileSink, PredictionLog
+    from serving.router.prediction_log import FileSink, LogSink, PredictionLog
 
-    try:
-        sink = FileSink(directory, max_file_bytes=max(1024, int(file_mb * (1 << 20))), keep_files=keep_files)
-    except (OSError, ValueError) as e:
-        report(f"--prediction-log {directory}: {e}")
+    sink: LogSink
+    if is_stream(str(directory)):
+        from serving.router.log_stream import RedisStreamSink
+
+        try:
+            sink = RedisStreamSink(str(directory), maxlen=maxlen)
+        except ValueError as e:
+            report(f"--prediction-log: {e}")
+    else:
+        try:
+            sink = FileSink(
+                Path(directory), max_file_bytes=max(1024, int(file_mb * (1 << 20))), keep_files=keep_files
+            )
+        except (OSError, ValueError) as e:
+            report(f"--prediction-log {directory}: {e}")
     return PredictionLog(sink, sample=sample)
+
+
+def is_stream(target: str) -> bool:
+    """Whether a --prediction-log value names a Redis stream rather than a directory."""
+    return target.startswith(("redis://", "rediss://", "unix://"))

@@ -21,9 +21,9 @@ Feedback is always recorded (it is rare and what the labels are made of); predic
 A body that is not JSON is recorded as null with `"malformed": true` (the predictor judged it, not the log).
 
 `FileSink` appends to `predictions-<UTC time>-<pid>-<n>.jsonl` files in one directory, starting a new file once
-one reaches `max_file_bytes` and deleting the oldest beyond `keep_files`. A cluster sink (an object-storage
-bucket, a Kafka topic) implements the same two methods, `write(lines)` and `close()`, and takes the batches the
-writer thread hands it (see the README).
+one reaches `max_file_bytes` and deleting the oldest beyond `keep_files`. The cluster's sink,
+`serving.router.log_stream.RedisStreamSink`, implements the same two methods, `write(lines)` and `close()`, and
+takes the batches the writer thread hands it (see the README).
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ MAX_RECORD_BYTES = 256 << 10
 BUFFER_BYTES = 32 << 20
 MAX_FILE_BYTES = 64 << 20
 INTERVAL = 0.25  # seconds between the writer's rounds (sooner when a quarter of the buffer is used)
+WARN_EVERY = 30.0  # seconds between two warnings that the sink fails (the counter counts every drop)
 # Reasons a record is not written (the `reason` label).
 QUEUE_FULL = "queue_full"
 OVERSIZE = "oversize"
@@ -170,6 +171,8 @@ class PredictionLog:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._writing = False
+        self._warned_at = -WARN_EVERY
+        self._unreported = 0  # records dropped by the sink since the last warning
         # Counters, each written by one thread only (the loop: offered, dropped on offer; the writer: the rest).
         self.dropped_offer: dict[tuple[str, str, str], int] = {}
         self.dropped_write: dict[tuple[str, str, str], int] = {}
@@ -253,8 +256,12 @@ class PredictionLog:
             lines.append(orjson.dumps(record(copy)) + b"\n")
         try:
             self.sink.write(lines)
-        except Exception as e:  # a full disk, a closed bucket: count and carry on serving
-            log.warning("prediction log: writing %d record(s) failed: %s", len(lines), e)
+        except Exception as e:  # a full disk, a Redis that is down: count and carry on serving
+            self._unreported += len(lines)
+            now = time.monotonic()
+            if now - self._warned_at >= WARN_EVERY:  # one line per WARN_EVERY, not one per batch
+                log.warning("prediction log: %d record(s) dropped, the sink failed: %s", self._unreported, e)
+                self._warned_at, self._unreported = now, 0
             for copy in batch:
                 self._count(self.dropped_write, (copy.namespace, copy.deployment, SINK_ERROR))
             return

@@ -118,6 +118,24 @@ def test_the_router_flags_exist_and_admin_stays_off_the_service() -> None:
     assert monitor["port"] == "metrics" and monitor["path"] == "/metrics" and monitor["honorLabels"] is True
 
 
+def test_the_prediction_log_comes_from_an_optional_secret_the_cli_reads() -> None:
+    """The stream URL (it may hold a password) comes from a Secret; without it the router runs with no log."""
+    from sluice.log_options import PredictionLogDir
+
+    (container,) = find(render("staging"), "Deployment", "sluice-router")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (var,) = [e for e in container.get("env", []) if e["name"] == "SLUICE_PREDICTION_LOG"]
+    assert var["valueFrom"]["secretKeyRef"] == {
+        "name": "sluice-prediction-log",
+        "key": "url",
+        "optional": True,
+    }
+    (option,) = PredictionLogDir.__metadata__
+    assert option.envvar == var["name"]
+    assert not any(a.startswith("--log-") for a in container["args"])  # they would need the log to be on
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_requests_are_counted_once(env: str) -> None:
     """The router counts requests and feedback; the executors' copies are dropped at scrape time."""

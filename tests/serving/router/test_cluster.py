@@ -7,6 +7,7 @@ replica decides must not depend on what it alone has seen.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from testkit.services import free_port
+from testkit.services import free_port, start_redis
 from up_harness import REPO, metric_samples, predictor, write_manifest
 
 from deployment import seldon
@@ -38,6 +39,7 @@ class Cluster:
     replicas: list[Replica]
     predictors: dict[str, str]  # name -> predictor process URL
     manifest: Path
+    log: str  # the replicas' prediction log, one Redis stream
 
 
 def wait(predicate: object, timeout: float, what: str, logs: list[Path]) -> None:
@@ -68,6 +70,9 @@ def cluster(
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     predictors, resolve = {}, []
+    redis_proc, redis_url = start_redis(work)
+    procs.append(redis_proc)
+    stream = redis_url + "?stream=sluice:predictions:test"
     try:
         for name, bundle in zip(names, bundles, strict=True):
             port = free_port()
@@ -90,7 +95,11 @@ def cluster(
                 sys.executable, "-m", "sluice", "router", str(env / "seldondeployment.yaml"), "--host", "127.0.0.1",
                 "--port", str(port), "--admin-port", str(admin), "--probe-path", "/v2/health/ready", *resolve,
             ]  # fmt: skip
-            procs.append(subprocess.Popen(argv, cwd=REPO, stdout=log.open("wb"), stderr=subprocess.STDOUT))
+            # As gitops/router/deployment.yaml sets it from the optional Secret sluice-prediction-log.
+            environ = {**os.environ, "SLUICE_PREDICTION_LOG": stream}
+            procs.append(
+                subprocess.Popen(argv, cwd=REPO, env=environ, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            )
             replicas.append(Replica(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", procs[-1]))
         for r in replicas:
             wait(
@@ -102,7 +111,7 @@ def cluster(
                 "replicas ready",
                 logs,
             )
-        yield Cluster(replicas, predictors, env / "seldondeployment.yaml")
+        yield Cluster(replicas, predictors, env / "seldondeployment.yaml", stream)
     finally:
         for p in procs:
             p.terminate()
@@ -203,3 +212,32 @@ def test_both_replicas_follow_a_manifest_change(cluster: Cluster) -> None:
             assert seen == {first}
     finally:
         cluster.manifest.write_text(text)
+
+
+def test_both_replicas_log_to_one_stream_and_feedback_joins_across_them(cluster: Cluster) -> None:
+    """The cluster's prediction log: each replica appends to the Redis stream; a prediction answered by one
+    replica and its feedback sent to the other are joined when `sluice monitor` reads the stream."""
+    import time
+
+    from model.contract import load_contract
+    from monitor.records import read_log
+
+    a, b = cluster.replicas
+    puids = []
+    for i in range(6):
+        answer = httpx.post((a if i % 2 else b).url + "/api/v1.0/predictions", json=ROW)
+        assert answer.status_code == 200
+        puid = answer.json()["meta"]["puid"]
+        puids.append(puid)
+        body = {"response": answer.json(), "truth": {"data": {"ndarray": [i % 2]}}}
+        assert httpx.post((b if i % 2 else a).url + "/api/v1.0/feedback", json=body).status_code == 200
+    contract = load_contract(REPO / "contract.yaml")
+    deadline = time.monotonic() + 30
+    while True:  # each replica's writer thread comes by every quarter second
+        log = read_log(cluster.log, contract)
+        mine = [i for i, u in enumerate(log.rows.puid) if u in puids]
+        if (len(mine) == 6 and log.labels.joined >= 6) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert sorted(log.rows.puid[i] for i in mine) == sorted(puids)
+    assert {log.rows.puid[i]: log.rows.truth[i] for i in mine} == {u: i % 2 for i, u in enumerate(puids)}
