@@ -22,6 +22,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -257,6 +258,9 @@ class Board:
         self.renderer: Callable[[Board, str, Part], str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._read_lock = threading.Lock()
+        # Actions run on threads of their own: a poll that is slow (a preview, a figure query against a Prometheus
+        # that does not answer) fills asyncio's default pool, and an abort must never queue behind it.
+        self._actions = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sluice-ui-action")
 
     @property
     def actions_enabled(self) -> bool:
@@ -348,6 +352,7 @@ class Board:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks.clear()
+        self._actions.shutdown(wait=False, cancel_futures=True)
 
     async def refresh(self, name: str) -> None:
         """Read `name` from Git now and push what changed."""
@@ -475,7 +480,9 @@ class Board:
         deadline = time.monotonic() + self.lock_wait
         while True:
             try:
-                result = await asyncio.to_thread(fn, e.source.environment, who)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._actions, fn, e.source.environment, who
+                )
                 break
             except Conflict:  # the reconciler holds the environment for a moment: wait for it, briefly
                 if time.monotonic() >= deadline:

@@ -4,7 +4,10 @@ oversized bodies, a foreign Host header, HTML in what Git says. Each refusal lea
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,27 @@ def test_abort_with_a_token_rolls_back_through_git_with_the_identity_in_the_comm
     # aborting again: nothing to abort, a 409 that says so
     again = armed.post(ABORT, headers=BEARER)
     assert again.status_code == 409 and "no rollout in progress" in again.json()["detail"]
+
+
+def test_an_abort_does_not_queue_behind_slow_polls(started: Path, tmp_path: Path) -> None:
+    """Every thread of asyncio's default pool is busy (as polls against a Prometheus that does not answer leave
+    them): an abort still goes through at once, on the actions' own threads."""
+    board = Board([source(started)], Tokens.load(token_file(tmp_path)))
+
+    async def scenario():  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=2))
+        release = threading.Event()
+        stuck = [loop.run_in_executor(None, release.wait) for _ in range(2)]
+        try:
+            return await asyncio.wait_for(board.act(ENV, "abort", "alice"), 30)
+        finally:
+            release.set()
+            await asyncio.gather(*stuck)
+            await board.stop()
+
+    result = asyncio.run(scenario())
+    assert result.action == "rollback" and result.commit == main(started)
 
 
 def test_approve_merges_the_waiting_step_as_the_cli_does(repo: Path, tmp_path: Path) -> None:

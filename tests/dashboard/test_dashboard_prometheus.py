@@ -193,9 +193,11 @@ def test_the_drift_panel_reads_the_monitors_series_through_prometheus(world) -> 
     # the reading's four queries share one evaluation time, but a scrape stamped before it can finish ingesting
     # between two of them: wait for a reading that saw the whole scrape (the features and the prediction)
     reading = wait_until(
-        lambda: (r := source.read(DEPLOYMENT, NAMESPACE)).predictors
-        and all(p.features and p.accuracy is not None for p in r.predictors.values())
-        and r,
+        lambda: (
+            (r := source.read(DEPLOYMENT, NAMESPACE)).predictors
+            and all(p.features and p.accuracy is not None for p in r.predictors.values())
+            and r
+        ),
         60,
         "drift series in Prometheus",
     )
