@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 CHAIN = ("staging", "production")
 DRIFTED = "mean_concave_points"  # the feature that shifts: the client's instrument was recalibrated
 SHIFT = 0.08  # about two standard deviations of the feature
-TOLERANCE = 0.6  # validate.quantile_tolerance for the retrain on drifted live data
 APPROVER = "the presenter (sluice demo grants production's approval)"
 
 
@@ -245,29 +244,22 @@ class Act5:
         """Staging and production serve the champion, under the demo's policies; one commit each."""
         from demo.run import DemoError
         from model.registry import CHAMPION, Registry
-        from rollout.guardrails import check_manifest
-        from rollout.run import candidate_model
-        from rollout.scm.local import LocalGit
-        from rollout.targets import DEFAULT_IMAGE
-        from rollout.targets.seldon import initial_manifest
+        from rollout.proposals import RolloutError
+        from rollout.run import init_environment
 
         champion = Registry(self.scratch.root).alias(self.demo.model_name, CHAMPION)
         if champion is None:
             raise DemoError("no champion in the registry after Act 2")
         uri = f"models:/{self.demo.model_name}/{champion.version}"
-        model_uri, digest = candidate_model(uri, self.scratch.root)
-        name = predictor_name(digest)
         for env in CHAIN:
             # What `sluice rollout init --force` writes: the environment's first manifest, committed to main.
-            text = initial_manifest(
-                env, model_uri, digest, deployment=self.demo.model_name, image=DEFAULT_IMAGE
-            )
-            problems = check_manifest(text)
-            if problems:
-                raise DemoError(f"{env}: " + "; ".join(str(x) for x in problems))
-            LocalGit(self.scratch.root).write_initial(
-                env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=True
-            )
+            try:
+                done = init_environment(
+                    self.scratch.root, env, uri, deployment=self.demo.model_name, force=True
+                )
+            except RolloutError as e:
+                raise DemoError(str(e)) from e
+            self.result.stable = done.name
             path = self.scratch.root / "policies" / f"{env}.yaml"
             path.write_text(
                 f"# The demo's {env} policy: policies/{env}.yaml's schema with bake times of seconds.\n"
@@ -275,14 +267,6 @@ class Act5:
             )
             self.scratch.git("add", str(path.relative_to(self.scratch.root)))
         self.scratch.git("commit", "-qm", "policies: the demo's staging and production policies")
-        # A retrain learns from the live rows, drifted: the data checks must let their quantiles move further
-        # from the contract's reference than the default (a quarter of its 5-95 % range) allows.
-        self.demo._set_params(
-            self.scratch,
-            {"validate": {"quantile_tolerance": TOLERANCE}},
-            f"params: live data may move a column's quantiles by {TOLERANCE:g} of its reference range",
-        )
-        self.result.stable = name
         self._say(f"staging and production serve the champion {uri} ({self.result.stable})")
         return uri
 

@@ -314,3 +314,58 @@ def track_with_dvc(root: Path, source: str) -> str:
         said = said.removeprefix("ERROR:").strip()
         raise ContractError(f"`dvc add {source}` failed: {said[:600] or f'exit code {proc.returncode}'}")
     return f"tracked with `dvc add {source}` (commit {source}.dvc)"
+
+
+def reprofile(contract: Contract, frame: pd.DataFrame, source: str) -> Contract:
+    """`contract` with each column's reference distribution measured again on `frame`, and nothing else changed.
+
+    What a person reviewed stays as it is: types, categories and classes, bounds, nullability and each column's
+    share of missing values. Only the distribution the `validate` stage and monitoring compare new data with
+    moves: a retrain on live data that drifted trains on the shift, and is judged and monitored against it.
+    Values that break the contract (text in a numeric column, out of its bounds, a category or class it does
+    not list) are left out of the measurement, so the `validate` stage still refuses them by name.
+    """
+
+    def numeric(column: str, old: Reference | None, bounds: tuple[float, float] | None) -> Reference | None:
+        values = pd.to_numeric(frame[column], errors="coerce").dropna().astype("float64")
+        if bounds is not None:
+            values = values[(values >= bounds[0]) & (values <= bounds[1])]
+        if old is None or not old.quantiles or values.empty:
+            return old
+        return old.model_copy(update={"quantiles": _quantiles(values)})
+
+    def frequencies(column: str, old: Reference | None, allowed: list[Any]) -> Reference | None:
+        values = frame[column].dropna()
+        values = values[values.isin(allowed)]
+        if old is None or not old.frequencies or values.empty:
+            return old
+        return old.model_copy(update={"frequencies": _frequencies(values)})
+
+    features = []
+    for f in contract.features:
+        if f.name not in frame.columns:
+            features.append(f)
+            continue
+        if f.type == "numeric":
+            reference = numeric(f.name, f.reference, f.bounds)
+        elif f.type == "boolean":
+            reference = frequencies(f.name, f.reference, [True, False])
+        else:
+            reference = frequencies(f.name, f.reference, list(f.categories or []))
+        features.append(f.model_copy(update={"reference": reference}))
+    t = contract.target
+    if t.name not in frame.columns:
+        target = t
+    elif t.task == "regression":
+        target = t.model_copy(update={"reference": numeric(t.name, t.reference, t.bounds)})
+    else:
+        target = t.model_copy(update={"reference": frequencies(t.name, t.reference, list(t.classes or []))})
+    return contract.model_copy(
+        update={
+            "features": features,
+            "target": target,
+            "profiled": Profiled(
+                source=source, rows=len(frame), at=datetime.now(UTC).isoformat(timespec="seconds")
+            ),
+        }
+    )

@@ -8,6 +8,8 @@ Git is the only state. Every commit of a retrain carries trailers:
     Sluice-Retrain-Step: data | trained | rejected | promoted
     Sluice-Retrain-Until: <time>       (data) the newest prediction whose label is in this data version
     Sluice-Retrain-Reason: <text>      (data) what triggered it; (rejected) why it stopped
+    Sluice-Retrain-Reference: <text>   (data) the contract's reference re-profiled from this data version
+    Sluice-Retrain-Reverted: <sha>     (rejected) the data version the pipeline refused, reverted
     Sluice-Model: sha256:...           (trained, promoted) the bundle `dvc repro` packaged
 
 `next_step` reads the newest retrain's commits on the checked-out branch and does the one step that follows
@@ -16,10 +18,17 @@ the last one recorded, checking first whether its effect is already there (the d
 moment converges when it runs again, with no duplicate commit and no duplicate promotion. A retrain that ends
 (`promoted` or `rejected`) lets the next trigger start a new one; a digest the gates rolled back before is
 never proposed again (quarantine), and is recorded as rejected.
+
+A data version re-profiles the contract's reference distribution (`model.profile.reprofile`): the `validate`
+stage keeps refusing broken data (types, categories, classes, bounds, nulls, all as a person reviewed them) but
+not the shift the retrain exists to learn, and monitoring then measures drift against what the new model was
+trained on. A data version the `validate` stage refuses is reverted by the commit that records the refusal,
+so the next retrain starts from the last good data version rather than on top of the broken rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import logging
@@ -45,6 +54,8 @@ RETRAIN = "Sluice-Retrain"
 STEP = "Sluice-Retrain-Step"
 UNTIL = "Sluice-Retrain-Until"
 REASON = "Sluice-Retrain-Reason"
+REFERENCE = "Sluice-Retrain-Reference"
+REVERTED = "Sluice-Retrain-Reverted"
 MODEL = "Sluice-Model"
 DATA_FILE = "data/source/live.csv"
 _SOURCE_LINE = re.compile(r"^(?P<indent>\s+)source:\s*(?P<value>\S+)(?P<rest>.*)$")
@@ -69,6 +80,7 @@ class LoopSettings:
     python: str = sys.executable
     chain: tuple[str, ...] = ()  # ordered environments: a promotion in one is proposed to the next
     state_dir: Path | None = None  # the log reader's position and kept records (None: read the whole log)
+    reprofile: bool = True  # a data version re-profiles the contract's reference distribution from its rows
 
 
 @dataclass(frozen=True)
@@ -134,8 +146,15 @@ def progress(repo: Path) -> Progress:
     return Progress(newest, last.get(STEP), until, model, started)
 
 
-def _commit(repo: Path, subject: str, trailers: Sequence[tuple[str, str]], paths: Sequence[str] = ()) -> str:
-    message = subject + "\n\n" + "\n".join(f"{k}: {v}" for k, v in trailers) + "\n"
+def _commit(
+    repo: Path,
+    subject: str,
+    trailers: Sequence[tuple[str, str]],
+    paths: Sequence[str] = (),
+    body: str = "",
+) -> str:
+    message = subject + "\n\n" + (body.strip() + "\n\n" if body.strip() else "")
+    message += "\n".join(f"{k}: {v}" for k, v in trailers) + "\n"
     if paths:
         git(repo, "add", "--", *paths)
         git(repo, "commit", "-q", "-F", "-", "--", *paths, input=message)
@@ -183,7 +202,7 @@ def maybe_start(settings: LoopSettings, p: Progress, now: float) -> Outcome:
             f"triggered ({'; '.join(reasons)}) but only {len(fresh)} newly labelled rows "
             f"(a retrain needs {settings.min_new_labels})",
         )
-    return commit_data(settings, contract, log_read, fresh, reasons)
+    return commit_data(settings, contract, log_read, fresh, reasons, _drift_scores(found))
 
 
 _followers: dict[tuple[str, Path], Follower] = {}
@@ -206,14 +225,32 @@ def _first_commit_time(repo: Path) -> float:
     return float(git(repo, "log", "--reverse", "--format=%ct", "HEAD").split()[0])
 
 
+def _drift_scores(found: Sequence[Any]) -> str:
+    """The largest feature drifts monitoring measured against the reference, e.g. `x PSI 1.204, y PSI 0.031`."""
+    scores: dict[str, float] = {}
+    for a in found:
+        for x in a.drifts:
+            if x.score == x.score:  # NaN: too few rows to judge
+                scores[x.feature] = max(scores.get(x.feature, 0.0), float(x.score))
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:5]
+    return ", ".join(f"{k} PSI {v:.3f}" for k, v in top) or "none measured"
+
+
 def commit_data(
-    settings: LoopSettings, contract: Contract, log_read: Log, fresh: list[int], reasons: list[str]
+    settings: LoopSettings,
+    contract: Contract,
+    log_read: Log,
+    fresh: list[int],
+    reasons: list[str],
+    drift: str = "",
 ) -> Outcome:
     """Append the fresh labelled rows to the live table (starting from the current source), track it with DVC,
-    point params.yaml at it, and commit."""
+    point params.yaml at it, re-profile the contract's reference from the table, and commit."""
     import pandas as pd
 
+    from model.contract import dump_contract
     from model.datasets import read_source, read_table
+    from model.profile import reprofile
 
     repo = settings.repo
     rows = log_read.rows
@@ -243,11 +280,23 @@ def commit_data(
     if (repo / gitignore).exists():
         paths.append(str(gitignore))
     reason = "; ".join(reasons)
+    trailers = [(RETRAIN, digest), (STEP, "data"), (UNTIL, f"{until:.6f}"), (REASON, _one_line(reason))]
+    body = ""
+    if settings.reprofile:
+        dump_contract(reprofile(contract, table, settings.data_file), repo / "contract.yaml")
+        paths.append("contract.yaml")
+        said = (
+            f"reference re-profiled from live data, {len(table)} rows ({len(fresh)} live), drift scores "
+            f"{drift or 'not measured'}"
+        )
+        trailers.append((REFERENCE, _one_line(said)))
+        body = (
+            f"contract.yaml: {said}. Types, categories, classes, bounds and null shares are unchanged, so the "
+            "validate stage still refuses broken rows; the distribution it and monitoring compare with is now "
+            "this data version's."
+        )
     _commit(
-        repo,
-        f"Retrain data: {len(fresh)} labelled live rows ({len(table)} in all)",
-        [(RETRAIN, digest), (STEP, "data"), (UNTIL, f"{until:.6f}"), (REASON, _one_line(reason))],
-        paths,
+        repo, f"Retrain data: {len(fresh)} labelled live rows ({len(table)} in all)", trailers, paths, body
     )
     _die_after("data")
     return Outcome(
@@ -260,18 +309,30 @@ def train(settings: LoopSettings, p: Progress) -> Outcome:
     from model.bundle import Bundle
 
     repo = settings.repo
+    if _reverting(repo):
+        # The last turn died between reverting a refused data version and recording the refusal: undo the
+        # half-done revert, so the pipeline refuses the data version again and the refusal is recorded once.
+        git(repo, "revert", "--abort")
+        if (repo / (settings.data_file + ".dvc")).exists():
+            _dvc(settings, "checkout", "-q", "--force", settings.data_file + ".dvc", check=False)
+    began = time.time()
     proc = _dvc(settings, "repro", check=False)
     if proc.returncode != 0:
+        refused = _refusal(repo, began)
         tail = _one_line(
-            (proc.stderr or proc.stdout).strip().splitlines()[-1]
-            if (proc.stderr or proc.stdout).strip()
-            else ""
+            refused or _failure_line(proc.stderr + "\n" + proc.stdout) or f"exit {proc.returncode}"
         )
-        _commit(
-            repo,
-            f"Retrain {p.retrain}: stopped, dvc repro failed",
-            [(RETRAIN, p.retrain or ""), (STEP, "rejected"), (REASON, tail or f"exit {proc.returncode}")],
-        )
+        trailers = [(RETRAIN, p.retrain or ""), (STEP, "rejected"), (REASON, tail)]
+        subject = f"Retrain {p.retrain}: stopped, dvc repro failed"
+        if refused:
+            reverted = _revert_data(settings, p.retrain or "")
+            if reverted:
+                _die_after("reverted")  # the revert is staged, the refusal not recorded yet
+                trailers.append((REVERTED, reverted))
+                subject = (
+                    f"Retrain {p.retrain}: stopped, the validate stage refused its data version (reverted)"
+                )
+        _commit(repo, subject, trailers)
         return Outcome("rejected", f"dvc repro failed: {tail}", p.retrain)
     digest = Bundle.open(repo / "artifacts" / "model").digest
     changed = [
@@ -333,6 +394,82 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
     )
     _die_after("promote")
     return Outcome("promoted", detail, p.retrain)
+
+
+def _refusal(repo: Path, since: float) -> str | None:
+    """What the validate stage refused in the run that began at `since` (None: it refused nothing)."""
+    import json
+
+    report = repo / "reports" / "metrics" / "validation.json"
+    try:
+        if report.stat().st_mtime < since - 1:
+            return None  # written by an earlier run: this one stopped before (or after) validating
+        found = json.loads(report.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict) or found.get("success") is not False:
+        return None
+    from model.checks import Violation
+
+    said = []
+    for v in found.get("violations") or []:
+        try:
+            said.append(
+                str(Violation(v["expectation"], v.get("column"), v.get("observed"), v.get("details", "")))
+            )
+        except (KeyError, TypeError):
+            continue
+    data = _current_source(repo)
+    return f"the validate stage refused {data} (as {found.get('data') or 'data/raw/table.csv'}): " + (
+        "; ".join(said) or "see reports/metrics/validation.json"
+    )
+
+
+def _reverting(repo: Path) -> bool:
+    try:
+        git(repo, "rev-parse", "-q", "--verify", "REVERT_HEAD")
+    except LoopError:
+        return False
+    return True
+
+
+def _failure_line(output: str) -> str:
+    """The failing stage's own last word in `dvc repro`'s output, rather than DVC's generic closing line."""
+    lines = [x.strip() for x in output.splitlines() if x.strip()]
+    said = [x for x in lines if not x.startswith("ERROR: failed to reproduce") and "dvc.org/support" not in x]
+    return (said or lines or [""])[-1]
+
+
+def _revert_data(settings: LoopSettings, retrain: str) -> str | None:
+    """Revert the data commit of `retrain` (data.source, the DVC pointer, the re-profiled reference) in the
+    index, and put the previous data version back in the workspace; its sha, or None when it could not be
+    reverted cleanly (a person changed the same lines since: the refusal is recorded, the data stays)."""
+    repo = settings.repo
+    found = git(repo, "log", "--format=%H%x1f%B%x1e", f"--grep=^{RETRAIN}: {retrain}$", "-n", "20", "HEAD")
+    sha = next(
+        (
+            h.strip()
+            for h, _, body in (c.partition("\x1f") for c in found.split("\x1e") if c.strip())
+            if _trailers(body).get(STEP) == "data"
+        ),
+        None,
+    )
+    if sha is None:
+        return None
+    try:
+        git(repo, "revert", "--no-commit", sha)
+    except LoopError as e:
+        with contextlib.suppress(LoopError):
+            git(repo, "revert", "--abort")
+        log.warning("retrain %s: could not revert its data version %s: %s", retrain, sha[:12], e)
+        return None
+    pointer = repo / (settings.data_file + ".dvc")
+    data = repo / settings.data_file
+    if pointer.exists():
+        _dvc(settings, "checkout", "-q", "--force", settings.data_file + ".dvc", check=False)
+    else:
+        data.unlink(missing_ok=True)
+    return sha
 
 
 # helpers ------------------------------------------------------------------------------------------------------
@@ -419,6 +556,9 @@ def follow_chain(settings: LoopSettings) -> list[Outcome]:
     ]
 
 
+MAX_BACKOFF = 32  # consecutive failed turns wait up to this many intervals
+
+
 def run_loop(
     settings: LoopSettings,
     interval: float,
@@ -426,14 +566,27 @@ def run_loop(
     stop: Callable[[], bool],
     sleep: Callable[[float], Any] = time.sleep,
 ) -> None:
-    """Step until `stop()`; wait `interval` when there is nothing to do, go on at once when a step was done."""
+    """Step until `stop()`; wait `interval` when there is nothing to do, go on at once when a step was done.
+
+    Nothing a turn raises stops the loop (a contract a person broke, a registry or a disk that is down, git or
+    DVC over their time limit): it is reported as an `error` outcome and the turn is retried, waiting twice as
+    long after each consecutive failure (up to MAX_BACKOFF intervals), so a lasting fault neither kills an
+    unattended loop nor floods its log.
+    """
+    failures = 0
     while not stop():
         try:
             outcome = next_step(settings)
         except LoopError as e:
             outcome = Outcome("error", str(e))
+        except Exception as e:  # the loop outlives any one failed turn
+            log.exception("sluice loop: the turn failed")
+            outcome = Outcome("error", f"{type(e).__name__}: {_one_line(str(e))}")
         on_outcome(outcome)
         for link in follow_chain(settings):
             on_outcome(link)
-        if outcome.step in ("waiting", "error", "promoted", "rejected"):
+        failures = failures + 1 if outcome.step == "error" else 0
+        if failures:
+            sleep(interval * 2 ** min(failures - 1, MAX_BACKOFF.bit_length() - 1))
+        elif outcome.step in ("waiting", "promoted", "rejected"):
             sleep(interval)

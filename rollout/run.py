@@ -200,6 +200,50 @@ def candidate_model(uri: str, repo: Path, kind: str = "SeldonDeployment") -> tup
     return model_uri, bundle.digest
 
 
+@dataclass(frozen=True)
+class Initialized:
+    """An environment's first manifest, committed."""
+
+    commit: str
+    name: str  # the stable predictor's name
+    model_uri: str
+    digest: str
+    path: str  # the manifest, relative to the repository
+
+
+def init_environment(
+    repo: Path,
+    env: str,
+    model: str,
+    *,
+    deployment: str = "sluice-classifier",
+    image: str | None = None,
+    kind: str = "SeldonDeployment",
+    force: bool = False,
+) -> Initialized:
+    """Write `env`'s first manifest (one stable predictor serving `model` at 100 %), checked by the guardrails,
+    and commit it to main: what `sluice rollout init` does. `force` replaces an existing manifest."""
+    from deployment.names import predictor_name
+    from rollout.guardrails import check_manifest
+    from rollout.scm import manifest_path
+    from rollout.scm.local import LocalGit
+    from rollout.targets import DEFAULT_IMAGE, kserve, seldon
+
+    module = kserve if kind == "InferenceService" else seldon
+    model_uri, digest = candidate_model(model, repo, kind)
+    text = module.initial_manifest(
+        env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE
+    )
+    problems = check_manifest(text)
+    if problems:
+        raise RolloutError(f"{env}: " + "; ".join(str(p) for p in problems))
+    name = predictor_name(digest)
+    commit = LocalGit(repo).write_initial(
+        env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=force
+    )
+    return Initialized(commit, name, model_uri, digest, str(manifest_path(env, kind)))
+
+
 def stored_bundle(uri: str, repo: Path) -> tuple[str, str]:
     """(storage URI, digest) of a registered version's bundle: `runs:/<run>/<path>` in the artifact store."""
     from model.registry import Registry, RegistryError

@@ -62,6 +62,14 @@ def loop(
             "cluster's retrain-from-log workflow trains in a step of its own)",
         ),
     ] = False,
+    keep_reference: Annotated[
+        bool,
+        typer.Option(
+            "--keep-reference",
+            help="leave contract.yaml's reference distributions as they are (by default a data version "
+            "re-profiles them from its rows, so the validate stage accepts the drift the retrain learns)",
+        ),
+    ] = False,
     once: Annotated[
         bool, typer.Option("--once", help="do the next step (or check the triggers) and exit")
     ] = False,
@@ -71,7 +79,9 @@ def loop(
     Each turn does the one step that follows what Git records for the newest retrain: check the triggers (a
     feature's drift over monitoring.drift_threshold, live accuracy under monitoring.accuracy_threshold, or
     monitoring.retrain_every elapsed) and commit the labelled live rows as a new DVC-tracked data version
-    (data/source/live.csv); run `dvc repro` (validate, train, the evaluate gate, package) and commit it; open
+    (data/source/live.csv), re-profiling contract.yaml's reference distributions from it (types, categories,
+    bounds and nulls stay as reviewed, so broken rows are still refused; a refused data version is reverted); run
+    `dvc repro` (validate, train, the evaluate gate, package) and commit it; open
     the rollout of the packaged model into --env (`sluice rollout start`), which the reconciler then drives.
     Every commit carries Sluice-Retrain trailers; a step checks whether its effect is already in Git first, so
     killing the loop at any moment and starting it again never duplicates a commit or a promotion.
@@ -121,6 +131,7 @@ def loop(
         min_new_labels=min_new_labels,
         chain=tuple(e.strip() for e in chain.split(",") if e.strip()) if chain else (),
         state_dir=state.resolve(),
+        reprofile=not keep_reference,
     )
     if chain and (len(settings.chain) < 2 or settings.chain[0] != env):
         report(f"--chain {chain!r}: name at least two environments, starting with --env {env}")

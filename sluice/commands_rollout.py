@@ -248,30 +248,11 @@ def init(
 ) -> None:
     """Write an environment's first manifest: one stable predictor at 100 %, committed to main."""
     with _errors():
-        from deployment.names import predictor_name
-        from rollout.guardrails import check_manifest
-        from rollout.reconciler import RolloutError
-        from rollout.run import candidate_model
-        from rollout.scm import manifest_path
-        from rollout.scm.local import LocalGit
-        from rollout.targets import DEFAULT_IMAGE, kserve, seldon
+        from rollout.run import init_environment
 
-        module = kserve if target is Target.kserve else seldon
         kind = "InferenceService" if target is Target.kserve else "SeldonDeployment"
-        model_uri, digest = candidate_model(model, repo, kind)
-        text = module.initial_manifest(
-            env, model_uri, digest, deployment=deployment, image=image or DEFAULT_IMAGE
-        )
-        problems = check_manifest(text)
-        if problems:
-            raise RolloutError("; ".join(str(p) for p in problems))
-        name = predictor_name(digest)
-        commit = LocalGit(repo).write_initial(
-            env, text, f"rollout({env}): init with {name} at 100%\n\nmodel: {model_uri}", force=force
-        )
-        console.print(
-            f"wrote {manifest_path(env, kind)} on main ({commit[:12]}): {name} at 100%", highlight=False
-        )
+        done = init_environment(repo, env, model, deployment=deployment, image=image, kind=kind, force=force)
+        console.print(f"wrote {done.path} on main ({done.commit[:12]}): {done.name} at 100%", highlight=False)
 
 
 @rollout_app.command("start")

@@ -10,7 +10,7 @@ from model.checks import build_suite, validate_frame
 from model.contract import load_contract
 from model.data import load_raw
 from model.params import ValidateParams
-from model.profile import profile
+from model.profile import profile, reprofile
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -161,3 +161,72 @@ def test_category_frequencies_drift_fails(mixed):
     found = failures(validate_frame(shifted, contract, ValidateParams(min_rows=100)))
     kl = found[("expect_column_kl_divergence_to_be_less_than", "island")]
     assert kl.observed["Dream"] == 0.0 and "against the reference" in kl.details
+
+
+# live data versions: the reference re-profiled, the reviewed rules kept ---------------------------------------
+LIVE = "data/source/live.csv"
+
+
+def drifted_copy(raw):
+    """The client's instrument recalibrated: one feature reads two standard deviations higher, another 30 %."""
+    live = raw.copy()
+    live["mean_concave_points"] = live["mean_concave_points"] + 0.08
+    live["mean_radius"] = live["mean_radius"] * 1.3
+    return live
+
+
+def test_a_drifted_live_version_passes_once_its_reference_is_reprofiled(raw, contract):
+    live = drifted_copy(raw)
+    before = failures(validate_frame(live, contract, ValidateParams(), data=LIVE))
+    assert set(before) == {
+        ("expect_column_quantile_values_to_be_between", "mean_concave_points"),
+        ("expect_column_quantile_values_to_be_between", "mean_radius"),
+    }
+    moved = reprofile(contract, live, LIVE)
+    report = validate_frame(live, moved, ValidateParams(), data=LIVE)
+    assert report.success, report.render()
+    assert moved.feature("mean_concave_points").reference.quantiles[0.5] == pytest.approx(
+        contract.feature("mean_concave_points").reference.quantiles[0.5] + 0.08, rel=1e-4
+    )
+    assert moved.profiled.source == LIVE and moved.profiled.rows == len(live)
+    # What a person reviewed is unchanged: only the reference distributions moved.
+    strip = {"reference": True}
+    for old, new in zip(contract.features, moved.features, strict=True):
+        assert old.model_dump(exclude=strip) == new.model_dump(exclude=strip)
+        assert old.reference.null_fraction == new.reference.null_fraction
+    assert moved.target.model_dump(exclude=strip) == contract.target.model_dump(exclude=strip)
+
+
+def test_a_broken_live_version_is_still_refused_by_column_and_value(raw, contract):
+    live = drifted_copy(raw).astype({"mean_symmetry": object, "target": object})
+    live.loc[4, "mean_symmetry"] = "n/a"  # text in a numeric column
+    live.loc[6, "mean_concavity"] = -1.0  # below its physical bounds
+    live.loc[[3, 10], "mean_smoothness"] = np.nan  # a column that may not be missing
+    live.loc[9, "target"] = 2  # a class the contract does not list
+    moved = reprofile(contract, live, LIVE)
+    report = validate_frame(live, moved, ValidateParams(), data=LIVE)
+    found = failures(report)
+    assert "n/a" in found[("expect_column_values_to_be_in_type_list", "mean_symmetry")].observed
+    assert found[("expect_column_values_to_be_between", "mean_concavity")].observed == [-1.0]
+    assert "2 unexpected values" in found[("expect_column_values_to_not_be_null", "mean_smoothness")].details
+    assert found[("expect_column_values_to_be_in_set", "target")].observed == [2]
+    # The drift itself is no longer a failure; the broken values are, each named with the file they are in.
+    assert not {k[1] for k in found} & {"mean_concave_points", "mean_radius"}
+    text = report.render()
+    assert LIVE in text and "'mean_symmetry'" in text and "'n/a'" in text and "'target'" in text
+    # The broken values are not measured into the reference: the class the contract lacks is not in it.
+    assert set(moved.target.reference.frequencies) == {0, 1}
+
+
+def test_a_mixed_live_version_keeps_its_categories(mixed):
+    frame, contract = mixed
+    shifted = frame.copy()
+    shifted.loc[shifted.index[::2], "island"] = "Biscoe"  # the client's mix of islands changed
+    assert not validate_frame(shifted, contract, ValidateParams(min_rows=100)).success
+    moved = reprofile(contract, shifted, LIVE)
+    assert validate_frame(shifted, moved, ValidateParams(min_rows=100)).success
+    shifted.loc[4, "island"] = "Atlantis"
+    moved = reprofile(contract, shifted, LIVE)
+    assert "Atlantis" not in moved.feature("island").reference.frequencies
+    found = failures(validate_frame(shifted, moved, ValidateParams(min_rows=100)))
+    assert found[("expect_column_values_to_be_in_set", "island")].observed == ["Atlantis"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.loop import LoopError, _commit, _set_source, progress
+from monitor.loop import LoopError, LoopSettings, Outcome, _commit, _set_source, progress, run_loop
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,3 +82,26 @@ def test_the_promotion_names_the_registered_version_of_the_trained_digest(
     assert registered_uri(tmp_path, "sha256:" + "ef" * 32) is None
     (tmp_path / "params.yaml").write_text("data:\n  source: builtin:breast_cancer\n")
     assert registered_uri(tmp_path, trained) is None
+
+
+def test_a_failing_turn_is_reported_and_retried_with_a_growing_wait(tmp_path: Path) -> None:
+    """A contract.yaml a person broke (or a registry that is down) makes every turn fail: the loop reports each
+    failure by name and keeps going, waiting twice as long after each consecutive one, and back to the interval
+    once a turn works."""
+    repo = git_repo(tmp_path / "r")
+    (repo / "contract.yaml").write_text("target: [\n")
+    (tmp_path / "log").mkdir()
+    settings = LoopSettings(repo=repo, log_dir=tmp_path / "log")
+    seen: list[Outcome] = []
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 8:
+            (repo / "contract.yaml").write_bytes((REPO / "contract.yaml").read_bytes())
+
+    run_loop(settings, 10.0, seen.append, lambda: len(waits) >= 9, wait)
+    assert [o.step for o in seen[:8]] == ["error"] * 8
+    assert "contract.yaml" in seen[0].detail and seen[0].detail.startswith("ContractError: ")
+    assert waits == [10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 320.0, 320.0, 10.0]
+    assert seen[8].step == "waiting"

@@ -3,12 +3,19 @@ policy's threshold, the schedule, and nothing when neither fires or too few rows
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import yaml
 
+from monitor import loop
 from monitor.assess import Thresholds
 from monitor.loop import LoopSettings, next_step, progress
 
@@ -18,9 +25,17 @@ from scratch_repo import make_scratch
 pytestmark = pytest.mark.slow
 
 
-def log_of(directory: Path, n: int, right: int, t0: float = 1000.0) -> Path:
-    """n predictions of class 1 on breast-cancer rows drawn at random (no drift), each labelled; `right` of the
-    labels agree with the prediction."""
+def log_of(
+    directory: Path,
+    n: int,
+    right: int | None = None,
+    t0: float = 1000.0,
+    shift: dict[str, float] | None = None,
+    corrupt: Callable[[int, list[str], Any], None] | None = None,
+) -> Path:
+    """n predictions of class 1 on breast-cancer rows drawn at random, each labelled: `right` of the labels agree
+    with the prediction, or (right None) each row's true label. `shift` adds to features (drift); `corrupt(i,
+    names, row)` may break row i."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
 
@@ -30,10 +45,16 @@ def log_of(directory: Path, n: int, right: int, t0: float = 1000.0) -> Path:
     lines = []
     for i in range(n):
         puid = f"p{i}"
+        x = data.data[order[i]].copy()
+        for feature, by in (shift or {}).items():
+            x[names.index(feature)] += by
+        if corrupt is not None:
+            corrupt(i, names, x)
         lines.append({"kind": "prediction", "time": t0 + i, "predictor": "m-a", "puid": puid, "protocol": "seldon",
-                      "request": {"data": {"names": names, "ndarray": [data.data[order[i]].tolist()]}},
+                      "request": {"data": {"names": names, "ndarray": [x.tolist()]}},
                       "response": {"data": {"names": ["0", "1"], "ndarray": [[0.1, 0.9]]}}})  # fmt: skip
-        truth = 1 if i < right else 0
+        label = int(data.target[order[i]])
+        truth = (1 if i < right else 0) if right is not None else label
         lines.append(
             {"kind": "feedback", "time": t0 + i + 0.5, "puid": puid, "truth": {"data": {"ndarray": [truth]}}}
         )
@@ -99,5 +120,116 @@ def test_a_retrain_the_pipeline_refuses_is_recorded_and_not_retried_on_the_same_
     assert outcome.step == "rejected" and outcome.detail.startswith("dvc repro failed")
     p = progress(repo.root)
     assert p.step == "rejected" and not p.open
+    again = next_step(s)
+    assert again.step == "waiting" and "only 0 newly labelled rows" in again.detail
+
+
+DRIFT = {"mean_concave_points": 0.08}  # two standard deviations: the client's instrument was recalibrated
+
+
+def trailers(repo: Path, key: str) -> list[str]:
+    out = subprocess.run(["git", "log", f"--format=%(trailers:key={key},valueonly)", "HEAD"], cwd=repo,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def pipeline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dvc repro`'s stages as the scratch repository runs them (its own registry and cache)."""
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "false")
+    monkeypatch.setenv("SLUICE_CACHE", str(tmp_path / "cache"))
+
+
+def test_a_drifted_live_version_trains_under_the_default_validation(
+    tmp_path: Path, pipeline_env: None
+) -> None:
+    """The template's own params.yaml (quantile_tolerance 0.25): the drift that triggered the retrain is in its
+    data, and the validate stage lets it through because the data commit re-profiled the reference."""
+    repo = make_scratch(tmp_path / "repo").root
+    contract = (repo / "contract.yaml").read_text()
+    log = log_of(tmp_path / "log", 400, shift=DRIFT)
+    s = settings(repo, log)
+    data = next_step(s)
+    assert data.step == "data" and "feature mean_concave_points drifted" in data.detail, data.detail
+    [said] = trailers(repo, "Sluice-Retrain-Reference")
+    assert said.startswith("reference re-profiled from live data, 969 rows (400 live), drift scores ")
+    assert "mean_concave_points PSI " in said
+    changed = subprocess.run(["git", "show", "--stat", "--format=", "HEAD"], cwd=repo, capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    assert "contract.yaml" in changed
+    moved = yaml.safe_load((repo / "contract.yaml").read_text())
+    old = yaml.safe_load(contract)
+    feature = next(f for f in moved["features"] if f["name"] == "mean_concave_points")
+    before = next(f for f in old["features"] if f["name"] == "mean_concave_points")
+    assert feature["bounds"] == before["bounds"] and feature["type"] == "numeric"
+    assert feature["reference"]["quantiles"][0.75] > before["reference"]["quantiles"][0.75] + 0.03
+    trained = next_step(s)
+    assert trained.step == "trained", trained.detail
+    validation = json.loads((repo / "reports" / "metrics" / "validation.json").read_text())
+    assert validation["success"] and validation["rows"] == 969
+
+
+def test_the_same_drift_is_refused_without_reprofiling(tmp_path: Path, pipeline_env: None) -> None:
+    """What the re-profiling is for: the same data version against the template's reference is refused."""
+    repo = make_scratch(tmp_path / "repo").root
+    s = settings(repo, log_of(tmp_path / "log", 400, shift=DRIFT), reprofile=False)
+    assert next_step(s).step == "data"
+    refused = next_step(s)
+    assert refused.step == "rejected", refused.detail
+    assert "failed on column 'mean_concave_points'" in refused.detail, refused.detail
+    assert "expect_column_quantile_values_to_be_between" in refused.detail
+
+
+def test_a_broken_live_version_is_refused_by_name_and_reverted(
+    tmp_path: Path, pipeline_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some clients send mean_area in the wrong unit (99999, beyond its physical bounds; serving takes any finite
+    number): the validate stage refuses the data version naming file, column and value, and the refusal reverts
+    it, so the next retrain starts from the last good data instead of on top of the broken rows. A loop that dies
+    between the revert and its record converges on the rerun: one refusal, one revert."""
+
+    def wrong_unit(i: int, names: list[str], row: Any) -> None:
+        if i % 50 == 7:
+            row[names.index("mean_area")] = 99999.0
+
+    repo = make_scratch(tmp_path / "repo").root
+    params, contract = (repo / "params.yaml").read_text(), (repo / "contract.yaml").read_text()
+    log = log_of(tmp_path / "log", 400, shift=DRIFT, corrupt=wrong_unit)
+    s = settings(repo, log)
+    assert next_step(s).step == "data"
+    assert (repo / "data" / "source" / "live.csv").exists()
+
+    class Died(Exception):
+        pass
+
+    def die_after(step: str) -> None:
+        if step == "reverted":
+            raise Died(step)
+
+    # Dies once with the revert staged and the refusal not recorded yet (as `kill -9` would leave it).
+    with monkeypatch.context() as m:
+        m.setattr(loop, "_die_after", die_after)
+        with pytest.raises(Died):
+            next_step(s)
+    assert progress(repo).step == "data"
+    refused = next_step(s)
+    assert refused.step == "rejected", refused.detail
+    assert "the validate stage refused data/source/live.csv" in refused.detail
+    assert (
+        "expect_column_values_to_be_between failed on column 'mean_area': observed [99999.0" in refused.detail
+    )
+    assert "8 unexpected values" in refused.detail
+    [reverted] = trailers(repo, "Sluice-Retrain-Reverted")
+    assert trailers(repo, "Sluice-Retrain-Step") == ["rejected", "data"]
+    assert len(reverted) == 40
+    assert (repo / "params.yaml").read_text() == params and (repo / "contract.yaml").read_text() == contract
+    assert not (repo / "data" / "source" / "live.csv.dvc").exists()
+    assert not (repo / "data" / "source" / "live.csv").exists()
+    status = subprocess.run(["git", "status", "--porcelain", "--", "params.yaml", "contract.yaml", "data/source"],
+                            cwd=repo, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert status == ""
+    assert progress(repo).step == "rejected"
     again = next_step(s)
     assert again.step == "waiting" and "only 0 newly labelled rows" in again.detail
