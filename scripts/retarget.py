@@ -107,8 +107,9 @@ def rename(root: Path, answers: dict[str, object]) -> list[Path]:
     return changed
 
 
-def s3_tls(root: Path, tls: bool) -> None:
-    """The one TLS setting of every S3 client: pipelines/conventions.py and what is rendered from it."""
+def s3_tls(root: Path, tls: bool, endpoint: str = TEMPLATE["s3_endpoint"]) -> None:
+    """The one TLS setting of every S3 client: pipelines/conventions.py and what is rendered from it. Only the
+    S3 endpoint's URLs lose their TLS: the repository's, the registry's and the tracking server's keep theirs."""
     if tls:
         return
     conventions = root / "pipelines" / "conventions.py"
@@ -116,7 +117,7 @@ def s3_tls(root: Path, tls: bool) -> None:
         conventions.write_text(conventions.read_text().replace("S3_TLS = True", "S3_TLS = False"))
     for path in sorted((root / "pipelines" / "rendered").glob("*.yaml")):
         text = path.read_text()
-        text = re.sub(r"(value: )https://", r"\1http://", text)
+        text = text.replace(f"value: https://{endpoint}", f"value: http://{endpoint}")
         text = text.replace("insecure: false", "insecure: true")
         path.write_text(text)
 
@@ -167,7 +168,7 @@ def main(argv: list[str]) -> int:
     root, answers = Path(argv[0]), json.loads(argv[1])
     answers = {k: v for k, v in answers.items() if not k.startswith("_")}
     rename(root, answers)
-    s3_tls(root, bool(answers.get("s3_tls", True)))
+    s3_tls(root, bool(answers.get("s3_tls", True)), str(answers.get("s3_endpoint", TEMPLATE["s3_endpoint"])))
     data_source(root, str(answers.get("data_source", TEMPLATE["data_source"])))
     if answers.get("traffic_target", "seldon") == "kserve":
         kserve(root)

@@ -97,6 +97,23 @@ def test_s3_without_tls_reaches_every_rendered_client(tmp_path: Path) -> None:
     rendered = "".join(p.read_text() for p in (tmp_path / "pipelines" / "rendered").glob("*.yaml"))
     assert "https://minio" not in rendered and "http://minio.sluice-pipelines.svc:9000" in rendered
     assert "insecure: false" not in rendered and "insecure: true" in rendered
+    assert "value: https://github.com/sluice-ml/sluice.git" in rendered  # not S3: keeps its TLS
+
+
+def test_s3_without_tls_leaves_other_urls_alone(tmp_path: Path) -> None:
+    rendered = tmp_path / "pipelines" / "rendered"
+    rendered.mkdir(parents=True)
+    (rendered / "a.yaml").write_text(
+        "- name: AWS_ENDPOINT_URL\n  value: https://s3.acme.io:9443\n"
+        "- name: REPO_URL\n  value: https://git.acme.io/ml/platform.git\n"
+    )
+
+    retarget.s3_tls(tmp_path, False, "s3.acme.io:9443")
+
+    assert (rendered / "a.yaml").read_text() == (
+        "- name: AWS_ENDPOINT_URL\n  value: http://s3.acme.io:9443\n"
+        "- name: REPO_URL\n  value: https://git.acme.io/ml/platform.git\n"
+    )
 
 
 def test_kserve_replaces_each_environment_s_seldon_deployment(tmp_path: Path) -> None:
