@@ -317,6 +317,13 @@ def train(settings: LoopSettings, p: Progress) -> Outcome:
             _dvc(settings, "checkout", "-q", "--force", settings.data_file + ".dvc", check=False)
     began = time.time()
     proc = _dvc(settings, "repro", check=False)
+    if proc.returncode != 0 and _busy(proc.stderr + "\n" + proc.stdout):
+        # Another DVC holds the pipeline's files (or one killed with the last turn has not been reaped yet:
+        # DVC frees a dead process's locks itself): nothing was judged, so nothing is recorded; the next
+        # turn runs the pipeline again.
+        raise LoopError(
+            f"dvc repro: the pipeline's files are locked ({_one_line(_failure_line(proc.stderr))})"
+        )
     if proc.returncode != 0:
         refused = _refusal(repo, began)
         tail = _one_line(
@@ -431,6 +438,11 @@ def _reverting(repo: Path) -> bool:
     except LoopError:
         return False
     return True
+
+
+def _busy(output: str) -> bool:
+    """Whether `dvc repro` stopped because another DVC process holds the repository's or its files' locks."""
+    return "is busy, it is being blocked by" in output or "Unable to acquire lock" in output
 
 
 def _failure_line(output: str) -> str:

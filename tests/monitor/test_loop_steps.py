@@ -3,12 +3,24 @@ in place."""
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from monitor.loop import LoopError, LoopSettings, Outcome, _commit, _set_source, progress, run_loop
+from monitor.loop import (
+    LoopError,
+    LoopSettings,
+    Outcome,
+    Progress,
+    _commit,
+    _set_source,
+    progress,
+    run_loop,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,3 +117,32 @@ def test_a_failing_turn_is_reported_and_retried_with_a_growing_wait(tmp_path: Pa
     assert "contract.yaml" in seen[0].detail and seen[0].detail.startswith("ContractError: ")
     assert waits == [10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 320.0, 320.0, 10.0]
     assert seen[8].step == "waiting"
+
+
+def test_a_pipeline_locked_by_another_dvc_is_retried_not_recorded_as_rejected(tmp_path: Path) -> None:
+    """`dvc repro` finds its outputs locked (another DVC runs, or the one killed with the last turn is not
+    reaped yet): nothing was judged, so the turn fails and the retrain stays open for the next one, rather
+    than being closed as rejected with its data version spent."""
+    repo = git_repo(tmp_path / "r")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    (repo / "dvc.yaml").write_text("stages:\n  copy:\n    cmd: cp a b\n    deps: [a]\n    outs: [b]\n")
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = {"pid": holder.pid, "cmd": "dvc repro"}
+        (repo / ".dvc" / "tmp").mkdir(exist_ok=True)
+        (repo / ".dvc" / "tmp" / "rwlock").write_text(
+            json.dumps({"read": {}, "write": {str((repo / "b").resolve()): owner}})
+        )
+        before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+
+        with pytest.raises(LoopError, match="locked"):
+            train(LoopSettings(repo=repo, log_dir=tmp_path / "log"), Progress(retrain="r1", step="data"))
+
+        after = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+        assert after == before  # no "rejected" commit
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder gone and reaped, DVC frees its lock itself: the lock was all that stopped the pipeline
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=repo, check=True)
+    assert (repo / "b").read_text() == "a\n"
