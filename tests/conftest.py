@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit.services import running_redis
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -75,3 +77,10 @@ def regression_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bad_bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real but bad bundle: trained on labels of which half were flipped (near-random predictions)."""
     return _bundle(tmp_path_factory, "bad", data={"label_noise": 0.5})
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A real redis-server of this test's own (tests/serving/stream shares one per module)."""
+    with running_redis(tmp_path) as url:
+        yield url

@@ -4,7 +4,6 @@ is incremental, and `sluice monitor redis://...` reads it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -20,16 +19,6 @@ from monitor.sources import SourceError, StreamLog, open_source
 from serving.router.log_stream import FIELD, RedisStreamSink
 from serving.router.prediction_log import log_files
 from sluice.cli import app
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    proc, url = start_redis(tmp_path)
-    try:
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def copy_files_to_stream(logdir: Path, url: str) -> None:

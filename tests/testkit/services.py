@@ -118,6 +118,21 @@ def start_redis(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], st
 
 
 @contextmanager
+def running_redis(workdir: Path, *extra: str) -> Iterator[str]:
+    """`start_redis` for the length of a `with`: its URL, and the server stopped afterwards."""
+    proc, url = start_redis(workdir, *extra)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
 def running_prometheus(tmp_path: Path, targets: dict[str, int], job: str = "gateway") -> Iterator[str]:
     """A real Prometheus (Debian's package) scraping each target port every second. The key of each target is
     the `namespace` label Prometheus puts on its series, as a PodMonitor does for a pod's namespace."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -16,16 +15,6 @@ from testkit.services import start_redis
 
 from serving.router.log_stream import FIELD, STREAM, RedisStreamSink, SinkDown, split_url
 from serving.router.prediction_log import SINK_ERROR, Copy, PredictionLog
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
-    proc, url = start_redis(tmp_path)
-    try:
-        yield url
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def copy(i: int, kind: str = "prediction") -> Copy:
