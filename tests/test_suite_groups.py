@@ -1,4 +1,4 @@
-"""The suite's own scheduling: `make test` runs `pytest -n 2 --dist loadgroup`, and the end-to-end modules (the
+"""The suite's own scheduling: `make test` runs `pytest -n 3 --dist loadgroup`, and the end-to-end modules (the
 demo, the training pipeline, the gates, your data) share one expensive module fixture among their tests by an
 `xdist_group` mark. If grouping stops working (pytest 9.2 with pytest-xdist 3.8 did, silently), each worker runs
 that fixture again: the suite still passes, only minutes slower. This runs a small session the same way and
