@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from sluice.console import console, report
+from sluice.stopping import stop_on_signals
 
 app = typer.Typer(
     help="Batch predictions: files in, the same rows out with prediction, probabilities and model digest.",
@@ -239,21 +239,11 @@ def watch(
             report(f"{directory}: scan failed ({e})")
         console.print(f"{len(events)} file(s) handled", highlight=False, markup=False)
         return
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     console.print(
         f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
     )
-    try:
-        watcher.run(interval, stop=lambda: stopping, on_event=show, on_error=trouble)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals() as stopped:
+        watcher.run(interval, stop=stopped.is_set, on_event=show, on_error=trouble)
 
 
 def register(app_: typer.Typer) -> None:

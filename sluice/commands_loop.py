@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from sluice.console import console, report
+from sluice.stopping import stop_on_signals
 
 
 def loop(
@@ -86,8 +87,6 @@ def loop(
     Every commit carries Sluice-Retrain trailers; a step checks whether its effect is already in Git first, so
     killing the loop at any moment and starting it again never duplicates a commit or a promotion.
     """
-    import threading
-
     from rollout.policy import parse_duration
     from sluice.commands_monitor import thresholds_from
 
@@ -164,8 +163,13 @@ def loop(
         for link in follow_chain(settings):
             show(link)
         return
-    stopped = threading.Event()
-    with contextlib.suppress(KeyboardInterrupt):
+
+    def stopping(name: str) -> None:
+        console.print(
+            f"{name}: stopping after the step under way (Ctrl-C again stops at once)", highlight=False
+        )
+
+    with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stopped:
         run_loop(settings, seconds, show, stopped.is_set, stopped.wait)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -9,6 +10,7 @@ import typer
 
 from sluice.console import console
 from sluice.console import report as refuse
+from sluice.stopping import stop_on_signals
 
 if TYPE_CHECKING:
     from monitor.assess import Thresholds
@@ -123,8 +125,6 @@ def monitor(
     error) on feedback that joined its prediction by puid within the label window. Exports
     sluice_drift_score{namespace, deployment_name, predictor_name, feature} (what the alert rules read).
     """
-    import threading
-
     from model.contract import ContractError, load_contract
 
     t, default_label_window, _ = thresholds_from(policy, drift_threshold, accuracy_threshold)
@@ -156,9 +156,8 @@ def monitor(
             start_http_server(metrics_port, addr=metrics_host, registry=registry)
         except OSError as e:
             refuse(f"--metrics-port {metrics_port}: {e}")
-    stop = threading.Event()
     run = None
-    try:
+    with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stop:  # a second Ctrl-C: at once
         while True:
             try:
                 run = _run(
@@ -168,10 +167,8 @@ def monitor(
                 if interval is None:
                     refuse(e)
                 console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)  # --watch tries again
-            if interval is None or stop.wait(interval):
-                break
-    except KeyboardInterrupt:
-        pass  # Ctrl-C ends --watch: what was written stays
+            if interval is None or stop.is_set() or stop.wait(interval):
+                break  # Ctrl-C or SIGTERM ends --watch after the report under way is written
     if check and run is not None and run.reasons:
         raise typer.Exit(3)
 

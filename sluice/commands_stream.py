@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import signal
 from typing import Annotated
 
 import typer
 
 from sluice.console import console, err_console, report
+from sluice.stopping import stop_on_signals
 
 app = typer.Typer(
     help="Streaming predictions: a stream in, a stream out (Redis Streams; Kafka for clusters).",
@@ -125,27 +125,19 @@ def run(
         except BrokerError as e:
             report(e)
     worker = StreamWorker(predictor, adapter, batch=batch, max_deliveries=max_deliveries)
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     err_console.print(
         f"consuming {input} as {group}/{worker.consumer} with model {predictor.short_digest} -> {output}",
         highlight=False,
         markup=False,
     )
     try:
-        stats = worker.run(stop=lambda: stopping, block_ms=block_ms, max_idle_s=max_idle)
+        with stop_on_signals() as stopped:
+            stats = worker.run(stop=stopped.is_set, block_ms=block_ms, max_idle_s=max_idle)
     except Exception as e:  # the broker failed (timeouts, refused writes): say so, without its password
         report(redact(f"{type(e).__name__}: {e} (broker {broker})", broker))
     finally:
         with contextlib.suppress(Exception):  # a broker that is gone cannot be closed politely
             adapter.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     console.print(stats.explain(), highlight=False, markup=False)
 
 
