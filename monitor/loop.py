@@ -24,6 +24,11 @@ stage keeps refusing broken data (types, categories, classes, bounds, nulls, all
 not the shift the retrain exists to learn, and monitoring then measures drift against what the new model was
 trained on. A data version the `validate` stage refuses is reverted by the commit that records the refusal,
 so the next retrain starts from the last good data version rather than on top of the broken rows.
+
+Only a verdict closes a retrain as rejected: the `validate` stage refusing its data version, or the evaluate gate
+failing its candidate (`reports/metrics/validation.json`, `reports/metrics/gate.json`, written by this run). A
+`dvc repro` that fails before either judged (a crashed stage, a locked pipeline, the registry down) fails the
+turn, which `run_loop` retries with backoff, and the data version waits for it.
 """
 
 from __future__ import annotations
@@ -326,9 +331,14 @@ def train(settings: LoopSettings, p: Progress) -> Outcome:
         )
     if proc.returncode != 0:
         refused = _refusal(repo, began)
-        tail = _one_line(
-            refused or _failure_line(proc.stderr + "\n" + proc.stdout) or f"exit {proc.returncode}"
-        )
+        verdict = None if refused else _gate_failed(repo, began)
+        failure = _failure_line(proc.stderr + "\n" + proc.stdout) or f"exit {proc.returncode}"
+        if not (refused or verdict):
+            # Neither the validate stage nor the evaluate gate judged this data version: a stage crashed (out of
+            # memory, a full disk, the registry down, a bug). Spending the data version on that would close the
+            # retrain for a reason that has nothing to do with it: the turn fails and is retried.
+            raise LoopError(f"dvc repro failed before any gate judged the candidate: {_one_line(failure)}")
+        tail = _one_line(refused or verdict or failure)
         trailers = [(RETRAIN, p.retrain or ""), (STEP, "rejected"), (REASON, tail)]
         subject = f"Retrain {p.retrain}: stopped, dvc repro failed"
         if refused:
@@ -430,6 +440,22 @@ def _refusal(repo: Path, since: float) -> str | None:
     return f"the validate stage refused {data} (as {found.get('data') or 'data/raw/table.csv'}): " + (
         "; ".join(said) or "see reports/metrics/validation.json"
     )
+
+
+def _gate_failed(repo: Path, since: float) -> str | None:
+    """The evaluate gate's verdict when it failed the candidate in the run that began at `since`, else None."""
+    import json
+
+    from model.evaluate import Gate
+
+    report = repo / "reports" / "metrics" / "gate.json"
+    try:
+        if report.stat().st_mtime < since - 1:
+            return None  # an earlier run's verdict: this one stopped before evaluating
+        verdict = Gate(**json.loads(report.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return None if verdict.passed else verdict.explain()
 
 
 def _reverting(repo: Path) -> bool:

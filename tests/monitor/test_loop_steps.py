@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from monitor.loop import (
     Outcome,
     Progress,
     _commit,
+    _gate_failed,
     _set_source,
     progress,
     run_loop,
@@ -146,3 +148,56 @@ def test_a_pipeline_locked_by_another_dvc_is_retried_not_recorded_as_rejected(tm
     # the holder gone and reaped, DVC frees its lock itself: the lock was all that stopped the pipeline
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=repo, check=True)
     assert (repo / "b").read_text() == "a\n"
+
+
+def _reports(repo: Path, gate: dict[str, object], age: float) -> None:
+    """Verdicts as the validate and evaluate stages write them, `age` seconds old."""
+    import os
+    from dataclasses import asdict
+
+    from model.evaluate import Gate
+
+    metrics = repo / "reports" / "metrics"
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / "gate.json").write_text(json.dumps(asdict(Gate(**gate))))  # type: ignore[arg-type]
+    (metrics / "validation.json").write_text(json.dumps({"success": False, "violations": []}))
+    for f in metrics.iterdir():
+        os.utime(f, (time.time() - age, time.time() - age))
+
+
+FAILED = {"metric": "roc_auc", "candidate": 0.91, "champion": 0.99, "champion_version": "3", "tolerance": 0.01,
+          "passed": False}  # fmt: skip
+
+
+def test_a_stage_that_crashes_is_retried_not_recorded_as_rejected(tmp_path: Path) -> None:
+    """A stage crashed (the registry down, out of memory, a bug) before either gate judged the candidate: the
+    turn fails and the retrain stays open, its data version not spent. The verdicts an earlier run left behind
+    do not count."""
+    repo = git_repo(tmp_path / "r")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True)
+    crash = "import sys; sys.exit('the registry at http://127.0.0.1:9 refused the connection')"
+    (repo / "dvc.yaml").write_text(f'stages:\n  train:\n    cmd: python -c "{crash}"\n    deps: [a]\n')
+    _reports(repo, FAILED, age=3600)
+    before = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+
+    with pytest.raises(LoopError, match="before any gate judged the candidate: .*refused the connection"):
+        train(LoopSettings(repo=repo, log_dir=tmp_path / "log"), Progress(retrain="r1", step="data"))
+
+    assert (
+        subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+        == before
+    )
+
+
+def test_only_a_fresh_failed_gate_verdict_rejects(tmp_path: Path) -> None:
+    repo = tmp_path / "r"
+    began = time.time()
+    _reports(repo, FAILED, age=0)
+    said = _gate_failed(repo, began)
+    assert said is not None and said.startswith("evaluate gate FAILED: candidate roc_auc=0.9100"), said
+    _reports(repo, {**FAILED, "candidate": 0.985, "passed": True}, age=0)
+    assert _gate_failed(repo, began) is None
+    _reports(repo, FAILED, age=3600)
+    assert _gate_failed(repo, began) is None
+    (repo / "reports" / "metrics" / "gate.json").write_text('{"passed": false}')  # not a verdict
+    assert _gate_failed(repo, began) is None
