@@ -444,6 +444,17 @@ def _baseline() -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
     return rows, data.get("client_cpu_us_per_request", {})
 
 
+def _then(old_rows: dict[str, Any], direct: Point) -> str:
+    """How far the earlier run's machine was from this one's: its figures compare with its own direct only."""
+    row = old_rows.get(BASELINE_ROWS[DIRECT])
+    if not row:
+        return ""
+    return (
+        f", when this machine served direct at {row['rps_c16']:,.0f} req/s against {direct.rps_c16:,.0f} in this "
+        "run: compare each bracket with its own direct, not with the figure beside it"
+    )
+
+
 def main(results_dir: Path) -> None:
     if PROFILE:
         results_dir = Path(PROFILE)
@@ -522,7 +533,8 @@ def main(results_dir: Path) -> None:
         f"{STACK}. Best of {ROUNDS} interleaved rounds, {DURATION} s per point, "
         f"{os.cpu_count()} CPUs, 1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} "
         "after the run. CPU µs per request measured at c=16. In brackets: the hand-written gateway "
-        "(own server and client) in the same benchmark (benchmarks/results/gateway-handwritten.json)."
+        "(own server and client), measured by this benchmark in an earlier run "
+        f"(benchmarks/results/gateway-handwritten.json){_then(old_rows, direct)}."
         + (
             f" Rows marked{BEFORE_MARK}: the router of {BEFORE_LABEL}, interleaved with these."
             if BEFORE
@@ -551,6 +563,12 @@ def main(results_dir: Path) -> None:
         f"wrk): {checks['load_on_cpu1_p50_increase']:+.1%}",
         f"- the router's own CPU per request at c=1 with the shadow: {checks['shadow_router_cpu_us_c1']:+.0f} µs",
     ]
+    then = old_rows.get(BASELINE_ROWS[DIRECT]), old_rows.get(BASELINE_ROWS[ONE])
+    if then[0] and then[1]:
+        lines.append(
+            f"- the hand-written gateway in its run: hop {then[1]['p50_ms_c1'] - then[0]['p50_ms_c1']:+.3f} ms, "
+            f"throughput {then[1]['rps_c16'] / then[0]['rps_c16']:.0%} of that run's direct"
+        )
     if BEFORE:
         lines += [
             f"- the same{BEFORE_MARK}: hop {checks['before_hop_p50_ms']:+.3f} ms, throughput "
