@@ -362,11 +362,13 @@ def follow_chain(env: Environment, source: str) -> list[str]:
 def run(
     env: Environment,
     max_ticks: int = 0,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
     on_tick: Callable[[Tick], None] | None = None,
     until: Callable[[TickResult], bool] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Tick `env` every policy interval until `until(result)` says so, or `max_ticks` ticks (0: forever).
+    """Tick `env` every policy interval until `until(result)` says so, `stop()` is true (checked between
+    ticks: a tick under way is finished), or `max_ticks` ticks (0: forever).
 
     Returns the number of ticks. Conflicts wait one interval; the failures in RETRIED are logged and retried
     with a back-off that doubles up to MAX_BACKOFF; anything else propagates.
@@ -374,7 +376,7 @@ def run(
     n = 0
     failures = 0
     interval = env.policy.interval if env.policy is not None else DEFAULT_INTERVAL
-    while max_ticks == 0 or n < max_ticks:
+    while (max_ticks == 0 or n < max_ticks) and not stop():
         n += 1
         try:
             result = tick(env)
@@ -410,7 +412,7 @@ def run(
             on_tick(step)
         if step.result is not None and until is not None and until(step.result):
             break
-        if max_ticks and n >= max_ticks:
+        if (max_ticks and n >= max_ticks) or stop():
             break
         sleep(step.next_in)
     return n

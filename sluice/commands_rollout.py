@@ -9,7 +9,9 @@ only parses options and renders: the wiring and the loop are rollout/run.py's, t
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sluice.console import console, err_console, json_logs, report
+from sluice.stopping import stop_on_signals
 
 if TYPE_CHECKING:
     from rollout.reconciler import Environment, TickResult
@@ -351,16 +354,25 @@ def reconcile(
                 report(f"skipped: {e}", code=3)
             return
         telemetry = _telemetry(env, metrics_port, metrics_host) if metrics_port else None
-        try:
+        # SIGTERM (a pod's end) or Ctrl-C: the tick under way is finished, its commit whole; a second Ctrl-C
+        # stops at once (Git stays consistent either way: the next tick carries on).
+        with stop_on_signals() as stopped, contextlib.suppress(KeyboardInterrupt):
             if console.is_terminal:
-                _live(environment, max_ticks, until_done, telemetry)
+                _live(environment, max_ticks, until_done, telemetry, stopped)
             else:
                 from rollout.run import ended, run
 
                 with json_logs():
-                    run(environment, max_ticks, on_tick=telemetry, until=ended if until_done else None)
-        except KeyboardInterrupt:
-            console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
+                    run(
+                        environment,
+                        max_ticks,
+                        sleep=stopped.wait,
+                        on_tick=telemetry,
+                        until=ended if until_done else None,
+                        stop=stopped.is_set,
+                    )
+        if stopped.is_set():
+            err_console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
 
 def _telemetry(env: str, port: int, host: str) -> Callable[[Tick], None]:
@@ -380,7 +392,8 @@ def _live(
     environment: Environment,
     max_ticks: int,
     until_done: bool,
-    telemetry: Callable[[Tick], None] | None = None,
+    telemetry: Callable[[Tick], None] | None,
+    stopped: threading.Event,
 ) -> None:
     """The loop with a live view: weights, the gate table and the decisions so far."""
     from rich.console import Group
@@ -422,7 +435,14 @@ def _live(
                 telemetry(step)
             render(step)
 
-        run(environment, max_ticks, on_tick=on_tick, until=ended if until_done else None)
+        run(
+            environment,
+            max_ticks,
+            sleep=stopped.wait,
+            on_tick=on_tick,
+            until=ended if until_done else None,
+            stop=stopped.is_set,
+        )
 
 
 @rollout_app.command("status")

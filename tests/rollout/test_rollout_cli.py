@@ -273,7 +273,8 @@ def test_errors_keep_their_brackets_and_name_file_field_and_value(repo: Path, bu
 
 @pytest.mark.timeout(60)
 def test_watch_with_nothing_to_do_keeps_running(repo: Path, bundle_dir: Path, tmp_path: Path) -> None:
-    """What the in-cluster Deployment runs: with no rollout active it must idle, not exit (a crash loop)."""
+    """What the in-cluster Deployment runs: with no rollout active it must idle, not exit (a crash loop); the
+    SIGTERM that ends its pod stops it between ticks, with exit 0."""
     import subprocess
     import sys
     import time
@@ -298,7 +299,9 @@ def test_watch_with_nothing_to_do_keeps_running(repo: Path, bundle_dir: Path, tm
         finally:
             proc.terminate()
             proc.wait(10)
+    assert proc.returncode == 0, out.read_text()
     lines = out.read_text().splitlines()
+    assert lines[-1] == "stopped; the rollout goes on with the next `sluice rollout reconcile`", lines[-3:]
     assert all(line.startswith("{") for line in lines[:3]), lines  # not a terminal: JSON lines
     ticks = [json.loads(line) for line in lines[:3]]
     assert [t["tick"] for t in ticks] == [1, 2, 3] and {t["reason"] for t in ticks} == {

@@ -192,6 +192,15 @@ def test_the_loop_idles_while_no_rollout_is_active(repo: Path) -> None:
     )
 
 
+def test_a_stop_asked_for_during_a_tick_ends_the_loop_after_that_tick_without_sleeping(repo: Path) -> None:
+    env = env_for(repo, Healthy(), interval=2)
+    slept: list[float] = []
+    seen: list[Tick] = []
+    asked = lambda: len(seen) >= 2  # noqa: E731 (SIGTERM arrived during the second tick)
+    assert run(env, sleep=slept.append, on_tick=seen.append, stop=asked) == 2
+    assert slept == [2.0] and [t.number for t in seen] == [1, 2]
+
+
 class Flaky(LocalGit):
     """GitHub or the network failing for a while."""
 
