@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -357,20 +356,17 @@ def reconcile(
         # SIGTERM (a pod's end) or Ctrl-C: the tick under way is finished, its commit whole; a second Ctrl-C
         # stops at once (Git stays consistent either way: the next tick carries on).
         with stop_on_signals() as stopped, contextlib.suppress(KeyboardInterrupt):
-            if console.is_terminal:
-                _live(environment, max_ticks, until_done, telemetry, stopped)
-            else:
-                from rollout.run import ended, run
+            from rollout.run import ended, run
 
+            def watching(on_tick: Callable[[Tick], None] | None) -> None:
+                until = ended if until_done else None
+                run(environment, max_ticks, stopped.wait, on_tick, until, stop=stopped.is_set)
+
+            if console.is_terminal:
+                _live(environment, telemetry, watching)
+            else:
                 with json_logs():
-                    run(
-                        environment,
-                        max_ticks,
-                        sleep=stopped.wait,
-                        on_tick=telemetry,
-                        until=ended if until_done else None,
-                        stop=stopped.is_set,
-                    )
+                    watching(telemetry)
         if stopped.is_set():
             err_console.print("stopped; the rollout goes on with the next `sluice rollout reconcile`")
 
@@ -390,17 +386,13 @@ def _telemetry(env: str, port: int, host: str) -> Callable[[Tick], None]:
 
 def _live(
     environment: Environment,
-    max_ticks: int,
-    until_done: bool,
     telemetry: Callable[[Tick], None] | None,
-    stopped: threading.Event,
+    watching: Callable[[Callable[[Tick], None]], None],
 ) -> None:
     """The loop with a live view: weights, the gate table and the decisions so far."""
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
-
-    from rollout.run import ended, run
 
     history: list[str] = []
 
@@ -435,14 +427,7 @@ def _live(
                 telemetry(step)
             render(step)
 
-        run(
-            environment,
-            max_ticks,
-            sleep=stopped.wait,
-            on_tick=on_tick,
-            until=ended if until_done else None,
-            stop=stopped.is_set,
-        )
+        watching(on_tick)
 
 
 @rollout_app.command("status")
