@@ -86,6 +86,7 @@ class LoopSettings:
     chain: tuple[str, ...] = ()  # ordered environments: a promotion in one is proposed to the next
     state_dir: Path | None = None  # the log reader's position and kept records (None: read the whole log)
     reprofile: bool = True  # a data version re-profiles the contract's reference distribution from its rows
+    max_rows: int | None = None  # a data version keeps its newest rows up to this many (None: every row)
 
 
 @dataclass(frozen=True)
@@ -270,6 +271,8 @@ def commit_data(
         else read_source(source, repo, contract)
     )
     table = pd.concat([base[[*names, target]], new], ignore_index=True)
+    dropped = max(0, len(table) - settings.max_rows) if settings.max_rows is not None else 0
+    table = table.iloc[dropped:].reset_index(drop=True)  # rows are in arrival order: the oldest go
     until = float(max(rows.time[i] for i in fresh))
     digest = hashlib.sha256(f"{source}:{until:.6f}:{len(fresh)}".encode()).hexdigest()[:12]
     out = repo / settings.data_file
@@ -287,6 +290,11 @@ def commit_data(
     reason = "; ".join(reasons)
     trailers = [(RETRAIN, digest), (STEP, "data"), (UNTIL, f"{until:.6f}"), (REASON, _one_line(reason))]
     body = ""
+    window = (
+        f", the oldest {dropped} dropped: monitoring.retrain_max_rows is {settings.max_rows}"
+        if dropped
+        else ""
+    )
     if settings.reprofile:
         dump_contract(reprofile(contract, table, settings.data_file), repo / "contract.yaml")
         paths.append("contract.yaml")
@@ -301,11 +309,18 @@ def commit_data(
             "this data version's."
         )
     _commit(
-        repo, f"Retrain data: {len(fresh)} labelled live rows ({len(table)} in all)", trailers, paths, body
+        repo,
+        f"Retrain data: {len(fresh)} labelled live rows ({len(table)} in all{window})",
+        trailers,
+        paths,
+        body,
     )
     _die_after("data")
     return Outcome(
-        "data", f"{len(fresh)} labelled live rows committed as {settings.data_file} ({reason})", digest
+        "data",
+        f"{len(fresh)} labelled live rows committed as {settings.data_file} ({len(table)} rows in all{window}; "
+        f"{reason})",
+        digest,
     )
 
 

@@ -336,7 +336,9 @@ class MonitoringSpec(_Strict):
     join its prediction (later ones are counted as late), and what starts a retrain: a feature's drift score
     (population stability index) over `drift_threshold`, live accuracy under `accuracy_threshold` (a regression:
     mean absolute error over `error_threshold`), or `retrain_every`. Nothing is judged on fewer than
-    `min_records` predictions (`min_labels` labels for accuracy)."""
+    `min_records` predictions (`min_labels` labels for accuracy). `retrain_max_rows` bounds a retrain's data
+    version to its newest rows (the oldest are dropped), so that training time and each version's size stop
+    growing with every retrain of a loop that runs for months; null keeps every row."""
 
     sample: float = Field(1.0, ge=0.0, le=1.0)
     label_window: Duration = 86400.0
@@ -344,6 +346,7 @@ class MonitoringSpec(_Strict):
     accuracy_threshold: float | None = Field(None, ge=0.0, le=1.0)
     error_threshold: float | None = Field(None, gt=0.0)
     retrain_every: Duration | None = None
+    retrain_max_rows: int | None = Field(None, ge=1)
     min_records: int = Field(200, ge=1)
     min_labels: int = Field(50, ge=1)
 

@@ -127,6 +127,7 @@ def loop(
         thresholds=thresholds,
         label_window=label_window,
         retrain_every=spec.retrain_every,
+        max_rows=spec.retrain_max_rows,
         min_new_labels=min_new_labels,
         chain=tuple(e.strip() for e in chain.split(",") if e.strip()) if chain else (),
         state_dir=state.resolve(),

@@ -233,3 +233,30 @@ def test_a_broken_live_version_is_refused_by_name_and_reverted(
     assert progress(repo).step == "rejected"
     again = next_step(s)
     assert again.step == "waiting" and "only 0 newly labelled rows" in again.detail
+
+
+def test_a_data_version_keeps_the_newest_rows_up_to_the_policys_maximum(tmp_path: Path) -> None:
+    """monitoring.retrain_max_rows: a loop that runs for months trains on a window, not on every row it ever
+    saw. The oldest rows go first, the fresh ones stay, and the commit says how many were dropped."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    repo = make_scratch(tmp_path / "repo").root
+    log = log_of(tmp_path / "log", 100, shift=DRIFT)
+    outcome = next_step(settings(repo, log, max_rows=300))
+    assert outcome.step == "data", outcome.detail
+    assert "300 rows in all, the oldest 369 dropped: monitoring.retrain_max_rows is 300;" in outcome.detail
+    live = pd.read_csv(repo / "data" / "source" / "live.csv")
+    assert len(live) == 300
+    data = load_breast_cancer()
+    source_area = data.data[:, list(data.feature_names).index("mean area")]
+    order = np.random.default_rng(1).permutation(len(data.data))  # the rows log_of drew, in its order
+    assert np.allclose(live["mean_area"].to_numpy()[:200], source_area[-200:])  # the newest of the source
+    assert np.allclose(live["mean_area"].to_numpy()[200:], source_area[order[:100]])  # every live row
+    subject = subprocess.run(
+        ["git", "log", "-1", "--format=%s"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    assert subject.strip() == (
+        "Retrain data: 100 labelled live rows (300 in all, the oldest 369 dropped: monitoring.retrain_max_rows is 300)"
+    )

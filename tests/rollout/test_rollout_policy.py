@@ -102,6 +102,7 @@ def test_bad_durations(bad: object) -> None:
             "hold",
         ),
         ("strategy: rainbow\n", "strategy", "bandit"),
+        ("strategy: canary\nmonitoring: {retrain_max_rows: 0}\n", "monitoring.retrain_max_rows", "(got 0)"),
     ],
 )
 def test_bad_policy_names_file_field_reason(tmp_path: Path, body: str, field: str, reason: str) -> None:
