@@ -28,6 +28,9 @@ DASHBOARD_UID = "sluice-rollouts"
 NAMESPACES = "sluice(-.+)?"
 RECONCILER_NAMESPACE = "sluice-system"  # where the reconcilers run (gitops/cluster/reconciler.yaml)
 ERROR_RATIO = 0.05
+# Turns of `sluice loop` failed in a row before SluiceLoopFailing fires: with the back-off, 7 intervals (35 min at
+# a 5m interval) of a fault that outlasts a restart of whatever was down.
+LOOP_FAILURES = 3
 # The alert rules' threshold: the policy's default (an environment whose policy sets another is shown with its
 # own by `sluice ui`; the rules are rendered once for every namespace).
 DRIFT_THRESHOLD = float(MonitoringSpec.model_fields["drift_threshold"].default)
@@ -450,6 +453,18 @@ def rules() -> list[dict[str, Any]]:
                 "summary": "A Sluice reconciler is not being scraped",
                 "description": "Prometheus cannot scrape a reconciler's /metrics (or finds none): it is down or "
                 "crash-looping, and no rollout moves or rolls back meanwhile.",
+            },
+        },
+        {
+            "alert": "SluiceLoopFailing",
+            "expr": f"max by ({env_labels}) ({n.LOOP_FAILURES}{s.selector(deployment=False)}) >= {LOOP_FAILURES}",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "The retraining loop of {{ $labels.environment }} failed its last {{ $value | humanize }} turns",
+                "description": "Each failed turn is retried with a back-off, and meanwhile no retrain is collected, "
+                "trained or opened. `sluice loop`'s log says why: Git, the registry or the DVC remote down, or a "
+                "contract or pipeline that a change broke. (Reads sluice_loop_consecutive_failures, which `sluice "
+                "loop --metrics-port` exports.)",
             },
         },
         {

@@ -55,6 +55,12 @@ LIVE_ERROR = "sluice_live_mean_absolute_error"
 MONITOR_RECORDS = "sluice_monitor_records"
 MONITOR_LABELS = "sluice_monitor_labels"  # by `state`: joined, late, unmatched
 MONITOR_LAST_RUN = "sluice_monitor_last_run_timestamp_seconds"
+# `sluice loop --metrics-port` (labelled namespace, environment): when its last turn ended, how many turns in a
+# row failed (0 after one that worked), and its turns by the step they did (a counter: waiting, data, trained,
+# rejected, promoted, error, chain-...).
+LOOP_LAST_TURN = "sluice_loop_last_turn_timestamp_seconds"
+LOOP_FAILURES = "sluice_loop_consecutive_failures"
+LOOP_TURNS = "sluice_loop_turns"
 
 # Label names
 NAMESPACE = "namespace"
@@ -78,6 +84,7 @@ GATE_METRIC = "metric"
 VERDICT = "verdict"
 ACTION = "action"
 FEATURE = "feature"
+LOOP_STEP = "step"
 
 # Values of the `service` label (Seldon executor's PredictionHttpServiceName, FeedbackHttpServiceName)
 SERVICE_PREDICTIONS = "predictions"

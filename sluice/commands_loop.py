@@ -74,6 +74,17 @@ def loop(
     once: Annotated[
         bool, typer.Option("--once", help="do the next step (or check the triggers) and exit")
     ] = False,
+    metrics_port: Annotated[
+        int,
+        typer.Option(
+            "--metrics-port",
+            help="serve the loop's own Prometheus metrics on this port (0: off): when its last turn ended, "
+            "how many turns in a row failed, its turns by step; what the SluiceLoopFailing alert reads",
+        ),
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="address for --metrics-port (0.0.0.0 in a pod)")
+    ] = "127.0.0.1",
 ) -> None:
     """Close the loop: monitor, retrain, promote, with Git as the only state.
 
@@ -115,6 +126,10 @@ def loop(
     if not policy.is_file():
         report(f"--policy {policy}: no such file")
     thresholds, label_window, spec = thresholds_from(policy, None, None)
+    if metrics_port and (once or collect):
+        report("--metrics-port goes with the long-running loop, not --once or --collect")
+    if not 0 <= metrics_port <= 65535:
+        report(f"--metrics-port {metrics_port}: not a port number")
     if min_new_labels < 1:
         report(f"--min-new-labels: {min_new_labels} must be at least 1")
 
@@ -165,13 +180,30 @@ def loop(
             show(link)
         return
 
+    if metrics_port:
+        from monitor.loop_metrics import LoopMetrics, namespace_of
+
+        metrics = LoopMetrics(namespace_of(repo, env), env)
+        try:
+            metrics.serve(metrics_port, metrics_host)
+        except OSError as e:
+            report(
+                f"--metrics-port {metrics_port}: cannot listen on {metrics_host}:{metrics_port} ({e.strerror})"
+            )
+        console.print(f"loop metrics on http://{metrics_host}:{metrics_port}/metrics", highlight=False)
+
+    def turned(outcome: Outcome) -> None:
+        if metrics_port:
+            metrics.record(outcome)
+        show(outcome)
+
     def stopping(name: str) -> None:
         console.print(
             f"{name}: stopping after the step under way (Ctrl-C again stops at once)", highlight=False
         )
 
     with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stopped:
-        run_loop(settings, seconds, show, stopped.is_set, stopped.wait)
+        run_loop(settings, seconds, turned, stopped.is_set, stopped.wait)
 
 
 def register(app: typer.Typer) -> None:

@@ -219,6 +219,8 @@ def alert_tests() -> dict[str, Any]:
                         "series": f'{req}{{{pred.replace("predictions", "feedback")},code="500"}}',
                         "values": "0+6000x20",
                     },
+                    # a retraining loop whose turns fail from t=1m, then one works at t=5m
+                    {"series": f"{n.LOOP_FAILURES}{{{nse}}}", "values": "0 1 2 3 4 0 0"},
                     {
                         "series": f'{n.DRIFT_SCORE}{{{ns},predictor_name="m-1",feature="age"}}',
                         "values": "0.5x60",
@@ -276,6 +278,22 @@ def alert_tests() -> dict[str, Any]:
                             }
                         ],
                     },
+                    {"eval_time": "2m", "alertname": "SluiceLoopFailing", "exp_alerts": []},
+                    {
+                        "eval_time": "3m",
+                        "alertname": "SluiceLoopFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "sluice-production",
+                                    "environment": "production",
+                                },
+                                "exp_annotations": _annotations("SluiceLoopFailing", {"value": "3"}),
+                            }
+                        ],
+                    },
+                    {"eval_time": "5m", "alertname": "SluiceLoopFailing", "exp_alerts": []},
                     {"eval_time": "4m", "alertname": "SluiceRouterErrorRate", "exp_alerts": []},
                     {
                         "eval_time": "12m",
