@@ -326,6 +326,36 @@ def grafana_dashboard() -> dict[str, Any]:
             _grid(0, 36, 24, 7),
             [target(promql.drift(s), "A", "{{predictor_name}} {{feature}}")],
         ),
+        row(19, "Retraining loop (`sluice loop --metrics-port`)", 43),
+        stat(
+            20,
+            "Turns failed in a row",
+            f"Each is retried with a back-off; no retrain moves meanwhile. The alert fires at {LOOP_FAILURES}.",
+            _grid(0, 44, 6, 5),
+            [target(promql.loop_failures(s), "A", instant=True)],
+            thresholds=[
+                {"color": "green", "value": None},
+                {"color": "orange", "value": 1},
+                {"color": "red", "value": LOOP_FAILURES},
+            ],
+        ),
+        stat(
+            21,
+            "Since the loop's last turn",
+            "A turn that trains lasts as long as `dvc repro`; an idle loop turns every interval.",
+            _grid(6, 44, 6, 5),
+            [target(promql.since_last_turn(s), "A", instant=True)],
+            unit="s",
+        ),
+        timeseries(
+            22,
+            "Loop turns by step",
+            "What each turn did: waiting, data (a data version committed), trained, rejected, promoted, error; "
+            "chain-*: promotions carried to the next environment.",
+            _grid(12, 44, 12, 5),
+            [target(promql.loop_turns(s, "$__interval"), "A", "{{step}}")],
+            bars=True,
+        ),
     ]
     label_source = f"{n.SERVER_REQUESTS}_count"
     marked = f'{n.ACTION}=~"rollback|promote"'

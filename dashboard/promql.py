@@ -113,6 +113,20 @@ def since_last_tick(s: Scope) -> str:
     return f"time() - max({n.RECONCILER_LAST_TICK}{s.selector(deployment=False)})"
 
 
+def loop_failures(s: Scope) -> str:
+    return f"max({n.LOOP_FAILURES}{s.selector(deployment=False)})"
+
+
+def since_last_turn(s: Scope) -> str:
+    return f"time() - max({n.LOOP_LAST_TURN}{s.selector(deployment=False)})"
+
+
+def loop_turns(s: Scope, window: str) -> str:
+    return (
+        f"sum by ({n.LOOP_STEP}) (increase({n.total(n.LOOP_TURNS)}{s.selector(deployment=False)}[{window}]))"
+    )
+
+
 def gate_field(s: Scope, metric: str) -> str:
     return f"max by ({n.GATE}, {n.VERDICT}) ({metric}{s.selector()})"
 
