@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -242,7 +243,8 @@ def watch(
     console.print(
         f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
     )
-    with stop_on_signals() as stopped:
+    # a second Ctrl-C stops at once: a file scored in part resumes from its checkpoint at the next scan
+    with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stopped:
         watcher.run(interval, stop=stopped.is_set, on_event=show, on_error=trouble)
 
 

@@ -131,14 +131,15 @@ def run(
         markup=False,
     )
     try:
-        with stop_on_signals() as stopped:
-            stats = worker.run(stop=stopped.is_set, block_ms=block_ms, max_idle_s=max_idle)
+        # a second Ctrl-C stops at once: a batch not acknowledged yet is delivered again, to this group
+        with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stopped:
+            worker.run(stop=stopped.is_set, block_ms=block_ms, max_idle_s=max_idle)
     except Exception as e:  # the broker failed (timeouts, refused writes): say so, without its password
         report(redact(f"{type(e).__name__}: {e} (broker {broker})", broker))
     finally:
         with contextlib.suppress(Exception):  # a broker that is gone cannot be closed politely
             adapter.close()
-    console.print(stats.explain(), highlight=False, markup=False)
+    console.print(worker.stats.explain(), highlight=False, markup=False)
 
 
 def register(app_: typer.Typer) -> None:

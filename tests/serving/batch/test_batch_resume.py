@@ -88,3 +88,51 @@ def test_killed_run_resumes_to_identical_output(
     if malformed:
         assert rejects.splitlines()[-1].startswith(b'{"line": 120001, "reason": "CSV line 120001: 3 fields')
     assert not checkpoint.parent.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_a_watch_stopped_twice_mid_file_exits_cleanly_and_the_next_scan_resumes(
+    bundle_dir: Path, test_frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The first Ctrl-C (or SIGTERM) asks `sluice batch watch` to stop after the file under way; a second one
+    stops it at once, mid-file: exit 0 with no traceback, and the next scan resumes the file from its
+    checkpoint instead of losing or repeating rows."""
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    _big_input(test_frame, inbox / "big.csv", copies=3000)  # 429,000 rows: several seconds of scoring
+    past = time.time() - 60
+    os.utime(inbox / "big.csv", (past, past))  # settled
+    base = [sys.executable, "-m", "sluice", "batch", "watch", str(inbox), "--model", str(bundle_dir), "--out",
+            str(out), "--chunk-size", "1500"]  # fmt: skip
+    watch = subprocess.Popen(
+        [*base, "--interval", "0.2"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    checkpoint = out / "big.csv.partial" / "checkpoint.json"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and watch.poll() is None and not (out / "big.csv").exists():
+            try:
+                if json.loads(checkpoint.read_text())["done"] >= 1:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.01)
+        watch.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        watch.send_signal(signal.SIGINT)
+        stdout, stderr = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr + stdout, stderr.decode()
+    assert not (out / "big.csv").exists() and checkpoint.exists(), (
+        "the file finished before the second Ctrl-C"
+    )
+
+    again = subprocess.run([*base, "--once"], cwd=REPO, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert b"scored big.csv" in again.stdout and b"resumed after" in again.stdout, again.stdout.decode()
+    assert len(pd.read_csv(out / "big.csv")) == 429_000 - len(range(0, 429_000, 997))
