@@ -150,6 +150,11 @@ def test_a_worse_model_is_stopped_by_the_gate_against_the_pinned_champion(run):
     gate = json.loads((run.repo.root / "reports" / "metrics" / "gate.json").read_text())
     assert gate["passed"] is False and gate["champion_version"] == "1"
     assert gate["champion"] > gate["candidate"] + gate["tolerance"]
+    # what `sluice loop` reads to record the retrain as rejected by a verdict (not a crash, which is retried)
+    from monitor.loop import _gate_failed
+
+    said = _gate_failed(run.repo.root, since=0.0)
+    assert said is not None and said.startswith("evaluate gate FAILED: candidate "), said
     # The bundle on disk is still the champion's: a failed gate packages nothing.
     assert Bundle.open(run.repo.root / "artifacts" / "model").digest == run.bundle.digest
 
