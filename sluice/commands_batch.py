@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from sluice.console import console, report
-from sluice.stopping import stop_on_signals
+from sluice.stopping import saying, stop_on_signals
 
 app = typer.Typer(
     help="Batch predictions: files in, the same rows out with prediction, probabilities and model digest.",
@@ -244,7 +244,8 @@ def watch(
         f"watching {directory} every {interval:g} s (Ctrl-C to stop)", highlight=False, markup=False
     )
     # a second Ctrl-C stops at once: a file scored in part resumes from its checkpoint at the next scan
-    with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stopped:
+    stopping = saying("the file under way", console.print)
+    with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stopped:
         watcher.run(interval, stop=stopped.is_set, on_event=show, on_error=trouble)
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from sluice.console import console, report
-from sluice.stopping import stop_on_signals
+from sluice.stopping import saying, stop_on_signals
 
 
 def loop(
@@ -197,11 +197,7 @@ def loop(
             metrics.record(outcome)
         show(outcome)
 
-    def stopping(name: str) -> None:
-        console.print(
-            f"{name}: stopping after the step under way (Ctrl-C again stops at once)", highlight=False
-        )
-
+    stopping = saying("the step under way", console.print)
     with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stopped:
         run_loop(settings, seconds, turned, stopped.is_set, stopped.wait)
 

@@ -10,7 +10,7 @@ import typer
 
 from sluice.console import console
 from sluice.console import report as refuse
-from sluice.stopping import stop_on_signals
+from sluice.stopping import saying, stop_on_signals
 
 if TYPE_CHECKING:
     from monitor.assess import Thresholds
@@ -157,7 +157,8 @@ def monitor(
         except OSError as e:
             refuse(f"--metrics-port {metrics_port}: {e}")
     run = None
-    with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stop:  # a second Ctrl-C: at once
+    stopping = saying("the report under way", console.print)
+    with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stop:
         while True:
             try:
                 run = _run(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sluice.console import console, err_console, json_logs, report
-from sluice.stopping import stop_on_signals
+from sluice.stopping import saying, stop_on_signals
 
 if TYPE_CHECKING:
     from rollout.reconciler import Environment, TickResult
@@ -355,7 +355,8 @@ def reconcile(
         telemetry = _telemetry(env, metrics_port, metrics_host) if metrics_port else None
         # SIGTERM (a pod's end) or Ctrl-C: the tick under way is finished, its commit whole; a second Ctrl-C
         # stops at once (Git stays consistent either way: the next tick carries on).
-        with stop_on_signals() as stopped, contextlib.suppress(KeyboardInterrupt):
+        stopping = saying("the tick under way", err_console.print)
+        with stop_on_signals(stopping) as stopped, contextlib.suppress(KeyboardInterrupt):
             from rollout.run import ended, run
 
             def watching(on_tick: Callable[[Tick], None] | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sluice.console import console, err_console, report
-from sluice.stopping import stop_on_signals
+from sluice.stopping import saying, stop_on_signals
 
 app = typer.Typer(
     help="Streaming predictions: a stream in, a stream out (Redis Streams; Kafka for clusters).",
@@ -132,7 +132,8 @@ def run(
     )
     try:
         # a second Ctrl-C stops at once: a batch not acknowledged yet is delivered again, to this group
-        with contextlib.suppress(KeyboardInterrupt), stop_on_signals() as stopped:
+        stopping = saying("the batch under way", err_console.print)
+        with contextlib.suppress(KeyboardInterrupt), stop_on_signals(stopping) as stopped:
             worker.run(stop=stopped.is_set, block_ms=block_ms, max_idle_s=max_idle)
     except Exception as e:  # the broker failed (timeouts, refused writes): say so, without its password
         report(redact(f"{type(e).__name__}: {e} (broker {broker})", broker))

@@ -15,6 +15,11 @@ from types import FrameType
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def saying(what: str, print_: Callable[..., object]) -> Callable[[str], object]:
+    """An `on_stop` that says the command stops after `what` is done, and how to stop it at once."""
+    return lambda name: print_(f"{name}: stopping after {what} (Ctrl-C again stops at once)", highlight=False)
+
+
 @contextlib.contextmanager
 def stop_on_signals(on_stop: Callable[[str], object] | None = None) -> Iterator[threading.Event]:
     """Yield an event that the first SIGTERM or SIGINT sets (`on_stop` is told the signal's name); the handlers
@@ -34,6 +39,7 @@ def stop_on_signals(on_stop: Callable[[str], object] | None = None) -> Iterator[
 
     for sig in SIGNALS:
         signal.signal(sig, stop)
+    # (on_stop runs in the signal handler, on the main thread between two bytecodes: printing is fine)
     try:
         yield stopped
     finally:

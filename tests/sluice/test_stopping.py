@@ -29,3 +29,13 @@ def test_the_handlers_from_before_are_back_when_the_command_ends() -> None:
         assert signal.getsignal(signal.SIGTERM) != before[signal.SIGTERM]
     assert not stopped.is_set()
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_the_command_says_what_it_finishes_and_how_to_stop_at_once() -> None:
+    from sluice.stopping import saying
+
+    printed: list[str] = []
+    with stop_on_signals(saying("the file under way", lambda text, **_: printed.append(text))) as stopped:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stopped.wait(5)
+    assert printed == ["SIGTERM: stopping after the file under way (Ctrl-C again stops at once)"]
