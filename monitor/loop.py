@@ -428,17 +428,24 @@ def promote(settings: LoopSettings, p: Progress) -> Outcome:
     return Outcome("promoted", detail, p.retrain)
 
 
-def _refusal(repo: Path, since: float) -> str | None:
-    """What the validate stage refused in the run that began at `since` (None: it refused nothing)."""
+def _written_since(report: Path, since: float) -> Any:
+    """A stage's JSON report, when the run that began at `since` wrote it (None: an earlier run did, since this
+    one stopped before that stage, or it is missing or not JSON)."""
     import json
 
-    report = repo / "reports" / "metrics" / "validation.json"
     try:
         if report.stat().st_mtime < since - 1:
-            return None  # written by an earlier run: this one stopped before (or after) validating
-        found = json.loads(report.read_text())
+            return None
+        return json.loads(report.read_text())
     except (OSError, ValueError):
         return None
+
+
+def _refusal(repo: Path, since: float) -> str | None:
+    """What the validate stage refused in the run that began at `since` (None: it refused nothing)."""
+    from model.layout import Layout
+
+    found = _written_since(Layout(repo).validation_report, since)
     if not isinstance(found, dict) or found.get("success") is not False:
         return None
     from model.checks import Violation
@@ -459,16 +466,13 @@ def _refusal(repo: Path, since: float) -> str | None:
 
 def _gate_failed(repo: Path, since: float) -> str | None:
     """The evaluate gate's verdict when it failed the candidate in the run that began at `since`, else None."""
-    import json
-
     from model.evaluate import Gate
+    from model.layout import Layout
 
-    report = repo / "reports" / "metrics" / "gate.json"
+    found = _written_since(Layout(repo).gate_report, since)
     try:
-        if report.stat().st_mtime < since - 1:
-            return None  # an earlier run's verdict: this one stopped before evaluating
-        verdict = Gate(**json.loads(report.read_text()))
-    except (OSError, ValueError, TypeError):
+        verdict = Gate(**found)
+    except TypeError:  # None, or not the fields of a verdict
         return None
     return None if verdict.passed else verdict.explain()
 
