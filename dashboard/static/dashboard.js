@@ -29,24 +29,35 @@
     setInterval(tick, 1000);
   });
 
-  document.addEventListener("htmx:configRequest", onConfig);
-  function onConfig(ev) {
-    if (ev.detail.verb !== "post" || ev.detail.headers.Authorization) return;
-    var token = sessionStorage.getItem(KEY);
-    if (token) ev.detail.headers.Authorization = "Bearer " + token;
-  }
-
-  document.addEventListener("htmx:afterRequest", function (ev) {
-    var xhr = ev.detail.xhr;
-    if (!xhr || ev.detail.requestConfig.verb !== "post") return;
-    var body = {};
-    try { body = JSON.parse(xhr.responseText || "{}"); } catch (e) { body = {}; }
-    if (xhr.status >= 200 && xhr.status < 300) {
-      flash(body.env + ": " + body.action + " by " + body.by + (body.commit ? " · main at " + body.commit.slice(0, 12) : ""), true);
-    } else {
-      flash("Refused (" + xhr.status + "): " + (body.detail || xhr.statusText), false);
-    }
+  // Approve and abort: one listener on the document, and a request that does not depend on the button. A live
+  // update replaces the buttons with new ones at any moment; a handler bound to the old ones (htmx wires new
+  // content only after it settles, and drops a request whose element left the page) would lose the click.
+  document.addEventListener("click", function (ev) {
+    var button = ev.target.closest ? ev.target.closest("button[data-action]") : null;
+    if (!button || button.disabled) return;
+    var question = button.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) return;
+    act(button.getAttribute("data-env"), button.getAttribute("data-action"));
   });
+
+  function act(env, action) {
+    var headers = {};
+    var token = sessionStorage.getItem(KEY);
+    if (token) headers.Authorization = "Bearer " + token;
+    fetch("/api/environments/" + encodeURIComponent(env) + "/" + encodeURIComponent(action), {
+      method: "POST", headers: headers, credentials: "omit"
+    }).then(function (r) {
+      return r.text().then(function (text) {
+        var body = {};
+        try { body = JSON.parse(text || "{}"); } catch (e) { body = {}; }
+        if (r.ok) {
+          flash(body.env + ": " + body.action + " by " + body.by + (body.commit ? " · main at " + body.commit.slice(0, 12) : ""), true);
+        } else {
+          flash("Refused (" + r.status + "): " + (body.detail || r.statusText), false);
+        }
+      });
+    }).catch(function (e) { flash(action + " failed: " + e, false); });
+  }
 
   function live(text, cls) {
     var el = document.getElementById("live");
